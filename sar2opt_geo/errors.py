@@ -1,0 +1,70 @@
+"""One exception root for the whole package (as rasterio's ``RasterioError``).
+
+The CLI turns every :class:`Sar2OptError` into a one-line message and exit code 1
+(:class:`UsageError` gives exit code 2). Anything else is a bug and keeps its traceback.
+"""
+
+
+class Sar2OptError(Exception):
+    """Root of all errors sar2opt-geo reports to users."""
+
+    exit_code = 1
+
+
+class UsageError(Sar2OptError):
+    """Options that contradict each other or have invalid values."""
+
+    exit_code = 2
+
+
+class InputError(Sar2OptError):
+    """A problem with an input raster, vector or dataset."""
+
+
+class GeoreferenceError(InputError):
+    """The input has no (usable) georeferencing."""
+
+
+class OutputError(Sar2OptError):
+    """The output path cannot be written (exists, unwritable directory, ...)."""
+
+
+class ModelError(Sar2OptError):
+    """A checkpoint that cannot be read or does not fit the architecture."""
+
+
+class CheckpointKeyError(ModelError):
+    """State dict keys do not match the architecture; the message lists them."""
+
+    def __init__(self, missing, unexpected, shape_mismatch=(), context=""):
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.shape_mismatch = list(shape_mismatch)
+        parts = []
+        if self.missing:
+            parts.append(f"missing keys: {_short(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected keys: {_short(self.unexpected)}")
+        if self.shape_mismatch:
+            parts.append(f"shape mismatch: {_short(self.shape_mismatch)}")
+        prefix = f"{context}: " if context else ""
+        super().__init__(prefix + "checkpoint does not fit the architecture; " + "; ".join(parts))
+
+
+class DatasetError(InputError):
+    """A paired-tile dataset that cannot be used for training or evaluation."""
+
+
+class JobSpecError(Sar2OptError):
+    """A job spec file that does not validate."""
+
+
+class ClusterError(Sar2OptError):
+    """The Dask scheduler cannot be reached or the cluster failed."""
+
+
+def _short(items, limit=8):
+    items = [str(i) for i in items]
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
