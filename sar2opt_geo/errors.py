@@ -48,7 +48,11 @@ class CheckpointKeyError(ModelError):
         if self.shape_mismatch:
             parts.append(f"shape mismatch: {_short(self.shape_mismatch)}")
         prefix = f"{context}: " if context else ""
+        self.context = context
         super().__init__(prefix + "checkpoint does not fit the architecture; " + "; ".join(parts))
+
+    def __reduce__(self):  # picklable across Dask worker processes despite the custom signature
+        return (type(self), (self.missing, self.unexpected, self.shape_mismatch, self.context))
 
 
 class DatasetError(InputError):

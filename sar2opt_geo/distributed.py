@@ -1,0 +1,116 @@
+"""Executing task graphs: dask's local threaded scheduler, a local ``distributed`` cluster of worker
+processes bound to loopback, or an existing cluster given by its scheduler address.
+
+The pipelines build plain Dask task graphs (``{key: (func, *args)}``) of module-level, picklable functions,
+ask for a set of small final results, and receive each one as it completes (for progress bars) while
+intermediate results stay on the workers and are released as soon as their dependents have run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+
+from sar2opt_geo.errors import ClusterError, UsageError
+
+log = logging.getLogger(__name__)
+
+OnResult = Callable[[object, object], None]
+
+
+class ThreadedExecutor:
+    """Dask's local threaded scheduler (the default on a laptop: no processes, no serialisation)."""
+
+    name = "threads"
+
+    def __init__(self, num_workers: int | None = None):
+        self.num_workers = num_workers or max(2, os.cpu_count() or 1)
+
+    def run(self, dsk: dict, keys: list, on_result: OnResult | None = None) -> dict:
+        import dask.threaded
+        from dask.callbacks import Callback
+
+        wanted = set(keys)
+
+        def posttask(key, result, dsk_, state, worker_id):
+            if on_result is not None and key in wanted:
+                on_result(key, result)
+
+        with Callback(posttask=posttask):
+            values = dask.threaded.get(dsk, list(keys), num_workers=self.num_workers)
+        return dict(zip(keys, values, strict=True))
+
+
+class ClientExecutor:
+    """A ``distributed.Client`` (local cluster or remote scheduler)."""
+
+    name = "distributed"
+
+    def __init__(self, client):
+        self.client = client
+
+    def run(self, dsk: dict, keys: list, on_result: OnResult | None = None) -> dict:
+        from distributed import as_completed
+
+        futures = self.client.get(dsk, list(keys), sync=False)
+        results = {}
+        try:
+            for fut, value in as_completed(futures, with_results=True):
+                results[fut.key] = value
+                if on_result is not None:
+                    on_result(fut.key, value)
+        finally:
+            for f in futures:
+                f.release()
+        return results
+
+
+@contextlib.contextmanager
+def make_executor(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    *,
+    threads_per_worker: int | None = None,
+    timeout: float = 10.0,
+    verbose: bool = False,
+) -> Iterator[ThreadedExecutor | ClientExecutor]:
+    """The executor for the CLI options ``--workers N`` / ``--scheduler ADDRESS`` (neither: threads)."""
+    if workers is not None and scheduler is not None:
+        raise UsageError("--workers and --scheduler are mutually exclusive")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1 (got {workers})")
+    if scheduler is None and workers is None:
+        yield ThreadedExecutor()
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")) and ":" not in scheduler:
+            raise UsageError(f"--scheduler must be an address such as tcp://host:8786 (got {scheduler!r})")
+        try:
+            client = Client(scheduler, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({exc})") from None
+        with client:
+            yield ClientExecutor(client)
+        return
+    cores = os.cpu_count() or 1
+    tpw = threads_per_worker or max(1, cores // workers)
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=tpw,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0" if verbose else None,
+        silence_logs=logging.ERROR,
+        env={"SAR2OPT_TORCH_THREADS": str(tpw), "OMP_NUM_THREADS": str(tpw)},
+    )
+    if verbose and cluster.dashboard_link:
+        log.info("Dask dashboard: %s", cluster.dashboard_link)
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            yield ClientExecutor(client)
+    finally:
+        cluster.close()

@@ -1,0 +1,536 @@
+"""Raster input/output: the only module that opens rasters.
+
+Reading goes through rasterio windows (a task reads only its own window plus halo; scene edges are
+reflect-padded by index mapping, so any window of the *virtually padded* scene can be read exactly and
+identically by whichever task asks for it). Writing goes to a tiled GeoTIFF (or Zarr store) under a
+temporary name in the destination directory, which is converted to a Cloud-Optimized GeoTIFF by GDAL's COG
+driver and renamed into place at the end: the final path never holds a partial file.
+
+Written by hand here: only the reflect index mapping (numpy's ``np.pad`` semantics applied to windowed reads)
+and the atomic-rename bookkeeping; everything else is rasterio/GDAL/rio-cogeo/zarr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.control import GroundControlPoint
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from sar2opt_geo.errors import GeoreferenceError, InputError, OutputError
+
+#: GDAL environment used for every read and write (bounded block cache; no directory listings on open).
+GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_NUM_THREADS": "ALL_CPUS"}
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What a task needs to know about an input raster, without holding its pixels (picklable)."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    crs_wkt: str | None
+    transform: tuple[float, ...] | None  # affine coefficients (a, b, c, d, e, f); None with GCPs only
+    gcps: tuple[tuple[float, float, float, float, float], ...] = ()  # (row, col, x, y, z)
+    gcp_crs_wkt: str | None = None
+    block_shape: tuple[int, int] = (256, 256)
+    tiled: bool = False
+    descriptions: tuple[str | None, ...] = ()
+    has_mask: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs_wkt is not None and (self.transform is not None or bool(self.gcps))
+
+    @property
+    def affine(self) -> Affine | None:
+        return Affine(*self.transform) if self.transform is not None else None
+
+    @property
+    def crs(self) -> CRS | None:
+        return CRS.from_wkt(self.crs_wkt) if self.crs_wkt else None
+
+    def gcp_objects(self) -> list[GroundControlPoint]:
+        return [GroundControlPoint(row=r, col=c, x=x, y=y, z=z) for r, c, x, y, z in self.gcps]
+
+    def band_names(self) -> list[str]:
+        names = []
+        for i, d in enumerate(self.descriptions or (None,) * self.count):
+            names.append(d if d else f"band{i + 1}")
+        return names
+
+
+def open_scene(path: str | os.PathLike, *, allow_ungeoreferenced: bool = False) -> SceneInfo:
+    """Open ``path`` once to read its metadata, validating what the pipeline needs."""
+    path = str(path)
+    if not os.path.exists(path) and "://" not in path:
+        raise InputError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+                return _scene_info(src, path, allow_ungeoreferenced)
+    except RasterioIOError as exc:
+        raise InputError(f"{path}: not a readable raster ({_first_line(exc)})") from None
+
+
+def _scene_info(src, path: str, allow_ungeoreferenced: bool) -> SceneInfo:
+    dtypes = set(src.dtypes)
+    if len(dtypes) != 1:
+        raise InputError(f"{path}: bands of mixed data types {sorted(dtypes)} are not supported")
+    dtype = src.dtypes[0]
+    if dtype.startswith("complex") or dtype.startswith("c"):
+        raise InputError(
+            f"{path}: complex data type {dtype} (SLC?) is not supported; use detected GRD intensity "
+            "or amplitude"
+        )
+    if dtype not in SUPPORTED_DTYPES:
+        raise InputError(f"{path}: data type {dtype} is not supported (supported: {', '.join(SUPPORTED_DTYPES)})")
+    gcps, gcp_crs = src.gcps
+    has_transform = src.transform != Affine.identity() and src.crs is not None
+    crs = src.crs if src.crs is not None else gcp_crs
+    if not has_transform and not gcps and not allow_ungeoreferenced:
+        raise GeoreferenceError(
+            f"{path}: no georeferencing (neither CRS+transform nor GCPs); "
+            "pass --allow-ungeoreferenced to process it in pixel space"
+        )
+    block_h, block_w = src.block_shapes[0]
+    tiled = bool(src.profile.get("tiled", False)) or (block_h > 1 and block_w < src.width)
+    has_mask = any(
+        rasterio.enums.MaskFlags.per_dataset in flags and rasterio.enums.MaskFlags.nodata not in flags
+        for flags in src.mask_flag_enums
+    )
+    return SceneInfo(
+        path=path,
+        width=src.width,
+        height=src.height,
+        count=src.count,
+        dtype=dtype,
+        nodata=src.nodata,
+        crs_wkt=crs.to_wkt() if crs is not None else None,
+        transform=tuple(src.transform)[:6] if has_transform else None,
+        gcps=tuple((g.row, g.col, g.x, g.y, g.z or 0.0) for g in gcps) if (gcps and not has_transform) else (),
+        gcp_crs_wkt=gcp_crs.to_wkt() if (gcps and gcp_crs is not None and not has_transform) else None,
+        block_shape=(int(block_h), int(block_w)),
+        tiled=tiled,
+        descriptions=tuple(src.descriptions),
+        has_mask=has_mask,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Map any integer indices into ``[0, n)`` the way ``np.pad(mode="reflect")`` extends an axis."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    m = np.mod(idx, period)
+    return np.where(m < n, m, period - m)
+
+
+def read_window(
+    scene: SceneInfo,
+    row0: int,
+    row1: int,
+    col0: int,
+    col1: int,
+    bands: tuple[int, ...] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read rows ``[row0, row1)`` and columns ``[col0, col1)`` of the reflect-padded scene.
+
+    Returns ``(data, valid)``: float32 ``(bands, h, w)`` and a boolean ``(h, w)`` mask that is False where
+    any band is nodata, NaN/inf or masked by the dataset mask. Indices may lie outside the scene; they are
+    reflected back inside (numpy ``reflect`` semantics), so the result does not depend on who reads it.
+    """
+    rows = reflect_index(np.arange(row0, row1), scene.height)
+    cols = reflect_index(np.arange(col0, col1), scene.width)
+    r_lo, r_hi = int(rows.min()), int(rows.max()) + 1
+    c_lo, c_hi = int(cols.min()), int(cols.max()) + 1
+    window = Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo)
+    indexes = list(bands) if bands else list(range(1, scene.count + 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.Env(**GDAL_ENV), rasterio.open(scene.path) as src:
+            raw = src.read(indexes, window=window)
+            mask = src.read_masks(indexes[0], window=window) if scene.has_mask else None
+    data = raw.astype(np.float32, copy=False)
+    valid = np.all(np.isfinite(data), axis=0)
+    if scene.nodata is not None and not (isinstance(scene.nodata, float) and math.isnan(scene.nodata)):
+        valid &= np.all(raw != scene.nodata, axis=0)
+    if mask is not None:
+        valid &= mask > 0
+    sel = np.ix_(rows - r_lo, cols - c_lo)
+    data = data[(slice(None),) + sel]
+    valid = valid[sel]
+    return np.ascontiguousarray(data), np.ascontiguousarray(valid)
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an existing output without ``overwrite`` and an unwritable directory, before any work."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: directory {parent} is not writable")
+    if path.exists() and path.is_dir() and path.suffix.lower() not in (".zarr",):
+        raise OutputError(f"{path}: is a directory")
+    return path
+
+
+def temporary_sibling(path: str | os.PathLike, tag: str = "tmp") -> Path:
+    """A unique hidden name beside ``path`` (same filesystem, so the final rename is atomic)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    aux = Path(str(path) + ".aux.xml")
+    with contextlib.suppress(FileNotFoundError):
+        aux.unlink()
+
+
+def replace_path(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move ``tmp`` to ``final`` atomically (a directory store replaces an old one in two renames)."""
+    tmp, final = Path(tmp), Path(final)
+    if final.is_dir() and not final.is_symlink():
+        old = temporary_sibling(final, "old")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+@dataclass
+class GeoProfile:
+    """Georeferencing copied from an input to an output on the same pixel grid."""
+
+    width: int
+    height: int
+    crs_wkt: str | None = None
+    transform: tuple[float, ...] | None = None
+    gcps: tuple[tuple[float, float, float, float, float], ...] = ()
+    gcp_crs_wkt: str | None = None
+    tags: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_scene(cls, scene: SceneInfo, tags: dict | None = None) -> GeoProfile:
+        return cls(
+            width=scene.width,
+            height=scene.height,
+            crs_wkt=scene.crs_wkt,
+            transform=scene.transform,
+            gcps=scene.gcps,
+            gcp_crs_wkt=scene.gcp_crs_wkt,
+            tags=dict(tags or {}),
+        )
+
+
+class GeoTiffWriter:
+    """A tiled GeoTIFF written window by window (the staging file for a COG, or a plain output).
+
+    Use as a context manager; ``write(row0, col0, data, valid)`` stores a block and its mask. Not
+    thread-safe: one process writes (the client, or a single writer task).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        geo: GeoProfile,
+        count: int,
+        dtype: str,
+        *,
+        nodata: float | None = None,
+        internal_mask: bool = False,
+        blocksize: int = 512,
+        compress: str = "deflate",
+        band_descriptions: list[str] | None = None,
+    ):
+        self.path = str(path)
+        self.geo = geo
+        self.internal_mask = internal_mask
+        profile = dict(
+            driver="GTiff",
+            width=geo.width,
+            height=geo.height,
+            count=count,
+            dtype=dtype,
+            tiled=True,
+            blockxsize=blocksize,
+            blockysize=blocksize,
+            compress=compress,
+            BIGTIFF="IF_SAFER",
+        )
+        if nodata is not None:
+            profile["nodata"] = nodata
+        if dtype == "uint8" and count == 3:
+            profile["photometric"] = "RGB"
+        if geo.transform is not None:
+            profile["crs"] = CRS.from_wkt(geo.crs_wkt) if geo.crs_wkt else None
+            profile["transform"] = Affine(*geo.transform)
+        self._profile = profile
+        self._descriptions = band_descriptions
+        self._env = None
+        self._dst = None
+
+    def __enter__(self) -> GeoTiffWriter:
+        self._env = rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, **GDAL_ENV)
+        self._env.__enter__()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dst = rasterio.open(self.path, "w", **self._profile)
+        if self.geo.gcps:
+            crs = CRS.from_wkt(self.geo.gcp_crs_wkt) if self.geo.gcp_crs_wkt else None
+            gcps = [GroundControlPoint(row=r, col=c, x=x, y=y, z=z) for r, c, x, y, z in self.geo.gcps]
+            self._dst.gcps = (gcps, crs)
+        if self.geo.tags:
+            self._dst.update_tags(**{k: _tag_value(v) for k, v in self.geo.tags.items()})
+        if self._descriptions:
+            for i, d in enumerate(self._descriptions, start=1):
+                self._dst.set_band_description(i, d)
+        return self
+
+    def write(self, row0: int, col0: int, data: np.ndarray, valid: np.ndarray | None = None) -> None:
+        _, h, w = data.shape
+        window = Window(col0, row0, w, h)
+        self._dst.write(data, window=window)
+        if self.internal_mask and valid is not None:
+            self._dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._dst is not None:
+                self._dst.close()
+        finally:
+            self._env.__exit__(*exc)
+
+
+def _tag_value(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+
+
+def staging_to_cog(staging: str | os.PathLike, dst: str | os.PathLike, *, blocksize: int = 512) -> None:
+    """Convert a tiled staging GeoTIFF into a Cloud-Optimized GeoTIFF with overviews (GDAL COG driver).
+
+    The internal mask is carried over (GDAL builds mask overviews too). The result validates with
+    ``rio cogeo validate``.
+    """
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, **GDAL_ENV):
+        rasterio.shutil.copy(
+            str(staging),
+            str(dst),
+            driver="COG",
+            BLOCKSIZE=blocksize,
+            COMPRESS="DEFLATE",
+            PREDICTOR="YES",
+            OVERVIEWS="IGNORE_EXISTING",
+            OVERVIEW_RESAMPLING="AVERAGE",
+            RESAMPLING="AVERAGE",
+            BIGTIFF="IF_SAFER",
+            NUM_THREADS="ALL_CPUS",
+        )
+
+
+def validate_cog(path: str | os.PathLike) -> tuple[bool, list[str], list[str]]:
+    """``(is_valid, errors, warnings)`` as ``rio cogeo validate`` reports them."""
+    from rio_cogeo.cogeo import cog_validate
+
+    return cog_validate(str(path), quiet=True)
+
+
+def read_raster(path: str | os.PathLike, masked: bool = False):
+    """Read a whole (small) raster: ``(data, profile-dict)``; with ``masked`` also the dataset mask.
+
+    For tests, previews and tile-sized files only: the pipeline never calls this on a scene.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with rasterio.open(str(path)) as src:
+                data = src.read()
+                meta = {
+                    "crs": src.crs,
+                    "transform": src.transform,
+                    "gcps": src.gcps,
+                    "nodata": src.nodata,
+                    "tags": src.tags(),
+                    "width": src.width,
+                    "height": src.height,
+                    "count": src.count,
+                    "dtype": src.dtypes[0],
+                    "overviews": src.overviews(1),
+                    "descriptions": src.descriptions,
+                }
+                if masked:
+                    meta["mask"] = src.dataset_mask()
+        except RasterioIOError as exc:
+            raise InputError(f"{path}: not a readable raster ({_first_line(exc)})") from None
+    return data, meta
+
+
+def read_overview(path: str | os.PathLike, max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """A decimated read of a raster (uses overviews when present) for previews: ``(data, mask)``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(str(path)) as src:
+            f = max(1, math.ceil(max(src.width, src.height) / max_size))
+            shape = (src.count, max(1, src.height // f), max(1, src.width // f))
+            data = src.read(out_shape=shape, resampling=rasterio.enums.Resampling.average)
+            mask = src.dataset_mask(out_shape=shape[1:])
+    return data, mask
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write a ``(3|1, h, w)`` or ``(h, w)`` uint8 array as PNG (previews, sample grids, synthetic pairs)."""
+    from PIL import Image
+
+    arr = np.asarray(rgb)
+    if arr.ndim == 3:
+        arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+    Image.fromarray(np.ascontiguousarray(arr.astype(np.uint8))).save(str(path))
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Read an 8-bit PNG/JPEG tile as ``(channels, h, w)`` uint8; raises InputError when corrupt."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(str(path)) as im:
+            im.load()
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image ({_first_line(exc)})") from None
+    if arr.ndim == 2:
+        arr = arr[None]
+    else:
+        arr = np.moveaxis(arr, -1, 0)
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return arr
+
+
+# ------------------------------------------------------------------------------ block store (Zarr)
+# Output blocks computed by Dask tasks (threads or worker processes, possibly on other machines sharing the
+# filesystem) are written into a Zarr intermediate whose chunks are exactly the blocks: concurrent writes
+# never touch the same chunk. The client then streams it into the final COG or Zarr output.
+
+
+def create_block_store(path: str | os.PathLike, height: int, width: int, chunk: int, attrs: dict) -> None:
+    import zarr
+
+    g = zarr.open_group(str(path), mode="w", attributes=attrs)
+    g.create_array("rgb", shape=(3, height, width), chunks=(3, chunk, chunk), dtype="uint8", fill_value=0)
+    g.create_array("valid", shape=(height, width), chunks=(chunk, chunk), dtype="bool", fill_value=False)
+
+
+def write_store_block(path: str | os.PathLike, row0: int, col0: int, rgb: np.ndarray, valid: np.ndarray) -> None:
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+")
+    h, w = valid.shape
+    g["rgb"][:, row0 : row0 + h, col0 : col0 + w] = rgb
+    g["valid"][row0 : row0 + h, col0 : col0 + w] = valid
+
+
+def read_store_window(path: str | os.PathLike, row0: int, row1: int, col0: int, col1: int):
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r")
+    return np.asarray(g["rgb"][:, row0:row1, col0:col1]), np.asarray(g["valid"][row0:row1, col0:col1])
+
+
+def store_attrs(path: str | os.PathLike) -> dict:
+    import zarr
+
+    return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+def store_to_cog(
+    store: str | os.PathLike, dst: str | os.PathLike, geo: GeoProfile, *, chunk: int, progress=None
+) -> None:
+    """Stream the block store into a staging GeoTIFF (RGB + internal mask), then into a COG at ``dst``."""
+    staging = temporary_sibling(dst, "staging")
+    try:
+        with GeoTiffWriter(
+            staging, geo, 3, "uint8", internal_mask=True, band_descriptions=["red", "green", "blue"]
+        ) as w:
+            for r0 in range(0, geo.height, chunk):
+                for c0 in range(0, geo.width, chunk):
+                    rgb, valid = read_store_window(
+                        store, r0, min(r0 + chunk, geo.height), c0, min(c0 + chunk, geo.width)
+                    )
+                    w.write(r0, c0, rgb, valid)
+        staging_to_cog(staging, dst)
+    finally:
+        remove_path(staging)
+
+
+def store_to_zarr(store: str | os.PathLike, dst: str | os.PathLike, geo: GeoProfile, *, chunk: int) -> None:
+    """Write the final Zarr output: ``rgb`` (band, y, x) uint8 with 0 as nodata, georeferenced by rioxarray
+    (``spatial_ref`` with CRS WKT and GeoTransform, or GCPs), plus a ``valid`` mask variable."""
+    import dask.array as da
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+    import zarr
+
+    g = zarr.open_group(str(store), mode="r")
+    rgb = da.from_zarr(g["rgb"], chunks=(3, chunk, chunk))
+    valid = da.from_zarr(g["valid"], chunks=(chunk, chunk))
+    coords = {"band": [1, 2, 3]}
+    if geo.transform is not None:
+        t = Affine(*geo.transform)
+        coords["x"] = t.c + t.a * (np.arange(geo.width) + 0.5)
+        coords["y"] = t.f + t.e * (np.arange(geo.height) + 0.5)
+    ds = xr.Dataset(
+        {"rgb": (("band", "y", "x"), rgb), "valid": (("y", "x"), valid)},
+        coords=coords,
+        attrs={k: _tag_value(v) for k, v in geo.tags.items()},
+    )
+    if geo.transform is not None:
+        ds = ds.rio.write_crs(CRS.from_wkt(geo.crs_wkt)).rio.write_transform(Affine(*geo.transform))
+    elif geo.gcps:
+        gcps = [GroundControlPoint(row=r, col=c, x=x, y=y, z=z) for r, c, x, y, z in geo.gcps]
+        ds = ds.rio.write_gcps(gcps, CRS.from_wkt(geo.gcp_crs_wkt) if geo.gcp_crs_wkt else None)
+    ds["rgb"].attrs["_FillValue"] = 0
+    ds["rgb"].encoding.pop("_FillValue", None)
+    ds.to_zarr(str(dst), mode="w", consolidated=False, compute=True)

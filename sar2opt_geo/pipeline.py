@@ -1,0 +1,526 @@
+"""The translate pipeline as a Dask graph: read → radiometry → filter → tiles → generator → blend → write.
+
+Graph per scene (every function here is module-level and picklable; tasks carry only small plans):
+
+1. ``sample`` tasks read a fixed lattice of small windows (independent of the chunking) for the input-scale
+   check and the scene-level statistics; the client reduces them to per-band clip bounds.
+2. ``acc`` tasks, one per block that owns tiles: read the block's tile extent (plus the filter halo,
+   reflect-padded at the scene edges), convert radiometry with the scene statistics, run the generator on
+   every owned tile that has valid pixels (and touches the AOI), and return the weighted partial sums
+   Σw·y and Σw over that extent. Each tile is evaluated exactly once.
+3. ``out`` tasks, one per block: add the partial sums of the (at most four) ``acc`` blocks that reach it,
+   normalise, apply the nodata/AOI mask, and write the uint8 block into the Zarr block store.
+4. The client streams the block store into a COG (or Zarr) under a temporary name and renames it into place.
+
+Only small results (counts) come back to the client; peak memory is a few blocks per worker thread whatever
+the scene size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from sar2opt_geo import __version__, io
+from sar2opt_geo.blend import normalise, tile_window
+from sar2opt_geo.errors import InputError, UsageError
+from sar2opt_geo.radiometry import (
+    INPUT_SCALES,
+    Radiometry,
+    SceneStats,
+    check_input_scale,
+    detect_input_scale,
+    normalize,
+    output_to_uint8,
+    resolve_stats,
+    to_linear,
+)
+from sar2opt_geo.tiling import Block, BlockPlan, TileGrid
+from sar2opt_geo.translate import ModelRef, predict
+
+log = logging.getLogger(__name__)
+
+SAMPLE_WINDOW = 128
+SAMPLE_LATTICE = 16  # up to 16 × 16 windows of 128² px: ≤ 4.2 Mpx read for statistics
+
+
+# ----------------------------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything that turns raw scene values into model input (shared by translate and filter)."""
+
+    scene: io.SceneInfo
+    bands: tuple[int, ...]
+    input_scale: str
+    filter: object | None = None  # sar2opt_geo.filters.FilterSpec
+
+    @property
+    def halo(self) -> int:
+        if self.filter is None:
+            return 0
+        from sar2opt_geo.filters import filter_halo
+
+        return filter_halo(self.filter)
+
+
+@dataclass(frozen=True)
+class TranslateJob:
+    cond: Conditioning
+    radiometry: Radiometry
+    stats: SceneStats
+    model: ModelRef
+    plan: BlockPlan
+    batch_size: int = 8
+    aoi_wkb: bytes | None = None
+    tags: dict = field(default_factory=dict)
+
+    @property
+    def grid(self) -> TileGrid:
+        return self.plan.grid
+
+
+@dataclass
+class Partial:
+    """Weighted partial sums of one block's tiles over its extent clipped to the scene."""
+
+    key: str
+    row0: int
+    col0: int
+    sum_wy: np.ndarray
+    sum_w: np.ndarray
+    valid: np.ndarray
+    n_eval: int
+    n_tiles: int
+
+
+@dataclass(frozen=True)
+class BlockDone:
+    key: str
+    n_tiles: int
+    n_eval: int
+
+
+# ------------------------------------------------------------------------------------------ task bodies
+
+
+def read_linear(cond: Conditioning, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear intensity and validity for a window, speckle-filtered when asked (exact: reads the halo)."""
+    h = cond.halo
+    data, valid = io.read_window(cond.scene, row0 - h, row1 + h, col0 - h, col1 + h, cond.bands)
+    linear = to_linear(data, cond.input_scale)
+    linear = np.where(valid[None] & (linear > 0), linear, np.float32(0.0))
+    if cond.filter is not None:
+        from sar2opt_geo.filters import apply_filter
+
+        linear = apply_filter(linear, valid, cond.filter)
+    if h:
+        linear = linear[:, h:-h, h:-h]
+        valid = valid[h:-h, h:-h]
+    return np.ascontiguousarray(linear), np.ascontiguousarray(valid)
+
+
+def sample_window(cond: Conditioning, row0: int, col0: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(raw values of valid pixels (bands, n), linear values after filtering (bands, n))`` of a window."""
+    r1, c1 = min(row0 + size, cond.scene.height), min(col0 + size, cond.scene.width)
+    raw, valid = io.read_window(cond.scene, row0, r1, col0, c1, cond.bands)
+    linear, _ = read_linear(cond, row0, r1, col0, c1) if cond.filter is not None else (None, None)
+    if linear is None:
+        linear = to_linear(raw, cond.input_scale)
+    return raw[:, valid], np.maximum(linear[:, valid], 0)
+
+
+def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
+    """Run the generator on the tiles block ``(bi, bj)`` owns; return their weighted partial sums."""
+    import shapely
+
+    block: Block = job.plan.block(bi, bj)
+    grid = job.grid
+    r0, r1, c0, c1 = block.acc_bounds
+    linear, valid = read_linear(job.cond, r0, r1, c0, c1)
+    x = normalize(linear, valid, job.radiometry, job.stats)
+    del linear
+    H, W = grid.height, grid.width
+    in_scene = np.zeros(valid.shape, dtype=bool)
+    in_scene[: max(0, H - r0), : max(0, W - c0)] = True
+    valid_in = valid & in_scene
+    aoi = shapely.from_wkb(job.aoi_wkb) if job.aoi_wkb else None
+    if aoi is not None:
+        shapely.prepare(aoi)
+
+    todo = []
+    T, S = grid.tile, grid.stride
+    for i in range(block.ti0, block.ti1):
+        for j in range(block.tj0, block.tj1):
+            lr, lc = i * S - r0, j * S - c0
+            if not valid_in[lr : lr + T, lc : lc + T].any():
+                continue
+            if aoi is not None and not aoi.intersects(shapely.box(j * S, i * S, j * S + T, i * S + T)):
+                continue
+            todo.append((i, j, lr, lc))
+
+    hh, ww = min(r1, H) - r0, min(c1, W) - c0
+    sum_wy = np.zeros((3, r1 - r0, c1 - c0), dtype=np.float32)
+    sum_w = np.zeros((r1 - r0, c1 - c0), dtype=np.float32)
+    bs = max(1, job.batch_size)
+    for k in range(0, len(todo), bs):
+        batch = todo[k : k + bs]
+        xb = np.stack([x[:, lr : lr + T, lc : lc + T] for _, _, lr, lc in batch])
+        yb = predict(job.model, xb, bs)
+        for (i, j, lr, lc), y in zip(batch, yb, strict=True):
+            w = tile_window(grid, i, j)
+            sum_wy[:, lr : lr + T, lc : lc + T] += y * w
+            sum_w[lr : lr + T, lc : lc + T] += w
+    return Partial(
+        key=block.key,
+        row0=r0,
+        col0=c0,
+        sum_wy=np.ascontiguousarray(sum_wy[:, :hh, :ww]),
+        sum_w=np.ascontiguousarray(sum_w[:hh, :ww]),
+        valid=np.ascontiguousarray(valid[:hh, :ww]),
+        n_eval=len(todo),
+        n_tiles=block.n_tiles,
+    )
+
+
+def finish_block(job: TranslateJob, store: str, bi: int, bj: int, *partials: Partial) -> BlockDone:
+    """Overlap-add the partial sums reaching block ``(bi, bj)``, normalise, mask and store it."""
+    block = job.plan.block(bi, bj)
+    h, w = block.shape
+    sum_wy = np.zeros((3, h, w), dtype=np.float32)
+    sum_w = np.zeros((h, w), dtype=np.float32)
+    valid = np.zeros((h, w), dtype=bool)
+    own = None
+    for p in partials:
+        if p.key == block.key:
+            own = p
+        pr0, pc0 = p.row0, p.col0
+        ph, pw = p.sum_w.shape
+        a0, a1 = max(block.row0, pr0), min(block.row1, pr0 + ph)
+        b0, b1 = max(block.col0, pc0), min(block.col1, pc0 + pw)
+        if a0 >= a1 or b0 >= b1:
+            continue
+        src = (slice(a0 - pr0, a1 - pr0), slice(b0 - pc0, b1 - pc0))
+        dst = (slice(a0 - block.row0, a1 - block.row0), slice(b0 - block.col0, b1 - block.col0))
+        sum_wy[(slice(None),) + dst] += p.sum_wy[(slice(None),) + src]
+        sum_w[dst] += p.sum_w[src]
+        valid[dst] = p.valid[src]
+    y, covered = normalise(sum_wy, sum_w)
+    rgb = output_to_uint8(y, job.radiometry.out_range)
+    mask = valid & covered
+    if job.aoi_wkb:
+        import shapely
+
+        from sar2opt_geo.aoi import rasterize_pixels
+
+        mask &= rasterize_pixels(shapely.from_wkb(job.aoi_wkb), block.row0, block.row1, block.col0, block.col1)
+    rgb[:, ~mask] = 0
+    io.write_store_block(store, block.row0, block.col0, rgb, mask)
+    return BlockDone(
+        key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0
+    )
+
+
+# ------------------------------------------------------------------------------------- graph assembly
+
+
+def sample_lattice(height: int, width: int, size: int = SAMPLE_WINDOW, n: int = SAMPLE_LATTICE):
+    """Top-left corners of the statistics windows: a regular lattice, independent of the chunking."""
+    def axis(extent: int) -> list[int]:
+        if extent <= size:
+            return [0]
+        k = min(n, math.ceil(extent / size))
+        return sorted({int(round(v)) for v in np.linspace(0, extent - size, k)})
+
+    return [(r, c) for r in axis(height) for c in axis(width)]
+
+
+def scene_samples(executor, cond: Conditioning, dense: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Gather scene samples on the executor: ``(raw (bands, n), linear (bands, n))``.
+
+    ``dense`` samples every block (used when the lattice found no valid pixel in a sparse scene)."""
+    if dense:
+        step = 512
+        corners = [(r, c) for r in range(0, cond.scene.height, step) for c in range(0, cond.scene.width, step)]
+        size = step
+    else:
+        corners, size = sample_lattice(cond.scene.height, cond.scene.width), SAMPLE_WINDOW
+    dsk = {("sample", k): (sample_window, cond, r, c, size) for k, (r, c) in enumerate(corners)}
+    res = executor.run(dsk, list(dsk))
+    raws = [res[k][0] for k in dsk]
+    lins = [res[k][1] for k in dsk]
+    if dense:  # keep the client's share bounded: a regular subsample
+        raws = [r[:, ::16] for r in raws]
+        lins = [v[:, ::16] for v in lins]
+    return np.concatenate(raws, axis=1), np.concatenate(lins, axis=1)
+
+
+def translate_graph(job: TranslateJob, store: str) -> tuple[dict, list]:
+    token = job.model.digest[:8]
+    dsk = {}
+    for b in job.plan.blocks:
+        if b.n_tiles:
+            dsk[(f"acc-{token}", b.bi, b.bj)] = (accumulate_block, job, b.bi, b.bj)
+    finals = []
+    for b in job.plan.blocks:
+        deps = [(f"acc-{token}", c.bi, c.bj) for c in job.plan.contributors(b)]
+        key = (f"out-{token}", b.bi, b.bj)
+        dsk[key] = (finish_block, job, store, b.bi, b.bj, *deps)
+        finals.append(key)
+    return dsk, finals
+
+
+# ------------------------------------------------------------------------------------------- front end
+
+
+@dataclass
+class TranslateOptions:
+    model: str
+    tile_size: int = 256
+    overlap: int = 64
+    batch_size: int = 8
+    device: str = "auto"
+    backend: str = "torch"
+    chunk_size: int = 2048
+    bands: str | None = None
+    input_scale: str = "auto"
+    filter: object | None = None  # FilterSpec
+    aoi: str | None = None
+    lora: str | None = None
+    fmt: str = "cog"
+    allow_ungeoreferenced: bool = False
+
+
+@dataclass
+class TranslateSummary:
+    output: str
+    tiles: int
+    evaluations: int
+    blocks: int
+    seconds: float
+    stats: SceneStats
+    input_scale: str
+    chunk: int
+
+
+def select_bands(scene: io.SceneInfo, spec: str | None, n_needed: int, model_bands: list[str]) -> tuple[int, ...]:
+    """Scene band indexes (1-based) for ``--bands`` (names such as VV,VH or indexes 1,2), else the model's
+    band names matched against the scene's band descriptions, else the first bands."""
+    names = [n.upper() for n in scene.band_names()]
+    if spec:
+        out = []
+        for tok in [t.strip() for t in spec.split(",") if t.strip()]:
+            if tok.isdigit():
+                idx = int(tok)
+                if not 1 <= idx <= scene.count:
+                    raise UsageError(f"--bands: band {idx} does not exist (the input has {scene.count})")
+                out.append(idx)
+            elif tok.upper() in names:
+                out.append(names.index(tok.upper()) + 1)
+            else:
+                raise UsageError(f"--bands: no band named {tok!r} (the input has {', '.join(scene.band_names())})")
+    elif model_bands and all(b.upper() in names for b in model_bands):
+        out = [names.index(b.upper()) + 1 for b in model_bands]
+    else:
+        out = list(range(1, min(n_needed, scene.count) + 1))
+    if len(out) != n_needed:
+        raise InputError(
+            f"{scene.path}: the model takes {n_needed} band(s) "
+            f"({', '.join(model_bands) or 'unnamed'}) but {len(out)} were selected from {scene.count}"
+        )
+    return tuple(out)
+
+
+def prepare_translate(input_path: str, opts: TranslateOptions):
+    """Validate everything that can be validated before work starts; return the parts of the job."""
+    from sar2opt_geo.models.checkpoint import load_generator, read_metadata
+    from sar2opt_geo.translate import make_model_ref, resolve_device
+
+    if opts.fmt not in ("cog", "zarr"):
+        raise UsageError(f"--format must be cog or zarr (got {opts.fmt!r})")
+    if opts.input_scale != "auto" and opts.input_scale not in INPUT_SCALES:
+        raise UsageError(f"--input-scale must be auto or one of {', '.join(INPUT_SCALES)}")
+    if opts.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1 (got {opts.batch_size})")
+    scene = io.open_scene(input_path, allow_ungeoreferenced=opts.allow_ungeoreferenced)
+    grid = TileGrid(scene.height, scene.width, opts.tile_size, opts.overlap)
+    device = resolve_device(opts.device)
+    meta = read_metadata(opts.model)
+    # Validate the weights against the architecture here, once, so a bad checkpoint fails before any work
+    # (and with the threaded scheduler this also fills the per-process cache the tasks use).
+    if opts.backend == "torch":
+        from sar2opt_geo.models.checkpoint import get_cached_generator
+
+        get_cached_generator(opts.model, device, lora=opts.lora)
+    else:
+        load_generator(opts.model, "cpu")
+    radiometry = Radiometry.from_dict(meta.radiometry)
+    in_ch = int(meta.arch_args.get("in_channels", 3))
+    n_needed = 1 if radiometry.replicate_to and radiometry.replicate_to == in_ch else in_ch
+    bands = select_bands(scene, opts.bands, n_needed, list(meta.input_bands or []))
+    ref = make_model_ref(opts.model, device, opts.backend, opts.lora)
+    plan = BlockPlan.create(grid, opts.chunk_size, scene.block_shape if scene.tiled else None)
+    aoi_wkb = None
+    if opts.aoi:
+        import shapely
+
+        from sar2opt_geo.aoi import aoi_to_pixels, load_aoi
+
+        geom, crs = load_aoi(opts.aoi)
+        aoi_wkb = shapely.to_wkb(aoi_to_pixels(geom, crs, scene))
+    return scene, grid, plan, radiometry, bands, ref, meta, aoi_wkb
+
+
+def run_translate(
+    input_path: str,
+    output_path: str,
+    opts: TranslateOptions,
+    executor,
+    *,
+    overwrite: bool = False,
+    progress=None,
+) -> TranslateSummary:
+    """Translate one scene. ``progress(n_tiles_done, n_tiles_total)`` is called as blocks finish."""
+    t0 = time.perf_counter()
+    out = io.check_output_path(output_path, overwrite)
+    scene, grid, plan, radiometry, bands, ref, meta, aoi_wkb = prepare_translate(input_path, opts)
+
+    cond = Conditioning(scene=scene, bands=bands, input_scale="linear", filter=opts.filter)
+    raw, _ = scene_samples(executor, cond)
+    if opts.input_scale == "auto":
+        scale = detect_input_scale(scene.dtype, raw)
+        log.info("input scale detected: %s", scale)
+    else:
+        scale = opts.input_scale
+        check_input_scale(scale, raw, scene.path)
+    cond = replace(cond, input_scale=scale)
+    if cond.filter is not None and getattr(cond.filter, "enl", None) == "auto":
+        cond = replace(cond, filter=_resolve_auto_enl(executor, cond))
+    stats = resolve_stats(radiometry, None, len(bands)) if not radiometry.needs_scene_stats else None
+    if stats is None:
+        _, lin = scene_samples(executor, cond)
+        if lin.shape[1] == 0:
+            _, lin = scene_samples(executor, cond, dense=True)
+        stats = resolve_stats(radiometry, lin, len(bands))
+
+    tags = {
+        "SAR2OPT_TOOL": f"sar2opt-geo {__version__}",
+        "SAR2OPT_MODEL": meta.name or os.path.basename(opts.model),
+        "SAR2OPT_MODEL_HASH": ref.digest,
+        "SAR2OPT_ADAPTER": os.path.basename(opts.lora) if opts.lora else "none",
+        "SAR2OPT_RADIOMETRY": radiometry.describe(),
+        "SAR2OPT_INPUT_SCALE": scale,
+        "SAR2OPT_FILTER": cond.filter.to_dict() if cond.filter is not None else "none",
+        "SAR2OPT_TILING": {"tile": grid.tile, "overlap": grid.overlap, "blend": "raised-cosine"},
+        "SAR2OPT_BACKEND": opts.backend,
+    }
+    job = TranslateJob(
+        cond=cond,
+        radiometry=radiometry,
+        stats=stats,
+        model=ref,
+        plan=plan,
+        batch_size=opts.batch_size,
+        aoi_wkb=aoi_wkb,
+        tags=tags,
+    )
+    store = io.temporary_sibling(out, "blocks.zarr")
+    tmp_out = io.temporary_sibling(out, "partial")
+    try:
+        io.create_block_store(store, grid.height, grid.width, plan.chunk, {"tags": {k: str(v) for k, v in tags.items()}})
+        dsk, finals = translate_graph(job, str(store))
+        done = {"tiles": 0}
+
+        def on_result(key, res: BlockDone):
+            done["tiles"] += res.n_tiles
+            if progress is not None:
+                progress(done["tiles"], grid.count)
+
+        results = executor.run(dsk, finals, on_result)
+        n_eval = sum(r.n_eval for r in results.values())
+        if n_eval == 0:
+            if aoi_wkb:
+                raise InputError(f"{scene.path}: no valid pixel inside the AOI (all nodata)")
+            raise InputError(f"{scene.path}: all pixels are nodata; nothing to translate")
+        geo = io.GeoProfile.from_scene(scene, tags)
+        if opts.fmt == "cog":
+            io.store_to_cog(store, tmp_out, geo, chunk=plan.chunk)
+        else:
+            io.store_to_zarr(store, tmp_out, geo, chunk=plan.chunk)
+        io.replace_path(tmp_out, out)
+    finally:
+        io.remove_path(store)
+        io.remove_path(tmp_out)
+    return TranslateSummary(
+        output=str(out),
+        tiles=grid.count,
+        evaluations=n_eval,
+        blocks=plan.n_blocks,
+        seconds=time.perf_counter() - t0,
+        stats=stats,
+        input_scale=scale,
+        chunk=plan.chunk,
+    )
+
+
+def _resolve_auto_enl(executor, cond: Conditioning):
+    from sar2opt_geo.filters import estimate_enl
+
+    unfiltered = replace(cond, filter=None)
+    corners = sample_lattice(cond.scene.height, cond.scene.width, size=256, n=4)
+    dsk = {("enl", k): (_enl_window, unfiltered, r, c, cond.filter.window) for k, (r, c) in enumerate(corners)}
+    vals = [v for v in executor.run(dsk, list(dsk)).values() if v is not None and np.isfinite(v)]
+    if not vals:
+        raise InputError(f"{cond.scene.path}: cannot estimate the ENL (no homogeneous valid area found)")
+    enl = float(np.median(vals))
+    log.info("estimated ENL: %.2f", enl)
+    return replace(cond.filter, enl=enl)
+
+
+def _enl_window(cond: Conditioning, row0: int, col0: int, window: int) -> float | None:
+    from sar2opt_geo.filters import estimate_enl
+
+    r1, c1 = min(row0 + 256, cond.scene.height), min(col0 + 256, cond.scene.width)
+    linear, valid = read_linear(cond, row0, r1, col0, c1)
+    if valid.sum() < window * window * 4:
+        return None
+    return estimate_enl(linear[0], valid, window)
+
+
+def describe_scene(input_path: str, tile: int, overlap: int, chunk: int, allow_ungeoreferenced: bool) -> dict:
+    """What ``sar2opt-geo info`` prints: metadata, nodata share and the tile grid for the given options."""
+    scene = io.open_scene(input_path, allow_ungeoreferenced=allow_ungeoreferenced)
+    grid = TileGrid(scene.height, scene.width, tile, overlap)
+    plan = BlockPlan.create(grid, chunk, scene.block_shape if scene.tiled else None)
+    _, mask = io.read_overview(scene.path, max_size=1024)
+    valid = mask > 0
+    fy, fx = valid.shape[0] / scene.height, valid.shape[1] / scene.width
+    n_eval = 0
+    for i in range(grid.n_rows):
+        for j in range(grid.n_cols):
+            r0, c0 = grid.origin(i, j)
+            a0, a1 = int(r0 * fy), max(int(r0 * fy) + 1, int(math.ceil(min(r0 + tile, scene.height) * fy)))
+            b0, b1 = int(c0 * fx), max(int(c0 * fx) + 1, int(math.ceil(min(c0 + tile, scene.width) * fx)))
+            n_eval += bool(valid[a0:a1, b0:b1].any())
+    return {
+        "path": scene.path,
+        "size": f"{scene.width} x {scene.height}",
+        "bands": ", ".join(scene.band_names()),
+        "dtype": scene.dtype,
+        "nodata": scene.nodata,
+        "crs": (scene.crs.to_string() if scene.crs else None) if not scene.gcps else None,
+        "transform": list(scene.transform) if scene.transform else None,
+        "gcps": f"{len(scene.gcps)} GCPs in {io.CRS.from_wkt(scene.gcp_crs_wkt).to_string()}" if scene.gcps else None,
+        "block_shape": list(scene.block_shape),
+        "nodata_share": round(1.0 - float(valid.mean()), 4),
+        "tile_grid": f"{grid.n_rows} x {grid.n_cols} tiles of {tile} px, overlap {overlap}, stride {grid.stride}",
+        "tiles": grid.count,
+        "dask_blocks": f"{plan.n_brows} x {plan.n_bcols} blocks of {plan.chunk} px",
+        "estimated_model_evaluations": n_eval,
+    }
