@@ -87,12 +87,17 @@ def make_executor(
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://")) and ":" not in scheduler:
+        if (
+            not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://"))
+            and ":" not in scheduler
+        ):
             raise UsageError(f"--scheduler must be an address such as tcp://host:8786 (got {scheduler!r})")
         try:
             client = Client(scheduler, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({exc})") from None
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({exc})"
+            ) from None
         with client:
             yield ClientExecutor(client)
         return

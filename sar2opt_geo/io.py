@@ -109,7 +109,9 @@ def _scene_info(src, path: str, allow_ungeoreferenced: bool) -> SceneInfo:
             "or amplitude"
         )
     if dtype not in SUPPORTED_DTYPES:
-        raise InputError(f"{path}: data type {dtype} is not supported (supported: {', '.join(SUPPORTED_DTYPES)})")
+        raise InputError(
+            f"{path}: data type {dtype} is not supported (supported: {', '.join(SUPPORTED_DTYPES)})"
+        )
     gcps, gcp_crs = src.gcps
     has_transform = src.transform != Affine.identity() and src.crs is not None
     crs = src.crs if src.crs is not None else gcp_crs
@@ -133,7 +135,9 @@ def _scene_info(src, path: str, allow_ungeoreferenced: bool) -> SceneInfo:
         nodata=src.nodata,
         crs_wkt=crs.to_wkt() if crs is not None else None,
         transform=tuple(src.transform)[:6] if has_transform else None,
-        gcps=tuple((g.row, g.col, g.x, g.y, g.z or 0.0) for g in gcps) if (gcps and not has_transform) else (),
+        gcps=tuple((g.row, g.col, g.x, g.y, g.z or 0.0) for g in gcps)
+        if (gcps and not has_transform)
+        else (),
         gcp_crs_wkt=gcp_crs.to_wkt() if (gcps and gcp_crs is not None and not has_transform) else None,
         block_shape=(int(block_h), int(block_w)),
         tiled=tiled,
@@ -463,7 +467,9 @@ def create_block_store(path: str | os.PathLike, height: int, width: int, chunk: 
     g.create_array("valid", shape=(height, width), chunks=(chunk, chunk), dtype="bool", fill_value=False)
 
 
-def write_store_block(path: str | os.PathLike, row0: int, col0: int, rgb: np.ndarray, valid: np.ndarray) -> None:
+def write_store_block(
+    path: str | os.PathLike, row0: int, col0: int, rgb: np.ndarray, valid: np.ndarray
+) -> None:
     import zarr
 
     g = zarr.open_group(str(path), mode="r+")

@@ -110,7 +110,9 @@ class BlockDone:
 # ------------------------------------------------------------------------------------------ task bodies
 
 
-def read_linear(cond: Conditioning, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray]:
+def read_linear(
+    cond: Conditioning, row0: int, row1: int, col0: int, col1: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Linear intensity and validity for a window, speckle-filtered when asked (exact: reads the halo)."""
     h = cond.halo
     data, valid = io.read_window(cond.scene, row0 - h, row1 + h, col0 - h, col1 + h, cond.bands)
@@ -219,12 +221,12 @@ def finish_block(job: TranslateJob, store: str, bi: int, bj: int, *partials: Par
 
         from sar2opt_geo.aoi import rasterize_pixels
 
-        mask &= rasterize_pixels(shapely.from_wkb(job.aoi_wkb), block.row0, block.row1, block.col0, block.col1)
+        mask &= rasterize_pixels(
+            shapely.from_wkb(job.aoi_wkb), block.row0, block.row1, block.col0, block.col1
+        )
     rgb[:, ~mask] = 0
     io.write_store_block(store, block.row0, block.col0, rgb, mask)
-    return BlockDone(
-        key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0
-    )
+    return BlockDone(key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0)
 
 
 # ------------------------------------------------------------------------------------- graph assembly
@@ -232,6 +234,7 @@ def finish_block(job: TranslateJob, store: str, bi: int, bj: int, *partials: Par
 
 def sample_lattice(height: int, width: int, size: int = SAMPLE_WINDOW, n: int = SAMPLE_LATTICE):
     """Top-left corners of the statistics windows: a regular lattice, independent of the chunking."""
+
     def axis(extent: int) -> list[int]:
         if extent <= size:
             return [0]
@@ -247,7 +250,9 @@ def scene_samples(executor, cond: Conditioning, dense: bool = False) -> tuple[np
     ``dense`` samples every block (used when the lattice found no valid pixel in a sparse scene)."""
     if dense:
         step = 512
-        corners = [(r, c) for r in range(0, cond.scene.height, step) for c in range(0, cond.scene.width, step)]
+        corners = [
+            (r, c) for r in range(0, cond.scene.height, step) for c in range(0, cond.scene.width, step)
+        ]
         size = step
     else:
         corners, size = sample_lattice(cond.scene.height, cond.scene.width), SAMPLE_WINDOW
@@ -309,7 +314,9 @@ class TranslateSummary:
     chunk: int
 
 
-def select_bands(scene: io.SceneInfo, spec: str | None, n_needed: int, model_bands: list[str]) -> tuple[int, ...]:
+def select_bands(
+    scene: io.SceneInfo, spec: str | None, n_needed: int, model_bands: list[str]
+) -> tuple[int, ...]:
     """Scene band indexes (1-based) for ``--bands`` (names such as VV,VH or indexes 1,2), else the model's
     band names matched against the scene's band descriptions, else the first bands."""
     names = [n.upper() for n in scene.band_names()]
@@ -324,7 +331,9 @@ def select_bands(scene: io.SceneInfo, spec: str | None, n_needed: int, model_ban
             elif tok.upper() in names:
                 out.append(names.index(tok.upper()) + 1)
             else:
-                raise UsageError(f"--bands: no band named {tok!r} (the input has {', '.join(scene.band_names())})")
+                raise UsageError(
+                    f"--bands: no band named {tok!r} (the input has {', '.join(scene.band_names())})"
+                )
     elif model_bands and all(b.upper() in names for b in model_bands):
         out = [names.index(b.upper()) + 1 for b in model_bands]
     else:
@@ -433,7 +442,9 @@ def run_translate(
     store = io.temporary_sibling(out, "blocks.zarr")
     tmp_out = io.temporary_sibling(out, "partial")
     try:
-        io.create_block_store(store, grid.height, grid.width, plan.chunk, {"tags": {k: str(v) for k, v in tags.items()}})
+        io.create_block_store(
+            store, grid.height, grid.width, plan.chunk, {"tags": {k: str(v) for k, v in tags.items()}}
+        )
         dsk, finals = translate_graph(job, str(store))
         done = {"tiles": 0}
 
@@ -470,11 +481,12 @@ def run_translate(
 
 
 def _resolve_auto_enl(executor, cond: Conditioning):
-    from sar2opt_geo.filters import estimate_enl
 
     unfiltered = replace(cond, filter=None)
     corners = sample_lattice(cond.scene.height, cond.scene.width, size=256, n=4)
-    dsk = {("enl", k): (_enl_window, unfiltered, r, c, cond.filter.window) for k, (r, c) in enumerate(corners)}
+    dsk = {
+        ("enl", k): (_enl_window, unfiltered, r, c, cond.filter.window) for k, (r, c) in enumerate(corners)
+    }
     vals = [v for v in executor.run(dsk, list(dsk)).values() if v is not None and np.isfinite(v)]
     if not vals:
         raise InputError(f"{cond.scene.path}: cannot estimate the ENL (no homogeneous valid area found)")
@@ -516,7 +528,9 @@ def describe_scene(input_path: str, tile: int, overlap: int, chunk: int, allow_u
         "nodata": scene.nodata,
         "crs": (scene.crs.to_string() if scene.crs else None) if not scene.gcps else None,
         "transform": list(scene.transform) if scene.transform else None,
-        "gcps": f"{len(scene.gcps)} GCPs in {io.CRS.from_wkt(scene.gcp_crs_wkt).to_string()}" if scene.gcps else None,
+        "gcps": f"{len(scene.gcps)} GCPs in {io.CRS.from_wkt(scene.gcp_crs_wkt).to_string()}"
+        if scene.gcps
+        else None,
         "block_shape": list(scene.block_shape),
         "nodata_share": round(1.0 - float(valid.mean()), 4),
         "tile_grid": f"{grid.n_rows} x {grid.n_cols} tiles of {tile} px, overlap {overlap}, stride {grid.stride}",

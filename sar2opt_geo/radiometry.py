@@ -172,9 +172,7 @@ def resolve_stats(radiometry: Radiometry, samples_linear: np.ndarray | None, n_b
     )
 
 
-def normalize(
-    linear: np.ndarray, valid: np.ndarray, radiometry: Radiometry, stats: SceneStats
-) -> np.ndarray:
+def normalize(linear: np.ndarray, valid: np.ndarray, radiometry: Radiometry, stats: SceneStats) -> np.ndarray:
     """Map linear intensity ``(bands, h, w)`` into the model input ``(channels, h, w)`` float32.
 
     Nodata pixels are filled with the low end of the model's range (what a dB-clipped nodata collar

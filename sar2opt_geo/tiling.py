@@ -113,7 +113,9 @@ class BlockPlan:
     chunk: int
 
     @classmethod
-    def create(cls, grid: TileGrid, chunk_size: int, source_block: tuple[int, int] | None = None) -> BlockPlan:
+    def create(
+        cls, grid: TileGrid, chunk_size: int, source_block: tuple[int, int] | None = None
+    ) -> BlockPlan:
         """Round ``chunk_size`` to a multiple of the stride (and, when cheap, of the source's block size)."""
         if chunk_size < 1:
             raise UsageError(f"--chunk-size must be positive (got {chunk_size})")

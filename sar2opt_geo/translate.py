@@ -52,7 +52,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def make_model_ref(path: str, device: str = "cpu", backend: str = "torch", lora: str | None = None) -> ModelRef:
+def make_model_ref(
+    path: str, device: str = "cpu", backend: str = "torch", lora: str | None = None
+) -> ModelRef:
     from sar2opt_geo.models.checkpoint import checkpoint_hash
 
     if backend not in BACKENDS:

@@ -14,20 +14,36 @@ scheduler_opt = click.option(
     "--scheduler", default=None, metavar="ADDRESS", help="Run on an existing Dask cluster (tcp://host:8786)."
 )
 chunk_opt = click.option(
-    "--chunk-size", type=int, default=2048, show_default=True,
+    "--chunk-size",
+    type=int,
+    default=2048,
+    show_default=True,
     help="Pixels per Dask block side (rounded to a multiple of the tile stride).",
 )
-tile_opt = click.option("--tile-size", type=int, default=256, show_default=True, help="Model tile size in pixels.")
-overlap_opt = click.option(
-    "--overlap", type=int, default=64, show_default=True, help="Tile overlap in pixels (stride = tile − overlap)."
+tile_opt = click.option(
+    "--tile-size", type=int, default=256, show_default=True, help="Model tile size in pixels."
 )
-bands_opt = click.option("--bands", default=None, help="Input bands by name or 1-based index, e.g. VV,VH or 1,2.")
+overlap_opt = click.option(
+    "--overlap",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Tile overlap in pixels (stride = tile − overlap).",
+)
+bands_opt = click.option(
+    "--bands", default=None, help="Input bands by name or 1-based index, e.g. VV,VH or 1,2."
+)
 allow_ungeo_opt = click.option(
-    "--allow-ungeoreferenced", is_flag=True, help="Accept inputs without CRS/transform/GCPs (pixel space output)."
+    "--allow-ungeoreferenced",
+    is_flag=True,
+    help="Accept inputs without CRS/transform/GCPs (pixel space output).",
 )
 input_scale_opt = click.option(
-    "--input-scale", type=click.Choice(["auto", "linear", "db", "amplitude", "dn"]), default="auto",
-    show_default=True, help="Scale of the input values (auto: integers are DN, negatives mean dB, else linear).",
+    "--input-scale",
+    type=click.Choice(["auto", "linear", "db", "amplitude", "dn"]),
+    default="auto",
+    show_default=True,
+    help="Scale of the input values (auto: integers are DN, negatives mean dB, else linear).",
 )
 filter_opts = [
     click.option("--filter", "filter_name", default=None, help="Speckle filter applied on linear intensity."),

@@ -1,0 +1,57 @@
+"""``synth scene`` and ``synth pairs``: synthetic data for demos, tests and training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sar2opt_geo.cli.base import Progress, cli
+from sar2opt_geo.cli.options import overwrite_opt, quiet_opt
+from sar2opt_geo.errors import OutputError, UsageError
+
+
+@cli.group()
+def synth():
+    """Synthetic Sentinel-1-like scenes and paired tiles (demo and test data)."""
+
+
+@synth.command("scene")
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--width", type=int, default=3000, show_default=True)
+@click.option("--height", type=int, default=2500, show_default=True)
+@click.option("--bands", default="VV", show_default=True, help="VV or VV,VH.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--crs", default="EPSG:32633", show_default=True)
+@click.option("--gcps", is_flag=True, help="Georeference sar.tif by GCPs (EPSG:4326) like raw GRD products.")
+@click.option("--no-footprint", is_flag=True, help="No nodata collar.")
+@click.option("--domain", type=click.Choice(["s1", "gf3"]), default="s1", show_default=True)
+@overwrite_opt
+@quiet_opt
+def synth_scene(outdir, width, height, bands, seed, crs, gcps, no_footprint, domain, overwrite, quiet):
+    """Write OUTDIR/sar.tif (linear σ⁰) and OUTDIR/optical.tif (RGB truth)."""
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    out = Path(outdir)
+    for name in ("sar.tif", "optical.tif"):
+        if (out / name).exists() and not overwrite:
+            raise OutputError(f"{out / name}: already exists (pass --overwrite to replace it)")
+    if width < 1 or height < 1:
+        raise UsageError("--width and --height must be positive")
+    out.mkdir(parents=True, exist_ok=True)
+    spec = SceneSpec(
+        width=width,
+        height=height,
+        bands=tuple(b.strip().upper() for b in bands.split(",")),
+        seed=seed,
+        crs=crs,
+        footprint=not no_footprint,
+        domain=domain,
+    )
+    progress = Progress("synthesising", quiet)
+    try:
+        sar, opt = write_scene(out, spec, gcps=gcps, progress=progress)
+    finally:
+        progress.close()
+    if not quiet:
+        click.echo(f"wrote {sar} and {opt}", err=True)

@@ -1,0 +1,85 @@
+"""Shared fixtures: a small calibrated generator checkpoint and synthetic scenes (all seeded, in tmp dirs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sar2opt_geo.models.checkpoint import CheckpointMeta, save_checkpoint
+from sar2opt_geo.models.registry import create_model
+
+SEN12_RADIOMETRY = {"scale": "db", "clip": [-25.0, 0.0], "out_range": [-1.0, 1.0], "replicate_to": 3}
+
+
+def make_small_generator(ngf: int = 8, seed: int = 0, in_channels: int = 3):
+    """A real UnetGenerator with seeded random weights whose BatchNorm statistics are calibrated on
+    SAR-like inputs (so the eval-mode output has spatial structure, as a trained model's does)."""
+    torch.manual_seed(seed)
+    model = create_model("unet_sar2optical", in_channels=in_channels, out_channels=3, ngf=ngf)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average
+    gen = np.random.default_rng(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            base = gen.uniform(-1, 0.5, size=(4, 1, 16, 16)).repeat(16, axis=2).repeat(16, axis=3)
+            x = np.clip(base + gen.normal(0, 0.25, size=(4, 1, 256, 256)), -1, 1).astype(np.float32)
+            model(torch.from_numpy(np.repeat(x, in_channels, axis=1)))
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    model = make_small_generator()
+    meta = CheckpointMeta(
+        name="tiny-test-unet",
+        architecture="unet_sar2optical",
+        arch_args={"in_channels": 3, "out_channels": 3, "ngf": 8},
+        input_bands=["VV"],
+        radiometry=SEN12_RADIOMETRY,
+        provenance={"source": "tests/conftest.py: seeded random weights, calibrated BatchNorm"},
+    )
+    save_checkpoint(path, model, meta)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def demo_scene(tmp_path_factory):
+    """The issue's acceptance scene: 3000 × 2500 px, VV, nodata collar, CRS + transform."""
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    out = tmp_path_factory.mktemp("scene")
+    sar, opt = write_scene(out, SceneSpec(width=3000, height=2500, seed=7))
+    return str(sar)
+
+
+@pytest.fixture(scope="session")
+def small_scene(tmp_path_factory):
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    out = tmp_path_factory.mktemp("small")
+    sar, opt = write_scene(out, SceneSpec(width=700, height=530, seed=3))
+    return str(sar)
+
+
+@pytest.fixture(scope="session")
+def gcp_scene(tmp_path_factory):
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    out = tmp_path_factory.mktemp("gcp")
+    sar, opt = write_scene(out, SceneSpec(width=600, height=450, seed=5), gcps=True)
+    return str(sar)
+
+
+def run_cli(args, capsys):
+    """Run the CLI in-process: ``(exit_code, stdout, stderr)``."""
+    from sar2opt_geo.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
