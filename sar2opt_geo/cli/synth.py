@@ -55,3 +55,31 @@ def synth_scene(outdir, width, height, bands, seed, crs, gcps, no_footprint, dom
         progress.close()
     if not quiet:
         click.echo(f"wrote {sar} and {opt}", err=True)
+
+
+@synth.command("pairs")
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--count", type=int, required=True, help="Number of SAR/optical tile pairs.")
+@click.option(
+    "--domain",
+    type=click.Choice(["s1", "gf3"]),
+    default="s1",
+    show_default=True,
+    help="s1: Sentinel-1-like; gf3: Gaofen-3-like (finer, other speckle and radiometry).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tile-size", type=int, default=256, show_default=True)
+@overwrite_opt
+@quiet_opt
+def synth_pairs(outdir, count, domain, seed, tile_size, overwrite, quiet):
+    """Write QXSLAB-SAROPT-layout PNG pairs: OUTDIR/sar_256_oc_0.2/*.png and OUTDIR/opt_256_oc_0.2/*.png."""
+    from sar2opt_geo.synth import write_pairs
+
+    if count < 1:
+        raise UsageError("--count must be >= 1")
+    out = Path(outdir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"{out}: exists and is not empty (pass --overwrite to write into it)")
+    pairs = write_pairs(out, count, domain=domain, seed=seed, tile=tile_size)
+    if not quiet:
+        click.echo(f"wrote {len(pairs)} {domain} pairs under {out}", err=True)
