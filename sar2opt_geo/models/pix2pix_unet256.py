@@ -20,12 +20,12 @@ could depend on) so those files load strictly:
 PyTorch's default ``True``); with ``norm="instance"`` (``affine=False``, no running statistics) all
 convolutions have a bias.
 
-In-place subtlety reproduced explicitly: the original's ``LeakyReLU(0.2, inplace=True)`` (first layer of each
-non-outermost block) rewrites ``x`` before ``torch.cat([x, self.model(x)], 1)`` reads it, so the skip branch
-actually carries ``LeakyReLU(x)``, not ``x``. Trained weights depend on that, so
-:class:`UnetSkipConnectionBlock` concatenates ``LeakyReLU(x)`` — computed once without in-place operations
-(autograd-, ONNX- and LoRA-friendly). The test suite checks this against an independent re-implementation
-using the in-place layers.
+In-place activations: the original uses ``LeakyReLU(0.2, inplace=True)`` as the first layer of each
+non-outermost block, which rewrites ``x`` before ``torch.cat([x, self.model(x)], 1)`` reads it, so its skip
+branch carries ``LeakyReLU(x)``. That concatenation always feeds the parent block's ``ReLU`` first, and
+``ReLU(LeakyReLU(x)) == ReLU(x)``, so plain (not in-place) activations give identical outputs and gradients;
+they are used here (safe for autograd, ONNX export and LoRA). The test suite checks the equivalence against an
+independent re-implementation that keeps the in-place layers.
 """
 
 from __future__ import annotations
@@ -94,12 +94,7 @@ class UnetSkipConnectionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.outermost:
             return self.model(x)
-        # The original's in-place LeakyReLU makes the skip branch carry LeakyReLU(x): reproduce that.
-        a = self.model[0](x)
-        y = a
-        for layer in self.model[1:]:
-            y = layer(y)
-        return torch.cat([a, y], 1)
+        return torch.cat([x, self.model(x)], 1)
 
 
 class Pix2PixUnet256(nn.Module):
