@@ -1,0 +1,171 @@
+"""ONNX export of generators and an onnxruntime runner.
+
+:func:`export_onnx` traces the model in eval mode with ``torch.onnx.export`` (TorchScript-based exporter,
+``dynamo=False``: it needs no ``onnxscript`` and handles these plain conv nets), with input ``sar`` and output
+``optical`` of shape ``(N, C, tile, tile)`` and a dynamic batch axis, embeds the checkpoint metadata JSON in
+the model's ``metadata_props`` (key ``sar2opt_geo``), validates the result with ``onnx.checker`` and writes it
+atomically (temporary name + ``os.replace``). Models with unmerged LoRA layers are merged on a copy first.
+
+:class:`OnnxGenerator` wraps an ``onnxruntime.InferenceSession`` (CUDA execution provider when available, CPU
+otherwise). Hand-written parts: only this glue.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from sar2opt_geo.errors import ModelError
+from sar2opt_geo.models.checkpoint import META_KEY, CheckpointMeta
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx", "read_onnx_metadata", "OnnxGenerator"]
+
+INPUT_NAME = "sar"
+OUTPUT_NAME = "optical"
+
+
+def _in_channels(model: nn.Module) -> int:
+    c = getattr(model, "in_channels", None)
+    if isinstance(c, int):
+        return c
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            return int(m.in_channels)
+    raise ModelError("cannot determine the model's input channels; pass in_channels=")
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    opset: int = 17,
+    tile_size: int = 256,
+    meta: CheckpointMeta | Mapping[str, Any] | None = None,
+    in_channels: int | None = None,
+) -> Path:
+    """Export ``model`` to ONNX at ``path`` (input ``sar`` → output ``optical``, dynamic batch axis).
+
+    Args:
+        model: a generator (left unchanged: it is put back in its previous train/eval mode).
+        path: output ``.onnx`` file, written atomically.
+        opset: ONNX opset version.
+        tile_size: spatial size of the traced input (multiple of 256 for the U-Nets); fixed in the graph.
+        meta: checkpoint metadata embedded as JSON under ``metadata_props["sar2opt_geo"]``.
+        in_channels: input channels (inferred from the model when omitted).
+    """
+    from sar2opt_geo.models.lora import lora_modules, merge_lora
+
+    p = Path(path)
+    c = in_channels or _in_channels(model)
+    was_training = model.training
+    target = model
+    if lora_modules(model):
+        target = merge_lora(copy.deepcopy(model))
+    device = next((t.device for t in target.parameters()), torch.device("cpu"))
+    dummy = torch.zeros(1, c, tile_size, tile_size, device=device)
+    buf = io.BytesIO()
+    target.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                target,
+                (dummy,),
+                buf,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except Exception as exc:  # exporter failures are reported as model errors, with their cause
+        raise ModelError(
+            f"ONNX export failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    finally:
+        model.train(was_training)
+    proto = onnx.load_from_string(buf.getvalue())
+    if meta is not None:
+        text = (
+            meta.to_json() if isinstance(meta, CheckpointMeta) else json.dumps(dict(meta), ensure_ascii=False)
+        )
+        onnx.helper.set_model_props(proto, {META_KEY: text})
+    onnx.checker.check_model(proto)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The embedded checkpoint metadata (dict) of an exported model, or ``None``."""
+    proto = onnx.load(str(path), load_external_data=False)
+    for prop in proto.metadata_props:
+        if prop.key == META_KEY:
+            return json.loads(prop.value)
+    return None
+
+
+class OnnxGenerator:
+    """Run an exported generator with onnxruntime: ``gen(x: float32 (N, C, H, W)) -> (N, C_out, H, W)``.
+
+    ``providers`` defaults to ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` when CUDA is available
+    in this onnxruntime build, else ``["CPUExecutionProvider"]``. ``meta`` is the embedded checkpoint
+    metadata (dict) or ``None``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        providers: Sequence[str] | None = None,
+        intra_op_num_threads: int | None = None,
+    ):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"ONNX model not found: {self.path}")
+        if providers is None:
+            available = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        opts = ort.SessionOptions()
+        if intra_op_num_threads:
+            opts.intra_op_num_threads = int(intra_op_num_threads)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=list(providers))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"cannot load ONNX model {self.path.name}: {str(exc).splitlines()[0]}") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = tuple(inp.shape)
+        self.output_name = self.session.get_outputs()[0].name
+        custom = self.session.get_modelmeta().custom_metadata_map
+        self.meta: dict[str, Any] | None = json.loads(custom[META_KEY]) if META_KEY in custom else None
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 4:
+            raise ValueError(f"expected an (N, C, H, W) array, got shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return self.session.run([self.output_name], {self.input_name: x})[0]
