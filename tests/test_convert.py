@@ -264,6 +264,19 @@ def test_native_safetensors_input_passes_through(tmp_path):
     assert _max_diff(ref, model, 3) <= 1e-5
 
 
+def test_plain_safetensors_input(tmp_path):
+    from safetensors.torch import save_file
+
+    ref = _randomized(RefSar2OpticalGen(3, 3, f=4, upsample=True), seed=7)
+    save_file(
+        {"gen." + k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "w.safetensors")
+    )
+    meta = convert_checkpoint(tmp_path / "w.safetensors", tmp_path / "n.safetensors")
+    assert meta.architecture == "unet_sar2optical_upsample" and meta.arch_args["upsample_mode"] == "nearest"
+    model, _ = load_generator(tmp_path / "n.safetensors")
+    assert _max_diff(ref, model, 3) <= 1e-5
+
+
 def test_detect_format_and_inference():
     s2o = RefSar2OpticalGen(2, 3, f=4).state_dict()
     assert detect_format(s2o) == "unet_sar2optical"

@@ -211,8 +211,8 @@ def convert_state_dict(
     sd = clean_state_dict(state_dict)
     fmt = detect_format(sd)
     args = infer_arch_args(sd, fmt)
-    if fmt == "unet_sar2optical_upsample" and upsample_mode is not None:
-        args["upsample_mode"] = upsample_mode
+    if fmt == "unet_sar2optical_upsample":  # not stored in the weights: always record it explicitly
+        args["upsample_mode"] = upsample_mode or "nearest"
     model = create_model(fmt, **args)
     load_state_dict_strict(model, sd, context=context)
     model.eval()
