@@ -76,3 +76,37 @@ def test_runner_errors(tmp_path):
     export_onnx(create_model("unet_sar2optical", ngf=2), tmp_path / "ok.onnx")
     with pytest.raises(ValueError):
         OnnxGenerator(tmp_path / "ok.onnx")(np.zeros((3, 256, 256), np.float32))
+
+
+def test_cached_onnx_generator(tmp_path):
+    from sar2opt_geo.models import checkpoint_hash, save_adapter, save_checkpoint
+    from sar2opt_geo.models.onnx_export import clear_onnx_cache, get_cached_onnx_generator
+
+    torch.manual_seed(0)
+    args = {"in_channels": 1, "out_channels": 3, "ngf": 4}
+    base = _randomize_bn(create_model("unet_sar2optical", **args)).eval()
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(ckpt, base, CheckpointMeta(name="m", arch_args=args))
+    tuned = create_model("unet_sar2optical", **args)
+    tuned.load_state_dict(base.state_dict())
+    cfg = LoRAConfig(rank=2, dropout=0.0)
+    inject_lora(tuned, cfg)
+    for m in lora_modules(tuned).values():
+        torch.nn.init.normal_(m.lora_B.weight, std=0.1)
+    tuned.eval()
+    adapter = save_adapter(tmp_path / "a.safetensors", tuned, cfg, checkpoint_hash(ckpt))
+
+    cache = tmp_path / "cache"
+    clear_onnx_cache()
+    plain = get_cached_onnx_generator(ckpt, "cpu", cache_dir=cache)
+    assert get_cached_onnx_generator(ckpt, "cpu", cache_dir=cache) is plain
+    adapted = get_cached_onnx_generator(ckpt, "cpu", lora=adapter, cache_dir=cache)
+    assert adapted is not plain and len(list(cache.glob("*.onnx"))) == 2
+    assert plain.meta["name"] == "m"
+    x = np.random.default_rng(0).standard_normal((1, 1, 512, 256)).astype(np.float32)  # dynamic H, W
+    with torch.no_grad():
+        assert np.abs(plain(x) - base(torch.from_numpy(x)).numpy()).max() <= 1e-3
+        assert np.abs(adapted(x) - tuned(torch.from_numpy(x)).numpy()).max() <= 1e-3
+    direct = get_cached_onnx_generator(next(cache.glob("*.onnx")), "cpu")
+    assert direct.input_shape[2:] == ("height", "width")
+    clear_onnx_cache()

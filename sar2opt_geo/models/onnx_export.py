@@ -2,12 +2,15 @@
 
 :func:`export_onnx` traces the model in eval mode with ``torch.onnx.export`` (TorchScript-based exporter,
 ``dynamo=False``: it needs no ``onnxscript`` and handles these plain conv nets), with input ``sar`` and output
-``optical`` of shape ``(N, C, tile, tile)`` and a dynamic batch axis, embeds the checkpoint metadata JSON in
-the model's ``metadata_props`` (key ``sar2opt_geo``), validates the result with ``onnx.checker`` and writes it
-atomically (temporary name + ``os.replace``). Models with unmerged LoRA layers are merged on a copy first.
+``optical`` of shape ``(N, C, tile, tile)`` and a dynamic batch axis (optionally dynamic height/width),
+embeds the checkpoint metadata JSON in the model's ``metadata_props`` (key ``sar2opt_geo``), validates the
+result with ``onnx.checker`` and writes it atomically (temporary name + ``os.replace``). Models with unmerged
+LoRA layers are merged on a copy first.
 
 :class:`OnnxGenerator` wraps an ``onnxruntime.InferenceSession`` (CUDA execution provider when available, CPU
-otherwise). Hand-written parts: only this glue.
+otherwise). :func:`get_cached_onnx_generator` is the per-process cache the translation tasks use: it exports a
+native checkpoint (with its LoRA adapter merged) once to a content-addressed file in the temporary directory
+and keeps one runner per (checkpoint hash, device, adapter hash). Hand-written parts: only this glue.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import copy
 import io
 import json
 import os
+import tempfile
+import threading
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -30,7 +35,15 @@ from torch import nn
 from sar2opt_geo.errors import ModelError
 from sar2opt_geo.models.checkpoint import META_KEY, CheckpointMeta
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx", "read_onnx_metadata", "OnnxGenerator"]
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "export_onnx",
+    "read_onnx_metadata",
+    "OnnxGenerator",
+    "get_cached_onnx_generator",
+    "clear_onnx_cache",
+]
 
 INPUT_NAME = "sar"
 OUTPUT_NAME = "optical"
@@ -53,6 +66,7 @@ def export_onnx(
     tile_size: int = 256,
     meta: CheckpointMeta | Mapping[str, Any] | None = None,
     in_channels: int | None = None,
+    dynamic_spatial: bool = False,
 ) -> Path:
     """Export ``model`` to ONNX at ``path`` (input ``sar`` → output ``optical``, dynamic batch axis).
 
@@ -63,6 +77,7 @@ def export_onnx(
         tile_size: spatial size of the traced input (multiple of 256 for the U-Nets); fixed in the graph.
         meta: checkpoint metadata embedded as JSON under ``metadata_props["sar2opt_geo"]``.
         in_channels: input channels (inferred from the model when omitted).
+        dynamic_spatial: also make height and width dynamic (any multiple of 256 then runs).
     """
     from sar2opt_geo.models.lora import lora_modules, merge_lora
 
@@ -75,6 +90,7 @@ def export_onnx(
     device = next((t.device for t in target.parameters()), torch.device("cpu"))
     dummy = torch.zeros(1, c, tile_size, tile_size, device=device)
     buf = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_spatial else {0: "batch"}
     target.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -86,7 +102,7 @@ def export_onnx(
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 opset_version=opset,
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
                 do_constant_folding=True,
                 dynamo=False,
             )
@@ -169,3 +185,68 @@ class OnnxGenerator:
             raise ValueError(f"expected an (N, C, H, W) array, got shape {x.shape}")
         x = np.ascontiguousarray(x, dtype=np.float32)
         return self.session.run([self.output_name], {self.input_name: x})[0]
+
+
+_ONNX_CACHE: dict[tuple[str, str, str | None], OnnxGenerator] = {}
+_ONNX_LOCK = threading.RLock()
+
+
+def _providers_for(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if str(device).startswith("cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def get_cached_onnx_generator(
+    path: str | os.PathLike,
+    device: str = "cpu",
+    lora: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> OnnxGenerator:
+    """Per-process cache of onnxruntime runners for a checkpoint (``.safetensors``) or an ``.onnx`` file.
+
+    A native checkpoint is loaded (adapter ``lora`` applied and merged), exported once with dynamic batch,
+    height and width to ``cache_dir`` (default: ``<tempdir>/sar2opt_geo_onnx``) under a name made of the
+    checkpoint and adapter hashes (written atomically, so concurrent processes are safe), and wrapped in an
+    :class:`OnnxGenerator` on ``device`` (``cuda*``: CUDA provider when this onnxruntime has it, else CPU).
+    Thread-safe; the runner is shared, so callers serialise ``__call__`` if they need to.
+    """
+    from sar2opt_geo.models.checkpoint import checkpoint_hash, load_generator
+
+    p = Path(path)
+    lora_hash = checkpoint_hash(lora) if lora is not None else None
+    key = (checkpoint_hash(p), str(device), lora_hash)
+    with _ONNX_LOCK:
+        hit = _ONNX_CACHE.get(key)
+        if hit is not None:
+            return hit
+        if p.suffix.lower() == ".onnx":
+            if lora is not None:
+                raise ModelError(
+                    "a LoRA adapter cannot be applied to an .onnx model; use the .safetensors checkpoint"
+                )
+            onnx_path = p
+        else:
+            folder = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "sar2opt_geo_onnx"
+            onnx_path = folder / (key[0] + (f"+{lora_hash}" if lora_hash else "") + ".onnx")
+            if not onnx_path.is_file():
+                model, meta = load_generator(p, "cpu")
+                if lora is not None:
+                    from sar2opt_geo.models.lora import apply_adapter, merge_lora
+
+                    apply_adapter(model, lora, expected_base_hash=key[0])
+                    merge_lora(model)
+                export_onnx(model, onnx_path, meta=meta, dynamic_spatial=True)
+                del model
+        runner = OnnxGenerator(onnx_path, providers=_providers_for(str(device)))
+        _ONNX_CACHE[key] = runner
+        return runner
+
+
+def clear_onnx_cache() -> None:
+    """Drop every cached onnxruntime runner."""
+    with _ONNX_LOCK:
+        _ONNX_CACHE.clear()
