@@ -77,8 +77,9 @@ def test_determinism_and_seeds():
 
 
 def test_class_backscatter_levels():
+    # the window spans the whole range extent, so the incidence-angle trend averages out over each class
     r, c, h, w = 1000, 0, 1024, 1024
-    spec = SceneSpec(20000, 20000, ("VV", "VH"), seed=1, footprint=False)
+    spec = SceneSpec(1024, 20000, ("VV", "VH"), seed=1, footprint=False)
     sar, opt, _ = render_window(spec, r, c, h, w)
     lc = landcover_window(spec, r, c, h, w)
 
