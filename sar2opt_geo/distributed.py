@@ -28,7 +28,9 @@ class ThreadedExecutor:
     def __init__(self, num_workers: int | None = None):
         self.num_workers = num_workers or max(2, os.cpu_count() or 1)
 
-    def run(self, dsk: dict, keys: list, on_result: OnResult | None = None) -> dict:
+    def run(
+        self, dsk: dict, keys: list, on_result: OnResult | None = None, resources: dict | None = None
+    ) -> dict:
         import dask.threaded
         from dask.callbacks import Callback
 
@@ -51,13 +53,18 @@ class ClientExecutor:
     def __init__(self, client):
         self.client = client
 
-    def run(self, dsk: dict, keys: list, on_result: OnResult | None = None) -> dict:
+    def run(
+        self, dsk: dict, keys: list, on_result: OnResult | None = None, resources: dict | None = None
+    ) -> dict:
+        """``resources`` maps keys to worker resources they need (e.g. ``{"GPU": 1}``); they travel as
+        layer annotations of a HighLevelGraph, which graph optimisation keeps."""
         from distributed import as_completed
 
-        futures = self.client.get(dsk, list(keys), sync=False)
+        graph = _annotated_graph(dsk, resources) if resources else dsk
+        futures = self.client.get(graph, list(keys), sync=False)
         results = {}
         try:
-            for fut, value in as_completed(futures, with_results=True):
+            for fut, value in as_completed(futures, loop=self.client.loop, with_results=True):
                 results[fut.key] = value
                 if on_result is not None:
                     on_result(fut.key, value)
@@ -65,6 +72,23 @@ class ClientExecutor:
             for f in futures:
                 f.release()
         return results
+
+
+def _annotated_graph(dsk: dict, resources: dict):
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    groups: dict[str, dict] = {}
+    layers, deps = {}, {}
+    for key, task in dsk.items():
+        res = resources.get(key)
+        name = "plain" if res is None else "res-" + "-".join(f"{k}{v}" for k, v in sorted(res.items()))
+        groups.setdefault(name, {})[key] = task
+    for name, sub in groups.items():
+        res = resources.get(next(iter(sub)))
+        layers[name] = MaterializedLayer(sub, annotations={"resources": res} if res else None)
+    # resource-annotated layers hold the leaf tasks (model runs); the plain layer consumes them
+    deps = {name: ({o for o in layers if o != name} if name == "plain" else set()) for name in layers}
+    return HighLevelGraph(layers, deps)
 
 
 @contextlib.contextmanager

@@ -512,7 +512,7 @@ def store_to_cog(
 
 
 def store_to_zarr(store: str | os.PathLike, dst: str | os.PathLike, geo: GeoProfile, *, chunk: int) -> None:
-    """Write the final Zarr output: ``rgb`` (band, y, x) uint8 with 0 as nodata, georeferenced by rioxarray
+    """Write the final Zarr output: ``rgb`` (band, y, x) uint8 (0 at nodata), georeferenced by rioxarray
     (``spatial_ref`` with CRS WKT and GeoTransform, or GCPs), plus a ``valid`` mask variable."""
     import dask.array as da
     import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -537,6 +537,76 @@ def store_to_zarr(store: str | os.PathLike, dst: str | os.PathLike, geo: GeoProf
     elif geo.gcps:
         gcps = [GroundControlPoint(row=r, col=c, x=x, y=y, z=z) for r, c, x, y, z in geo.gcps]
         ds = ds.rio.write_gcps(gcps, CRS.from_wkt(geo.gcp_crs_wkt) if geo.gcp_crs_wkt else None)
-    ds["rgb"].attrs["_FillValue"] = 0
-    ds["rgb"].encoding.pop("_FillValue", None)
+    # no _FillValue on rgb: 0 is a legitimate colour; the ``valid`` variable is the nodata mask
+    ds["rgb"].attrs["description"] = "RGB uint8; pixels where valid == False are nodata"
     ds.to_zarr(str(dst), mode="w", consolidated=False, compute=True)
+
+
+# ---------------------------------------------------------------- training helpers (sar2opt_geo.training)
+# Added for the training subpackage: header probe of PNG tiles, and aligned reads of a co-registered
+# SAR/optical raster pair (the optical raster warped onto the SAR grid when the grids differ).
+
+
+def probe_image(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of an 8-bit image tile from its header (PIL ``verify``: chunk CRCs),
+    without decoding it; raises InputError when the file is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(str(path)) as im:
+            w, h = im.size
+            channels = len(im.getbands())
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image ({_first_line(exc)})") from None
+    return channels, h, w
+
+
+def read_aligned_window(
+    sar: SceneInfo,
+    optical: SceneInfo,
+    row0: int,
+    col0: int,
+    height: int,
+    width: int,
+    resampling: str = "bilinear",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Window ``[row0:row0+height, col0:col0+width]`` of the SAR grid, and the optical raster on that same grid.
+
+    Returns ``(sar, sar_valid, opt, opt_valid)``: float32 arrays ``(bands, h, w)`` and boolean masks. When
+    the optical raster has the SAR raster's CRS and transform it is read directly; otherwise through a
+    ``WarpedVRT`` onto the SAR grid (``resampling``), pixels outside the optical raster are invalid.
+    The SAR scene must be georeferenced by CRS + transform.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    if sar.transform is None or sar.crs_wkt is None:
+        raise GeoreferenceError(f"{sar.path}: needs a CRS and an affine transform to cut tile pairs")
+    s, sv = read_window(sar, row0, row0 + height, col0, col0 + width)
+    same = optical.transform is not None and optical.crs_wkt is not None
+    same = same and tuple(optical.transform) == tuple(sar.transform)
+    same = same and CRS.from_wkt(optical.crs_wkt) == CRS.from_wkt(sar.crs_wkt)
+    same = same and optical.width >= col0 + width and optical.height >= row0 + height
+    if same:
+        o, ov = read_window(optical, row0, row0 + height, col0, col0 + width)
+        return s, sv, o, ov
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.Env(**GDAL_ENV), rasterio.open(optical.path) as src:
+            with WarpedVRT(
+                src,
+                crs=CRS.from_wkt(sar.crs_wkt),
+                transform=Affine(*sar.transform),
+                width=sar.width,
+                height=sar.height,
+                resampling=getattr(Resampling, resampling),
+                src_nodata=src.nodata,
+                nodata=src.nodata if src.nodata is not None else 0,
+                add_alpha=False,
+            ) as vrt:
+                win = Window(col0, row0, width, height)
+                o = vrt.read(window=win).astype(np.float32)
+                m = vrt.dataset_mask(window=win) > 0
+    ov = m & np.all(np.isfinite(o), axis=0)
+    return s, sv, o, ov

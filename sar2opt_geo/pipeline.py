@@ -23,6 +23,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +47,7 @@ from sar2opt_geo.translate import ModelRef, predict
 log = logging.getLogger(__name__)
 
 SAMPLE_WINDOW = 128
-SAMPLE_LATTICE = 16  # up to 16 × 16 windows of 128² px: ≤ 4.2 Mpx read for statistics
+SAMPLE_LATTICE = 10  # up to 10 × 10 windows of 128² px: ≤ 1.6 Mpx read for statistics
 
 
 # ----------------------------------------------------------------------------------------------- plans
@@ -191,7 +192,49 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
     )
 
 
-def finish_block(job: TranslateJob, store: str, bi: int, bj: int, *partials: Partial) -> BlockDone:
+def _spill_strips(p: Partial, block: Block) -> dict[str, np.ndarray]:
+    """The parts of a partial that lie outside its own block (what neighbours need)."""
+    h, w = block.shape
+    return {
+        "right_wy": p.sum_wy[:, :, w:],
+        "right_w": p.sum_w[:, w:],
+        "right_valid": p.valid[:, w:],
+        "bottom_wy": p.sum_wy[:, h:, :],
+        "bottom_w": p.sum_w[h:, :],
+        "bottom_valid": p.valid[h:, :],
+        "shape": np.array(p.sum_w.shape),
+        "n_eval": np.array(p.n_eval),
+    }
+
+
+def _partial_from_spill(block: Block, z: dict[str, np.ndarray]) -> Partial:
+    hh, ww = (int(v) for v in z["shape"])
+    h, w = block.shape
+    sum_wy = np.zeros((3, hh, ww), np.float32)
+    sum_w = np.zeros((hh, ww), np.float32)
+    valid = np.zeros((hh, ww), bool)
+    sum_wy[:, :, w:], sum_w[:, w:], valid[:, w:] = z["right_wy"], z["right_w"], z["right_valid"]
+    sum_wy[:, h:, :], sum_w[h:, :], valid[h:, :] = z["bottom_wy"], z["bottom_w"], z["bottom_valid"]
+    return Partial(block.key, block.row0, block.col0, sum_wy, sum_w, valid, n_eval=0, n_tiles=block.n_tiles)
+
+
+def resumable_partial(job: TranslateJob, workdir: str, bi: int, bj: int) -> Partial:
+    """The partial sums of block ``(bi, bj)``: from the saved spill when the block is already finished
+    (its tiles are not evaluated again), else computed — and its spill saved for later resumes."""
+    from sar2opt_geo.workstate import WorkState
+
+    ws = WorkState.at(workdir)
+    block = job.plan.block(bi, bj)
+    if ws.is_done(block.key):
+        z = ws.load_spill(block.key)
+        if z is not None:
+            return _partial_from_spill(block, z)
+    p = accumulate_block(job, bi, bj)
+    ws.save_spill(block.key, _spill_strips(p, block))
+    return p
+
+
+def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: Partial) -> BlockDone:
     """Overlap-add the partial sums reaching block ``(bi, bj)``, normalise, mask and store it."""
     block = job.plan.block(bi, bj)
     h, w = block.shape
@@ -225,8 +268,13 @@ def finish_block(job: TranslateJob, store: str, bi: int, bj: int, *partials: Par
             shapely.from_wkb(job.aoi_wkb), block.row0, block.row1, block.col0, block.col1
         )
     rgb[:, ~mask] = 0
-    io.write_store_block(store, block.row0, block.col0, rgb, mask)
-    return BlockDone(key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0)
+    from sar2opt_geo.workstate import WorkState
+
+    ws = WorkState.at(workdir)
+    io.write_store_block(ws.store, block.row0, block.col0, rgb, mask)
+    done = BlockDone(key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0)
+    ws.mark_done(block.key, {"n_tiles": done.n_tiles, "n_eval": done.n_eval})
+    return done
 
 
 # ------------------------------------------------------------------------------------- graph assembly
@@ -266,19 +314,28 @@ def scene_samples(executor, cond: Conditioning, dense: bool = False) -> tuple[np
     return np.concatenate(raws, axis=1), np.concatenate(lins, axis=1)
 
 
-def translate_graph(job: TranslateJob, store: str) -> tuple[dict, list]:
+def translate_graph(job: TranslateJob, workdir: str, done: set[str] = frozenset()) -> tuple[dict, list, dict]:
+    """``(graph, final keys, resources per key)``: an ``out`` task per unfinished block and the ``acc``
+    tasks they need. On a GPU device the ``acc`` tasks (the only ones running the generator) require the
+    worker resource ``GPU=1``."""
     token = job.model.digest[:8]
-    dsk = {}
+    dsk, finals, resources = {}, [], {}
+    gpu = job.model.device.startswith("cuda")
     for b in job.plan.blocks:
-        if b.n_tiles:
-            dsk[(f"acc-{token}", b.bi, b.bj)] = (accumulate_block, job, b.bi, b.bj)
-    finals = []
-    for b in job.plan.blocks:
-        deps = [(f"acc-{token}", c.bi, c.bj) for c in job.plan.contributors(b)]
+        if b.key in done:
+            continue
+        deps = []
+        for c in job.plan.contributors(b):
+            k = (f"acc-{token}", c.bi, c.bj)
+            if k not in dsk:
+                dsk[k] = (resumable_partial, job, workdir, c.bi, c.bj)
+                if gpu:
+                    resources[k] = {"GPU": 1}
+            deps.append(k)
         key = (f"out-{token}", b.bi, b.bj)
-        dsk[key] = (finish_block, job, store, b.bi, b.bj, *deps)
+        dsk[key] = (finish_block, job, workdir, b.bi, b.bj, *deps)
         finals.append(key)
-    return dsk, finals
+    return dsk, finals, resources
 
 
 # ------------------------------------------------------------------------------------------- front end
@@ -306,7 +363,7 @@ class TranslateOptions:
 class TranslateSummary:
     output: str
     tiles: int
-    evaluations: int
+    evaluations: int  # model evaluations in this run (a resumed run counts only what it recomputed)
     blocks: int
     seconds: float
     stats: SceneStats
@@ -393,6 +450,7 @@ def run_translate(
     executor,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress=None,
 ) -> TranslateSummary:
     """Translate one scene. ``progress(n_tiles_done, n_tiles_total)`` is called as blocks finish."""
@@ -439,35 +497,64 @@ def run_translate(
         aoi_wkb=aoi_wkb,
         tags=tags,
     )
-    store = io.temporary_sibling(out, "blocks.zarr")
-    tmp_out = io.temporary_sibling(out, "partial")
-    try:
+    from sar2opt_geo.workstate import WorkState, digest, fingerprint_file
+
+    ws = WorkState(out)
+    fingerprint = {
+        "input": fingerprint_file(scene.path),
+        "model": ref.digest,
+        "job": digest(
+            [
+                bands,
+                scale,
+                radiometry.to_dict(),
+                stats.to_dict(),
+                grid,
+                plan.chunk,
+                cond.filter.to_dict() if cond.filter is not None else None,
+                aoi_wkb,
+                opts.fmt,
+            ]
+        ),
+    }
+    resumed = ws.begin(fingerprint, resume)
+    if not resumed:
         io.create_block_store(
-            store, grid.height, grid.width, plan.chunk, {"tags": {k: str(v) for k, v in tags.items()}}
+            ws.store, grid.height, grid.width, plan.chunk, {"tags": {k: str(v) for k, v in tags.items()}}
         )
-        dsk, finals = translate_graph(job, str(store))
-        done = {"tiles": 0}
+    records = ws.done_records()
+    tmp_out = io.temporary_sibling(out, "partial")
+    finished = False
+    try:
+        dsk, finals, resources = translate_graph(job, str(ws.root), set(records))
+        done = {"tiles": sum(r["n_tiles"] for r in records.values())}
+        prior_eval = sum(r["n_eval"] for r in records.values())
+        if progress is not None:
+            progress(done["tiles"], grid.count)
 
         def on_result(key, res: BlockDone):
             done["tiles"] += res.n_tiles
             if progress is not None:
                 progress(done["tiles"], grid.count)
 
-        results = executor.run(dsk, finals, on_result)
+        results = executor.run(dsk, finals, on_result, resources=resources)
         n_eval = sum(r.n_eval for r in results.values())
-        if n_eval == 0:
+        if n_eval + prior_eval == 0:
+            ws.discard()
             if aoi_wkb:
                 raise InputError(f"{scene.path}: no valid pixel inside the AOI (all nodata)")
             raise InputError(f"{scene.path}: all pixels are nodata; nothing to translate")
         geo = io.GeoProfile.from_scene(scene, tags)
         if opts.fmt == "cog":
-            io.store_to_cog(store, tmp_out, geo, chunk=plan.chunk)
+            io.store_to_cog(ws.store, tmp_out, geo, chunk=plan.chunk)
         else:
-            io.store_to_zarr(store, tmp_out, geo, chunk=plan.chunk)
+            io.store_to_zarr(ws.store, tmp_out, geo, chunk=plan.chunk)
         io.replace_path(tmp_out, out)
+        finished = True
     finally:
-        io.remove_path(store)
         io.remove_path(tmp_out)
+        if finished:
+            ws.discard()
     return TranslateSummary(
         output=str(out),
         tiles=grid.count,
@@ -533,7 +620,8 @@ def describe_scene(input_path: str, tile: int, overlap: int, chunk: int, allow_u
         else None,
         "block_shape": list(scene.block_shape),
         "nodata_share": round(1.0 - float(valid.mean()), 4),
-        "tile_grid": f"{grid.n_rows} x {grid.n_cols} tiles of {tile} px, overlap {overlap}, stride {grid.stride}",
+        "tile_grid": f"{grid.n_rows} x {grid.n_cols} tiles of {tile} px, overlap {overlap}, "
+        f"stride {grid.stride}",
         "tiles": grid.count,
         "dask_blocks": f"{plan.n_brows} x {plan.n_bcols} blocks of {plan.chunk} px",
         "estimated_model_evaluations": n_eval,

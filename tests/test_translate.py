@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sar2opt_geo import io, pipeline
+from sar2opt_geo.cli.base import DEFAULT_MODEL
 from sar2opt_geo.distributed import ThreadedExecutor
 from sar2opt_geo.pipeline import TranslateOptions, run_translate
 from sar2opt_geo.tiling import TileGrid
@@ -98,8 +99,12 @@ def test_chunk_size_invariance(demo_scene, demo_out, tiny_model_path, tmp_path):
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
-def test_no_seams_and_naive_mosaic_shows_them(demo_scene, demo_out, tiny_model_path, tmp_path):
-    out, _ = demo_out
+@pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="the bundled model is not installed")
+def test_no_seams_and_naive_mosaic_shows_them(demo_scene, tmp_path):
+    """With the real (bundled, trained) generator: blended output shows no seams on the tile-grid lines,
+    while a naive non-overlapping mosaic (overlap 0, same model) does."""
+    out = tmp_path / "blended.tif"
+    translate(demo_scene, out, str(DEFAULT_MODEL))
     rgb, meta = io.read_raster(out, masked=True)
     valid = meta["mask"] > 0
     grid = TileGrid(2500, 3000, 256, 64)
@@ -108,7 +113,7 @@ def test_no_seams_and_naive_mosaic_shows_them(demo_scene, demo_out, tiny_model_p
     )
     blended = seam_ratio(rgb, valid, lines)
     naive_out = tmp_path / "naive.tif"
-    translate(demo_scene, naive_out, tiny_model_path, overlap=0)
+    translate(demo_scene, naive_out, str(DEFAULT_MODEL), overlap=0)
     nrgb, nmeta = io.read_raster(naive_out, masked=True)
     naive = seam_ratio(nrgb, nmeta["mask"] > 0, np.arange(256, 3000, 256))
     assert blended <= 1.05, blended
@@ -197,3 +202,38 @@ def test_local_cluster_processes_match_threads(small_scene, tiny_model_path, tmp
     ra, _ = io.read_raster(a)
     rb, _ = io.read_raster(b)
     assert np.abs(ra.astype(int) - rb.astype(int)).max() <= 1
+
+
+def test_resume_recomputes_only_unfinished_blocks(small_scene, tiny_model_path, tmp_path, monkeypatch):
+    """A run that dies after some blocks resumes from its work state: finished blocks are not
+    evaluated again and the output equals an uninterrupted run."""
+    from sar2opt_geo.workstate import WorkState
+
+    clean = tmp_path / "clean.tif"
+    full = translate(small_scene, clean, tiny_model_path, chunk_size=192)
+    out = tmp_path / "resumed.tif"
+    real_finish = pipeline.finish_block
+    calls = {"n": 0}
+
+    def dying_finish(*args):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the job
+        return real_finish(*args)
+
+    monkeypatch.setattr(pipeline, "finish_block", dying_finish)
+    with pytest.raises(KeyboardInterrupt):
+        translate(small_scene, out, tiny_model_path, chunk_size=192)
+    monkeypatch.setattr(pipeline, "finish_block", real_finish)
+    assert not out.exists()
+    done = WorkState(out).done_records()
+    assert len(done) >= 5
+    counter = CountingPredict(monkeypatch)
+    opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=192)
+    resumed = run_translate(small_scene, str(out), opts, ThreadedExecutor(2), resume=True)
+    assert counter.tiles == resumed.evaluations
+    assert resumed.evaluations == full.evaluations - sum(r["n_eval"] for r in done.values())
+    a, _ = io.read_raster(clean)
+    b, _ = io.read_raster(out)
+    assert (a == b).all()
+    assert not WorkState(out).root.exists()

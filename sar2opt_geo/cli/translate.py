@@ -45,6 +45,7 @@ from sar2opt_geo.errors import UsageError
 @click.option("--aoi", default=None, help="GeoJSON polygon (any CRS): only tiles touching it are processed.")
 @click.option("--format", "fmt", type=click.Choice(["cog", "zarr"]), default="cog", show_default=True)
 @allow_ungeo_opt
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its saved work state.")
 @overwrite_opt
 @quiet_opt
 @verbose_opt
@@ -70,6 +71,7 @@ def translate(
     aoi,
     fmt,
     allow_ungeoreferenced,
+    resume,
     overwrite,
     quiet,
     verbose,
@@ -104,7 +106,9 @@ def translate(
     progress = Progress("translating", quiet)
     try:
         with make_executor(workers, scheduler, verbose=bool(verbose)) as ex:
-            summary = run_translate(input, output, opts, ex, overwrite=overwrite, progress=progress)
+            summary = run_translate(
+                input, output, opts, ex, overwrite=overwrite, resume=resume, progress=progress
+            )
     finally:
         progress.close()
     if not quiet:
