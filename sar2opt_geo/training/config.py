@@ -1,0 +1,169 @@
+"""Training configuration: a flat dataclass, loaded from YAML, with ``key=value`` overrides.
+
+Unknown keys (in a YAML file or a ``--set``) are :class:`~sar2opt_geo.errors.UsageError` naming the key.
+Values given with ``--set`` are parsed as YAML scalars (``--set lr=1e-4``, ``--set amp=false``,
+``--set lora_target=[decoder.*]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sar2opt_geo.errors import UsageError
+
+#: Radiometry of SEN1-2/QXSLAB-style 8-bit tiles (and of ``synth.write_pairs`` s1 tiles).
+DEFAULT_RADIOMETRY = {
+    "scale": "db",
+    "clip": [-25.0, 0.0],
+    "out_range": [-1.0, 1.0],
+    "quantize": True,
+    "replicate_to": 3,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every training knob. ``steps`` counts generator updates (one batch each)."""
+
+    seed: int = 0
+    architecture: str = "unet_sar2optical"
+    ngf: int = 64
+    ndf: int = 64
+    batch_size: int = 4
+    steps: int = 10000
+    max_wall_s: float | None = None  # stop (and checkpoint) after this many seconds of this invocation
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lambda_l1: float = 100.0
+    lr_decay_steps: int = 0  # linear decay to 0 over the last N steps (0: constant LR)
+    augment: bool = True
+    num_workers: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    checkpoint_every: int = 500
+    val_every: int = 500
+    val_max_images: int = 32
+    log_every: int = 10
+    amp: bool = True  # mixed precision, only on CUDA
+    device: str = "auto"
+    precise_bn_batches: int = 0  # re-estimate BatchNorm statistics (no grad, dropout off) before saving
+    radiometry: dict = field(default_factory=lambda: dict(DEFAULT_RADIOMETRY))
+    input_bands: list = field(default_factory=lambda: ["VV"])
+    name: str = "sar2opt-geo-pix2pix"
+    # fine-tuning
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.1
+    lora_target: Any = "all"
+    lora_lr: float = 2e-4
+    finetune_discriminator: str | None = None  # optional discriminator weights (training_state.pt of a run)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> TrainConfig:
+        if self.batch_size < 1:
+            raise UsageError("batch_size must be >= 1")
+        if self.steps < 1:
+            raise UsageError("steps must be >= 1")
+        if self.ngf < 1 or self.ndf < 1:
+            raise UsageError("ngf and ndf must be >= 1")
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
+            raise UsageError("val_fraction and test_fraction must be in [0, 1)")
+        if self.num_workers < 0:
+            raise UsageError("num_workers must be >= 0")
+        for k in ("checkpoint_every", "val_every", "log_every"):
+            if getattr(self, k) < 1:
+                raise UsageError(f"{k} must be >= 1")
+        return self
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    f = FIELDS[key]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if value is None or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError("expected true or false")
+            return value
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return value
+        if isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError("expected a number")
+            return float(value)
+        if isinstance(default, dict) and not isinstance(value, dict):
+            raise ValueError("expected a mapping")
+        if isinstance(default, list) and not isinstance(value, list):
+            raise ValueError("expected a list")
+    except ValueError as exc:
+        raise UsageError(f"config key {key!r}: {exc}, got {value!r}") from None
+    return value
+
+
+def apply_dict(cfg: TrainConfig, d: dict, source: str = "config") -> TrainConfig:
+    if not isinstance(d, dict):
+        raise UsageError(f"{source}: expected a mapping of config keys")
+    for k, v in d.items():
+        if k not in FIELDS:
+            raise UsageError(f"{source}: unknown config key {k!r}")
+        setattr(cfg, k, _coerce(k, v))
+    return cfg
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
+    out = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        if key not in FIELDS:
+            raise UsageError(f"--set: unknown config key {key!r}")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict | None = None
+) -> TrainConfig:
+    """Defaults ← ``base`` (e.g. a resumed run's config) ← YAML ``path`` ← ``overrides``."""
+    cfg = TrainConfig()
+    if base:
+        apply_dict(cfg, base, "run config")
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        apply_dict(cfg, data, str(p))
+    apply_dict(cfg, parse_overrides(overrides), "--set")
+    return cfg.validate()
+
+
+def config_json(cfg: TrainConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=2)

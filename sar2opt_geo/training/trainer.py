@@ -1,0 +1,622 @@
+"""The pix2pix trainer: pretraining, full fine-tuning and LoRA fine-tuning of the U-Net generator.
+
+Objective (Isola et al. 2017): ``D`` minimises ``½·[BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)]`` and ``G``
+minimises ``BCE(D(x, G(x)), 1) + λ·|G(x) − y|₁`` (BCE with logits, λ = ``lambda_l1`` = 100); Adam with
+``lr`` (2e-4 pretraining, 1e-5 full fine-tuning, ``lora_lr`` for LoRA) and betas (0.5, 0.999); optional
+linear decay to 0 over the last ``lr_decay_steps`` steps; mixed precision (``torch.autocast`` float16 +
+``GradScaler``) on CUDA when ``amp``.
+
+Determinism and exact resume: the batch of step ``s`` is a slice of a per-epoch permutation drawn from
+``default_rng([seed, epoch])`` (with per-item augmentation codes from the same generator), and the global
+torch RNG (dropout, LoRA dropout) is re-seeded from ``(seed, s)`` at every step. The step counter therefore
+determines everything; RNG states (torch, CUDA, numpy, python) are saved and restored as well. A run of
+2 steps resumed for 2 more gives the same weights as 4 uninterrupted steps (CPU; within float tolerance).
+
+Run folder (``RUN/``):
+
+* ``generator.safetensors`` — native checkpoint (:class:`~sar2opt_geo.models.CheckpointMeta` with
+  radiometry, input bands, provenance incl. config, data, steps, seed); for LoRA runs the merged model;
+* ``adapter.safetensors`` + ``adapter.json`` — LoRA runs only: the adapter (A/B weights) and its config;
+* ``training_state.pt`` — discriminator, full generator state (incl. LoRA wrappers), optimisers, scalers,
+  step/epoch and RNG states, stored as tensors/lists so ``torch.load(weights_only=True)`` reads it;
+* ``run.json`` (mode, data, base checkpoint, config), ``split.json``, ``losses.csv``, ``metrics.csv``
+  (validation L1/PSNR/SSIM), ``plots/losses.png``, ``plots/val.png``, ``log.txt``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sar2opt_geo.errors import ModelError, OutputError, UsageError
+from sar2opt_geo.models.checkpoint import (
+    CheckpointMeta,
+    checkpoint_hash,
+    count_parameters,
+    load_generator,
+    read_metadata,
+    save_checkpoint,
+)
+from sar2opt_geo.models.lora import LoRAConfig, inject_lora, save_adapter, trainable_fraction
+from sar2opt_geo.models.registry import create_model
+from sar2opt_geo.training.config import TrainConfig, load_config
+from sar2opt_geo.training.datasets import PairedTileDataset, find_pairs, make_split, read_split, write_split
+
+log = logging.getLogger(__name__)
+
+FINETUNABLE = ("unet_sar2optical", "unet_sar2optical_upsample")
+STATE_FILE = "training_state.pt"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + int(step) * 7_919 + 12_345) % (2**63 - 1)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int, augment: bool) -> list[tuple[int, int]]:
+    """``[(index, aug_code), ...]`` of step ``step``: a slice of the seeded permutation of its epoch."""
+    bs = min(batch_size, n)
+    per_epoch = max(n // bs, 1)
+    epoch, pos = divmod(step, per_epoch)
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    perm = rng.permutation(n)
+    codes = rng.integers(0, 8, size=n) if augment else np.zeros(n, dtype=np.int64)
+    return [(int(i), int(codes[i])) for i in perm[pos * bs : (pos + 1) * bs]]
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    def __init__(self, n, cfg: TrainConfig, start: int, end: int):
+        self.n, self.cfg, self.start, self.end = n, cfg, start, end
+
+    def __iter__(self):
+        for s in range(self.start, self.end):
+            yield batch_indices(self.n, self.cfg.batch_size, self.cfg.seed, s, self.cfg.augment)
+
+    def __len__(self):
+        return max(self.end - self.start, 0)
+
+
+def _collate(batch):
+    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    py = random.getstate()
+    d = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_gauss": float(np_state[4]),
+        "python_version": int(py[0]),
+        "python_state": torch.tensor(py[1], dtype=torch.int64),
+        "python_gauss": py[2],
+    }
+    if torch.cuda.is_available():
+        d["cuda"] = torch.cuda.get_rng_state_all()
+    return d
+
+
+def _set_rng_state(d: dict) -> None:
+    torch.set_rng_state(d["torch"])
+    np.random.set_state(
+        (
+            "MT19937",
+            d["numpy_keys"].numpy().astype(np.uint32),
+            d["numpy_pos"],
+            d["numpy_has_gauss"],
+            d["numpy_gauss"],
+        )
+    )
+    random.setstate(
+        (d["python_version"], tuple(int(v) for v in d["python_state"].tolist()), d["python_gauss"])
+    )
+    if "cuda" in d and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(d["cuda"])
+
+
+def _save_torch(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"invalid device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but CUDA is not available")
+    return dev
+
+
+class _Progress:
+    """``step n/N`` with losses and ETA on stderr (silent when quiet)."""
+
+    def __init__(self, total: int, start: int, quiet: bool):
+        self.total, self.start, self.quiet = total, start, quiet
+        self.t0 = time.time()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, losses: dict) -> None:
+        if self.quiet:
+            return
+        done = step - self.start
+        el = time.time() - self.t0
+        rate = done / el if el > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        text = (
+            f"step {step}/{self.total}  G_adv {losses['g_adv']:.3f}  G_L1 {losses['g_l1']:.4f}  "
+            f"D {losses['d']:.3f}  {rate:.2f} it/s  ETA {eta:.0f}s"
+        )
+        sys.stderr.write(("\r" + text) if self.tty else text + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if not self.quiet and self.tty:
+            sys.stderr.write("\n")
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+class Run:
+    """One training run (fresh or resumed). Call :meth:`fit`."""
+
+    def __init__(
+        self,
+        data: str | os.PathLike | None,
+        out: str | os.PathLike,
+        cfg: TrainConfig | None = None,
+        *,
+        mode: str = "pretrain",
+        base: str | os.PathLike | None = None,
+        resume: bool = False,
+        split_file: str | os.PathLike | None = None,
+        quiet: bool = True,
+        overrides: dict | None = None,
+    ):
+        self.out = Path(out)
+        self.quiet = quiet
+        if resume:
+            self._load_run_info(data, overrides or {})
+        else:
+            if mode not in ("pretrain", "finetune"):
+                raise UsageError(f"unknown training mode {mode!r}")
+            if data is None:
+                raise UsageError("--data is required")
+            if (self.out / STATE_FILE).exists():
+                raise OutputError(
+                    f"{self.out} already holds a training run (use --resume {self.out} to continue it)"
+                )
+            if mode == "finetune" and base is None:
+                raise UsageError("finetune needs --base CKPT")
+            self.cfg = (cfg or TrainConfig()).validate()
+            self.mode, self.data, self.base = mode, str(data), None if base is None else str(base)
+        self.resume = resume
+        if self.mode == "pretrain" and self.cfg.lora:
+            raise UsageError("LoRA is for fine-tuning (train finetune --lora)")
+        self.device = resolve_device(self.cfg.device)
+        self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
+        self._setup_data(split_file)
+        self._setup_models()
+
+    # -------------------------------------------------------------------------------------- set-up
+
+    def _load_run_info(self, data, overrides: dict) -> None:
+        info_path = self.out / "run.json"
+        if not self.out.is_dir():
+            raise UsageError(f"cannot resume {self.out}: no such run folder")
+        if not info_path.is_file() or not (self.out / STATE_FILE).is_file():
+            raise UsageError(f"cannot resume {self.out}: not a training run (no run.json / {STATE_FILE})")
+        info = json.loads(info_path.read_text())
+        self.mode, self.base = info["mode"], info.get("base")
+        self.data = str(data) if data is not None else info["data"]
+        self.cfg = load_config(base=info["config"])
+        from sar2opt_geo.training.config import apply_dict
+
+        apply_dict(self.cfg, overrides, "--set")
+        self.cfg.validate()
+
+    def _setup_data(self, split_file) -> None:
+        cfg = self.cfg
+        split_path = self.out / "split.json"
+        if split_file is not None:
+            split = read_split(split_file)
+        elif self.resume and split_path.is_file():
+            split = read_split(split_path)
+        else:
+            _, pairs = find_pairs(self.data)
+            split = make_split([s for s, _ in pairs], cfg.split_seed, cfg.val_fraction, cfg.test_fraction)
+        self.split = split
+        self.train_ds = PairedTileDataset(self.data, "train", split, augment=cfg.augment)
+        if len(self.train_ds) == 0:
+            raise UsageError(f"{self.data}: the training split is empty")
+        self.val_ds = PairedTileDataset(self.data, "val", split, augment=False)
+        if self.val_ds.tile_size and min(self.val_ds.tile_size) < 11:
+            self.val_ds.items = []
+        th, tw = self.train_ds.tile_size or (256, 256)
+        if th % 256 or tw % 256:
+            raise UsageError(f"tiles are {tw}x{th}; the 8-level U-Net needs sides that are multiples of 256")
+        self.split_path = split_path
+
+    def _setup_models(self) -> None:
+        cfg, dev = self.cfg, self.device
+        self.base_meta = None
+        if self.mode == "finetune":
+            meta = read_metadata(self.base)
+            if meta.architecture not in FINETUNABLE:
+                kind = "a discriminator" if meta.architecture == "patchgan70" else "another architecture"
+                raise ModelError(
+                    f"{Path(self.base).name} is {kind} ({meta.architecture}); fine-tuning needs a "
+                    f"{' or '.join(FINETUNABLE)} generator checkpoint"
+                )
+            G, meta = load_generator(self.base)
+            self.base_meta = meta
+            self.arch = meta.architecture
+            self.arch_args = dict(meta.arch_args)
+            cfg.ngf = int(self.arch_args.get("ngf", cfg.ngf))
+            self.base_hash = checkpoint_hash(self.base)
+        else:
+            if cfg.architecture not in FINETUNABLE:
+                raise UsageError(f"architecture must be one of {', '.join(FINETUNABLE)}")
+            self.arch = cfg.architecture
+            self.arch_args = {"in_channels": 3, "out_channels": 3, "ngf": cfg.ngf}
+            torch.manual_seed(cfg.seed)
+            G = create_model(self.arch, **self.arch_args)
+            self.base_hash = None
+        self.lora_cfg = None
+        if cfg.lora:
+            self.lora_cfg = LoRAConfig(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target)
+            torch.manual_seed(cfg.seed + 1)
+            inject_lora(G, self.lora_cfg)
+        torch.manual_seed(cfg.seed + 2)
+        D = create_model("patchgan70", in_channels=6, ndf=cfg.ndf)
+        self.G, self.D = G.to(dev), D.to(dev)
+        if not cfg.lora and self.train_ds is not None and min(len(self.train_ds), cfg.batch_size) < 2:
+            raise UsageError("batch_size (and the training split) must be >= 2: BatchNorm needs 2+ samples")
+        self.base_lr = cfg.lora_lr if cfg.lora else cfg.lr
+        self.opt_G = torch.optim.Adam(
+            [p for p in G.parameters() if p.requires_grad], lr=self.base_lr, betas=(cfg.beta1, cfg.beta2)
+        )
+        self.opt_D = torch.optim.Adam(D.parameters(), lr=self.base_lr, betas=(cfg.beta1, cfg.beta2))
+        self.scaler_G = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.scaler_D = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.bce = nn.BCEWithLogitsLoss()
+        self.step = 0
+        self.n_params = count_parameters(G)
+        self.n_trainable = count_parameters(G, trainable_only=True)
+        self.fraction = trainable_fraction(G)
+        if self.resume:
+            self._load_state()
+
+    def _load_state(self) -> None:
+        try:
+            st = torch.load(self.out / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable state is a ModelError
+            raise ModelError(f"{self.out / STATE_FILE}: cannot read the training state ({exc})") from None
+        self.G.load_state_dict(st["G"])
+        self.D.load_state_dict(st["D"])
+        self.opt_G.load_state_dict(st["opt_G"])
+        self.opt_D.load_state_dict(st["opt_D"])
+        self.scaler_G.load_state_dict(st["scaler_G"])
+        self.scaler_D.load_state_dict(st["scaler_D"])
+        self.step = int(st["step"])
+        self.wall_before = float(st.get("wall_time_s", 0.0))
+        _set_rng_state(st["rng"])
+
+    # ------------------------------------------------------------------------------------ writing
+
+    def _log(self, msg: str) -> None:
+        log.info(msg)
+        with open(self.out / "log.txt", "a") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+
+    def _meta(self, final: bool) -> CheckpointMeta:
+        cfg = self.cfg
+        radiometry = (
+            dict(self.base_meta.radiometry)
+            if self.base_meta and self.base_meta.radiometry
+            else dict(cfg.radiometry)
+        )
+        bands = list(self.base_meta.input_bands) if self.base_meta else list(cfg.input_bands)
+        prov = {
+            "trainer": "sar2opt_geo.training.trainer",
+            "mode": self.mode,
+            "data": str(self.data),
+            "steps": self.step,
+            "seed": cfg.seed,
+            "final": final,
+            "config": cfg.to_dict(),
+        }
+        if self.base:
+            prov["base_checkpoint"] = Path(self.base).name
+            prov["base_checkpoint_hash"] = self.base_hash
+        lora = None
+        if self.lora_cfg is not None:
+            lora = {**self.lora_cfg.to_dict(), "merged": True, "base_checkpoint_hash": self.base_hash}
+        return CheckpointMeta(
+            name=cfg.name,
+            architecture=self.arch,
+            arch_args=self.arch_args,
+            input_bands=bands,
+            radiometry=radiometry,
+            lora=lora,
+            provenance=prov,
+        )
+
+    def save(self, final: bool = False) -> None:
+        out = self.out
+        meta = self._meta(final)
+        if self.lora_cfg is not None:
+            save_adapter(
+                out / "adapter.safetensors",
+                self.G,
+                self.lora_cfg,
+                self.base_hash,
+                {"steps": self.step, "seed": self.cfg.seed, "data": str(self.data)},
+                base_name=Path(self.base).name if self.base else None,
+            )
+            (out / "adapter.json").write_text(
+                json.dumps(
+                    {
+                        **self.lora_cfg.to_dict(),
+                        "base_checkpoint": self.base,
+                        "base_checkpoint_hash": self.base_hash,
+                        "trainable_fraction": self.fraction,
+                        "steps": self.step,
+                    },
+                    indent=2,
+                )
+            )
+            if final:
+                from sar2opt_geo.models.lora import merge_lora
+
+                merged = merge_lora(copy.deepcopy(self.G).cpu())
+                save_checkpoint(out / "generator.safetensors", merged, meta)
+        else:
+            save_checkpoint(out / "generator.safetensors", self.G, meta)
+        st = {
+            "step": self.step,
+            "epoch": self.step // max(len(self.train_ds) // min(self.cfg.batch_size, len(self.train_ds)), 1),
+            "G": {k: v.detach().cpu() for k, v in self.G.state_dict().items()},
+            "D": {k: v.detach().cpu() for k, v in self.D.state_dict().items()},
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "scaler_G": self.scaler_G.state_dict(),
+            "scaler_D": self.scaler_D.state_dict(),
+            "rng": _rng_state(),
+            "wall_time_s": self.wall_before + (time.time() - self.t0),
+        }
+        _save_torch(st, out / STATE_FILE)
+
+    # ----------------------------------------------------------------------------------- training
+
+    def _lr(self, step: int) -> float:
+        n = self.cfg.lr_decay_steps
+        if n <= 0:
+            return self.base_lr
+        start = self.cfg.steps - n
+        if step < start:
+            return self.base_lr
+        return self.base_lr * max(0.0, (self.cfg.steps - step) / n)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        G, D, dev = self.G, self.D, self.device
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        lr = self._lr(self.step)
+        for o in (self.opt_G, self.opt_D):
+            for g in o.param_groups:
+                g["lr"] = lr
+        torch.manual_seed(step_seed(self.cfg.seed, self.step))
+        ac = torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp)
+        with ac:
+            fake = G(x)
+            pr = D(torch.cat([x, y], 1))
+            pf = D(torch.cat([x, fake.detach()], 1))
+            loss_d = 0.5 * (self.bce(pr, torch.ones_like(pr)) + self.bce(pf, torch.zeros_like(pf)))
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler_D.scale(loss_d).backward()
+        self.scaler_D.step(self.opt_D)
+        self.scaler_D.update()
+        with ac:
+            pf = D(torch.cat([x, fake], 1))
+            g_adv = self.bce(pf, torch.ones_like(pf))
+            g_l1 = (fake.float() - y).abs().mean()
+            loss_g = g_adv + self.cfg.lambda_l1 * g_l1
+        self.opt_G.zero_grad(set_to_none=True)
+        self.scaler_G.scale(loss_g).backward()
+        self.scaler_G.step(self.opt_G)
+        self.scaler_G.update()
+        # D's parameters got gradients from the G step; they are cleared at D's next zero_grad
+        self.step += 1
+        losses = {
+            "g_adv": float(g_adv.detach()),
+            "g_l1": float(g_l1.detach()),
+            "d": float(loss_d.detach()),
+            "lr": lr,
+        }
+        for k, v in losses.items():
+            if not math.isfinite(v):
+                raise ModelError(f"training diverged at step {self.step}: {k} = {v}")
+        return losses
+
+    @torch.no_grad()
+    def validate(self) -> dict | None:
+        if len(self.val_ds) == 0:
+            return None
+        from sar2opt_geo.training.evaluate import predict_metrics
+
+        n = min(len(self.val_ds), self.cfg.val_max_images)
+        self.G.eval()
+        try:
+            m = predict_metrics(self.G, self.val_ds, range(n), self.device, self.cfg.batch_size)
+        finally:
+            self.G.train()
+        res = {"step": self.step, "n": n, **{k: float(np.mean(v)) for k, v in m.items()}}
+        new = not (self.out / "metrics.csv").exists()
+        with open(self.out / "metrics.csv", "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "n_images", "l1", "psnr", "ssim"])
+            w.writerow([res["step"], n, f"{res['l1']:.4f}", f"{res['psnr']:.4f}", f"{res['ssim']:.5f}"])
+        self._log(
+            f"validation step {self.step}: L1 {res['l1']:.2f}  PSNR {res['psnr']:.2f} dB  "
+            f"SSIM {res['ssim']:.4f}"
+        )
+        return res
+
+    @torch.no_grad()
+    def precise_bn(self, batches: int) -> None:
+        """Re-estimate BatchNorm running statistics as a cumulative average over ``batches`` training batches
+        (BN in train mode, dropout off, no gradients), so that eval-mode outputs match training behaviour."""
+        bns = [m for m in self.G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns or batches <= 0:
+            return
+        saved = [(m, m.momentum) for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        self.G.eval()
+        for m in bns:
+            m.train()
+        n = len(self.train_ds)
+        for b in range(batches):
+            idx = batch_indices(n, self.cfg.batch_size, self.cfg.seed + 99991, b, False)
+            x = torch.stack([self.train_ds[i][0] for i, _ in idx]).to(self.device)
+            self.G(x)
+        for m, mom in saved:
+            m.momentum = mom
+        self.G.train()
+        self._log(f"BatchNorm statistics re-estimated on {batches} batches")
+
+    def fit(self) -> dict:
+        cfg, out = self.cfg, self.out
+        out.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.time()
+        if not self.resume:
+            self.wall_before = 0.0
+            for name in ("losses.csv", "metrics.csv", "log.txt"):
+                (out / name).unlink(missing_ok=True)
+        write_split(self.split_path, self.split)
+        (out / "run.json").write_text(
+            json.dumps(
+                {"mode": self.mode, "data": self.data, "base": self.base, "config": cfg.to_dict()}, indent=2
+            )
+        )
+        self._log(
+            f"{'resuming' if self.resume else 'starting'} {self.mode} at step {self.step}/{cfg.steps} "
+            f"on {self.device} ({len(self.train_ds)} train / {len(self.val_ds)} val tiles, "
+            f"batch {cfg.batch_size}); generator "
+            f"{self.arch} ngf={cfg.ngf}: {self.n_trainable:,} of {self.n_params:,} parameters trainable "
+            f"({100 * self.fraction:.3f} %)"
+        )
+        self.G.train()
+        self.D.train()
+        start = self.step
+        loader = DataLoader(
+            self.train_ds,
+            batch_sampler=_StepBatches(len(self.train_ds), cfg, start, cfg.steps),
+            num_workers=cfg.num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+        )
+        progress = _Progress(cfg.steps, start, self.quiet)
+        new_losses = not (out / "losses.csv").exists()
+        lf = open(out / "losses.csv", "a", newline="")
+        lw = csv.writer(lf)
+        if new_losses:
+            lw.writerow(["step", "g_adv", "g_l1", "d", "lr"])
+        last_val = None
+        stopped_early = False
+        try:
+            for x, y in loader:
+                losses = self.train_step(x, y)
+                lw.writerow(
+                    [
+                        self.step,
+                        f"{losses['g_adv']:.5f}",
+                        f"{losses['g_l1']:.5f}",
+                        f"{losses['d']:.5f}",
+                        f"{losses['lr']:.3g}",
+                    ]
+                )
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    progress.update(self.step, losses)
+                    lf.flush()
+                if self.step % cfg.val_every == 0 and self.step < cfg.steps:
+                    last_val = self.validate()
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save()
+                    self._plots()
+                if (
+                    cfg.max_wall_s is not None
+                    and time.time() - self.t0 > cfg.max_wall_s
+                    and self.step < cfg.steps
+                ):
+                    self._log(f"stopping at step {self.step}: max_wall_s={cfg.max_wall_s} reached")
+                    stopped_early = True
+                    break
+        finally:
+            lf.close()
+            progress.close()
+        if cfg.precise_bn_batches > 0 and self.lora_cfg is None:
+            self.precise_bn(cfg.precise_bn_batches)
+        last_val = self.validate() or last_val
+        self.save(final=True)
+        self._plots()
+        wall = self.wall_before + (time.time() - self.t0)
+        summary = {
+            "mode": self.mode,
+            "steps": self.step,
+            "planned_steps": cfg.steps,
+            "stopped_early": stopped_early,
+            "wall_time_s": round(wall, 1),
+            "device": str(self.device),
+            "architecture": self.arch,
+            "arch_args": self.arch_args,
+            "parameters": self.n_params,
+            "trainable_parameters": self.n_trainable,
+            "trainable_fraction": self.fraction,
+            "lora": self.lora_cfg.to_dict() if self.lora_cfg else None,
+            "train_tiles": len(self.train_ds),
+            "val_tiles": len(self.val_ds),
+            "validation": last_val,
+            "generator": str(out / "generator.safetensors"),
+            "adapter": str(out / "adapter.safetensors") if self.lora_cfg else None,
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        self._log(f"done: {self.step} steps in {wall:.0f} s")
+        return summary
+
+    def _plots(self) -> None:
+        try:
+            from sar2opt_geo.training.plots import plot_run
+
+            plot_run(self.out)
+        except Exception as exc:  # noqa: BLE001 - plots must never stop training
+            log.warning("could not draw the loss plots: %s", exc)
+
+
+def train(data, out, cfg: TrainConfig | None = None, **kw) -> dict:
+    """Convenience wrapper: ``Run(data, out, cfg, **kw).fit()``."""
+    return Run(data, out, cfg, **kw).fit()
