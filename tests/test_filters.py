@@ -436,3 +436,17 @@ def test_input_shape_errors():
         apply_filter(np.zeros((2, 3, 4, 5), np.float32), np.ones((4, 5), bool), make_filter_spec("lee"))
     with pytest.raises(InputError):
         apply_filter(np.zeros((4, 5), np.float32), np.ones((5, 4), bool), make_filter_spec("lee"))
+
+
+def test_bench_script_smoke(capsys):
+    """scripts/bench_filters.py runs end to end on a tiny scene (findpeaks not needed)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_filters.py"
+    mod_spec = importlib.util.spec_from_file_location("bench_filters", path)
+    bench = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(bench)
+    assert bench.main(["--size", "192", "--no-findpeaks", "--filters", "lee,refined_lee"]) == 0
+    out = capsys.readouterr().out
+    assert "| lee |" in out and "| refined_lee |" in out and "ENL homog." in out
