@@ -64,9 +64,11 @@ __all__ = [
     "REFINED_LEE_WINDOWS",
     "FilterSpec",
     "apply_filter",
+    "enl_from_ci2_samples",
     "estimate_enl",
     "filter_halo",
     "gaussian_sigma",
+    "local_ci2_samples",
     "make_filter_spec",
 ]
 
@@ -545,22 +547,30 @@ def estimate_enl(linear: np.ndarray, valid: np.ndarray, window: int = 7) -> floa
     """Equivalent number of looks from the homogeneous areas of linear intensity.
 
     Method: local Ci² = σ²/μ² (unbiased variance) on ``window × window`` windows that are fully valid and
-    have μ > 0, sampled on a grid of step ``window // 2 + 1`` (all bands pooled). Homogeneous windows form
-    the lowest mode of the distribution of log Ci² (texture and edges only raise Ci). The mode is located
-    on a smoothed histogram of log Ci²; the windows within ±δ of the mode, δ = mode − (0.5th percentile), form
-    the homogeneous population (its lower half is unaffected by texture, its upper half is mirrored), and
-    ENL = 1/median(Ci²) of that population. For pure Gamma(L) speckle this is within a few % of L
-    (median vs mean of the skewed sample Ci² distribution: about +2 % at L = 4.4, +6 % at L = 1).
+    have μ > 0, sampled on a grid of step ``window // 2 + 1`` (all bands pooled; see
+    :func:`local_ci2_samples`). Homogeneous windows form the lowest mode of the distribution of log Ci²
+    (texture and edges only raise Ci). The mode is located on a smoothed histogram of log Ci²; the windows
+    within ±δ of the mode, δ = mode − (0.5th percentile), form the homogeneous population (its lower half is
+    unaffected by texture, its upper half is mirrored), and ENL = 1/median(Ci²) of that population
+    (:func:`enl_from_ci2_samples`). For pure Gamma(L) speckle this is within a few % of L (median vs mean of
+    the skewed sample Ci² distribution: about +2 % at L = 4.4, +6 % at L = 1).
 
-    Raises :class:`InputError` with fewer than 16 usable windows.
+    For a scene read as several sample windows, pool ``local_ci2_samples`` of each window and call
+    :func:`enl_from_ci2_samples` once. Raises :class:`InputError` with fewer than 16 usable windows.
     """
+    return enl_from_ci2_samples(local_ci2_samples(linear, valid, window))
+
+
+def local_ci2_samples(linear: np.ndarray, valid: np.ndarray, window: int = 7) -> np.ndarray:
+    """Ci² = σ²/μ² of the fully valid, non-constant ``window × window`` windows lying inside the array,
+    on a grid of step ``window // 2 + 1``, all bands pooled (1-D float64)."""
     linear, valid = _check_inputs(linear, valid)
     if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 3 or window % 2 == 0:
         raise UsageError(f"ENL window must be an odd integer >= 3, got {window!r}")
     bands = linear[None] if linear.ndim == 2 else linear
     h = window // 2
     step = h + 1
-    samples = []
+    samples = [np.empty(0)]
     for b in range(bands.shape[0]):
         band = bands[b].astype(np.float64)
         vb = valid & np.isfinite(band)
@@ -571,11 +581,15 @@ def estimate_enl(linear: np.ndarray, valid: np.ndarray, window: int = 7) -> floa
         n, mean, var = n[sl], mean[sl], var[sl]
         ok = (n >= window * window) & (mean > 0) & (var > 0)
         samples.append(var[ok] / (mean[ok] ** 2))
-    ci2 = np.concatenate(samples) if samples else np.empty(0)
+    return np.concatenate(samples)
+
+
+def enl_from_ci2_samples(ci2: np.ndarray) -> float:
+    """ENL = 1/median(Ci²) of the homogeneous mode of pooled local Ci² samples (see :func:`estimate_enl`)."""
+    ci2 = np.asarray(ci2, dtype=np.float64).ravel()
+    ci2 = ci2[np.isfinite(ci2) & (ci2 > 0)]
     if ci2.size < 16:
-        raise InputError(
-            f"cannot estimate the ENL: only {ci2.size} fully valid, non-constant {window}x{window} windows"
-        )
+        raise InputError(f"cannot estimate the ENL: only {ci2.size} fully valid, non-constant windows")
     lc = np.log(ci2)
     lo, hi = np.percentile(lc, [0.5, 99.5])
     if not hi > lo:

@@ -377,6 +377,17 @@ def test_estimate_enl_on_gamma_speckle(looks):
     assert abs(enl - looks) / looks < 0.15, enl
 
 
+def test_enl_pooled_over_sample_windows():
+    from sar2opt_geo.filters import enl_from_ci2_samples, local_ci2_samples
+
+    rng = np.random.default_rng(1)
+    wins = [(0.1 * (k + 1) * rng.gamma(4.4, 1 / 4.4, size=(64, 64))).astype(np.float32) for k in range(4)]
+    ok = np.ones((64, 64), bool)
+    pooled = np.concatenate([local_ci2_samples(w, ok) for w in wins])
+    assert abs(enl_from_ci2_samples(pooled) - 4.4) / 4.4 < 0.15
+    assert enl_from_ci2_samples(pooled) == estimate_enl(np.stack(wins), ok)
+
+
 def test_estimate_enl_needs_data():
     img = np.ones((20, 20), np.float32)
     with pytest.raises(InputError):
