@@ -1,0 +1,208 @@
+"""``train pretrain``, ``train finetune``, ``evaluate`` and ``tile-pairs``: the training side of the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from sar2opt_geo.cli.base import Progress, cli
+from sar2opt_geo.cli.options import overwrite_opt, quiet_opt
+from sar2opt_geo.errors import UsageError
+
+_common = [
+    click.option(
+        "--data", default=None, help="Dataset folder (QXSLAB or SEN1-2 layout) or tile-pairs .zarr."
+    ),
+    click.option("--out", default=None, help="Run folder (checkpoints, logs, metrics, plots)."),
+    click.option("--config", "config_file", default=None, help="YAML config (see configs/*.yaml)."),
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key."),
+    click.option(
+        "--split-file", default=None, help='Split JSON {"data": {"train": [...], ...}} (SAR paths).'
+    ),
+    click.option(
+        "--resume", default=None, metavar="RUN", help="Continue the run in RUN exactly where it stopped."
+    ),
+    click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)."),
+    click.option("--workers", type=int, default=None, help="DataLoader worker processes."),
+    quiet_opt,
+]
+
+
+def _apply(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return deco
+
+
+def _run(
+    mode, data, out, config_file, overrides, split_file, resume, device, workers, quiet, base=None, extra=()
+):
+    from sar2opt_geo.training.config import load_config, parse_overrides
+    from sar2opt_geo.training.trainer import Run
+
+    logging.getLogger("sar2opt_geo.training").setLevel(logging.WARNING if quiet else logging.INFO)
+    sets = list(overrides) + list(extra)
+    if device:
+        sets.append(f"device={device}")
+    if workers is not None:
+        sets.append(f"num_workers={workers}")
+    if resume:
+        if out and Path(out) != Path(resume):
+            raise UsageError("--resume RUN continues in RUN; do not also give another --out")
+        if config_file:
+            raise UsageError("--config cannot be combined with --resume (use --set to change keys)")
+        run = Run(
+            data, resume, resume=True, split_file=split_file, quiet=quiet, overrides=parse_overrides(sets)
+        )
+    else:
+        if not data or not out:
+            raise UsageError("--data and --out are required (or --resume RUN)")
+        cfg = load_config(config_file, sets)
+        run = Run(data, out, cfg, mode=mode, base=base, split_file=split_file, quiet=quiet)
+    summary = run.fit()
+    if not quiet:
+        v = summary.get("validation") or {}
+        val = f"; val PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f}" if v else ""
+        click.echo(
+            f"{summary['steps']} steps in {summary['wall_time_s']:.0f} s; trainable parameters "
+            f"{summary['trainable_parameters']:,} ({100 * summary['trainable_fraction']:.2f} %){val}; "
+            f"wrote {run.out}",
+            err=True,
+        )
+
+
+@cli.group()
+def train():
+    """Train pix2pix generators: pretraining and (LoRA) fine-tuning."""
+
+
+@train.command("pretrain")
+@_apply(_common)
+def train_pretrain(data, out, config_file, overrides, split_file, resume, device, workers, quiet):
+    """Train a generator from scratch on paired tiles."""
+    _run("pretrain", data, out, config_file, overrides, split_file, resume, device, workers, quiet)
+
+
+@train.command("finetune")
+@click.option("--base", default=None, help="Native generator checkpoint to start from.")
+@click.option("--lora", is_flag=True, help="Train LoRA adapters only (base and BatchNorm frozen).")
+@click.option("--rank", type=int, default=None, help="LoRA rank (default 16).")
+@click.option("--alpha", type=float, default=None, help="LoRA alpha (default 32).")
+@click.option("--lora-dropout", type=float, default=None, help="LoRA dropout (default 0.1).")
+@_apply(_common)
+def train_finetune(
+    base,
+    lora,
+    rank,
+    alpha,
+    lora_dropout,
+    data,
+    out,
+    config_file,
+    overrides,
+    split_file,
+    resume,
+    device,
+    workers,
+    quiet,
+):
+    """Fine-tune a generator checkpoint (fully, or with LoRA adapters)."""
+    extra = []
+    if not resume:
+        if not base:
+            raise UsageError("finetune needs --base CKPT")
+        if lora:
+            extra.append("lora=true")
+        elif any(v is not None for v in (rank, alpha, lora_dropout)):
+            raise UsageError("--rank/--alpha/--lora-dropout need --lora")
+    for key, val in (("lora_rank", rank), ("lora_alpha", alpha), ("lora_dropout", lora_dropout)):
+        if val is not None:
+            extra.append(f"{key}={val}")
+    _run(
+        "finetune", data, out, config_file, overrides, split_file, resume, device, workers, quiet, base, extra
+    )
+
+
+@cli.command("evaluate")
+@click.option("--model", required=True, help="Native generator checkpoint.")
+@click.option("--lora", default=None, help="LoRA adapter to apply (and merge) on the model.")
+@click.option("--data", required=True, help="Dataset folder or tile-pairs .zarr.")
+@click.option(
+    "--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True
+)
+@click.option(
+    "--split-file", default=None, help="Split JSON (default: DATA/split.json, else the default split)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--samples", type=int, default=0, help="Write a PNG grid SAR | generated | truth of N samples.")
+@click.option("--samples-out", default="samples.png", show_default=True)
+@click.option("--max-images", type=int, default=None, help="Evaluate at most N images.")
+@click.option("--device", default="cpu", show_default=True)
+def evaluate_cmd(model, lora, data, split, split_file, as_json, samples, samples_out, max_images, device):
+    """PSNR, SSIM and L1 of a model on a dataset split, beside trivial baselines."""
+    from sar2opt_geo.training.evaluate import evaluate, format_table
+    from sar2opt_geo.training.trainer import resolve_device
+
+    if samples < 0:
+        raise UsageError("--samples must be >= 0")
+    res = evaluate(
+        model,
+        data,
+        lora=lora,
+        split=split,
+        split_file=split_file,
+        samples=samples,
+        samples_path=samples_out,
+        device=str(resolve_device(device)),
+        max_images=max_images,
+    )
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    else:
+        click.echo(format_table(res))
+        if res.get("samples"):
+            click.echo(f"samples: {res['samples']}")
+
+
+@cli.command("tile-pairs")
+@click.argument("sar", type=click.Path())
+@click.argument("optical", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--tile-size", type=int, default=256, show_default=True)
+@click.option("--stride", type=int, default=256, show_default=True)
+@click.option(
+    "--max-nodata", type=float, default=0.0, show_default=True, help="Largest invalid fraction kept."
+)
+@overwrite_opt
+@quiet_opt
+def tile_pairs_cmd(sar, optical, out, tile_size, stride, max_nodata, overwrite, quiet):
+    """Cut co-registered SAR and OPTICAL rasters into aligned tile pairs in the Zarr store OUT."""
+    from sar2opt_geo.training.pairs import tile_pairs
+
+    progress = Progress("cutting", quiet)
+    try:
+        res = tile_pairs(
+            sar,
+            optical,
+            out,
+            tile_size=tile_size,
+            stride=stride,
+            max_nodata=max_nodata,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    if not quiet:
+        click.echo(
+            f"wrote {res['pairs']} pairs to {res['out']} "
+            f"({res['skipped']} of {res['windows']} windows skipped"
+            f"{', optical resampled onto the SAR grid' if res['resampled'] else ''})",
+            err=True,
+        )

@@ -1,0 +1,229 @@
+"""``tile-pairs``: cut co-registered georeferenced SAR and optical rasters into aligned tile pairs in Zarr.
+
+The SAR grid is the reference: tiles are ``tile_size`` windows every ``stride`` pixels of the SAR raster.
+The optical raster is read on the same grid — directly when CRS and transform match, otherwise warped onto
+it (bilinear, ``rasterio.vrt.WarpedVRT`` in :func:`sar2opt_geo.io.read_aligned_window`). Rasters whose
+footprints do not overlap are refused; tiles whose invalid fraction (SAR nodata or optical outside/masked)
+exceeds ``max_nodata`` are skipped. Windows are processed as Dask tasks (threaded scheduler) in batches,
+appended to the store as they come, so memory stays bounded.
+
+Store layout (Zarr v3 group, format ``sar2opt-geo-tile-pairs/1``):
+
+* ``sar``: uint8 ``(N, 1, T, T)`` — the first SAR band **after radiometry**: linear σ⁰ (dB or amplitude/DN
+  inputs are detected and converted as in translate) → dB clipped to [−25, 0] → 0..255 (round half up),
+  exactly the 8-bit preparation of SEN1-2/QXSLAB tiles and of ``synth.write_pairs`` s1 tiles, so the bundled
+  model's radiometry applies unchanged; invalid pixels are 0;
+* ``optical``: uint8 ``(N, 3, T, T)`` — the first three optical bands clipped to 0..255;
+* ``bounds``: float64 ``(N, 4)`` — (left, bottom, right, top) of each tile in the SAR CRS;
+* ``window``: int64 ``(N, 4)`` — (row, col, height, width) in the SAR raster;
+* attributes: format, crs_wkt, transform, tile_size, stride, max_nodata, sources, radiometry, resampled.
+
+:class:`sar2opt_geo.training.datasets.PairedTileDataset` reads such a store as a dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from sar2opt_geo.errors import DatasetError, GeoreferenceError, InputError, UsageError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sar2opt-geo-tile-pairs/1"
+RADIOMETRY = {
+    "scale": "db",
+    "clip": [-25.0, 0.0],
+    "out_range": [-1.0, 1.0],
+    "quantize": True,
+    "replicate_to": 3,
+}
+
+
+def sar_to_db_uint8(linear: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Linear σ⁰ → dB clipped to [−25, 0] → uint8 0..255 (round half up); invalid pixels 0."""
+    s = np.asarray(linear, dtype=np.float32)
+    db = np.float32(10) * np.log10(np.maximum(s, np.float32(1e-10)))
+    val = (np.clip(db, -25.0, 0.0) + np.float32(25.0)) * np.float32(255.0 / 25.0)
+    out = (val + np.float32(0.5)).astype(np.uint8)
+    out[~valid] = 0
+    return out
+
+
+def _bounds(transform, row, col, h, w):
+    from rasterio.transform import Affine
+
+    a = Affine(*transform)
+    xs, ys = zip(
+        *(a * (c, r) for r, c in ((row, col), (row + h, col + w), (row, col + w), (row + h, col))),
+        strict=True,
+    )
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+def _check_overlap(sar, opt) -> bool:
+    """True when the grids are identical; InputError when the footprints do not overlap."""
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_bounds
+
+    if opt.transform is None or opt.crs_wkt is None:
+        raise GeoreferenceError(f"{opt.path}: the optical raster needs a CRS and an affine transform")
+    sb = _bounds(sar.transform, 0, 0, sar.height, sar.width)
+    ob = _bounds(opt.transform, 0, 0, opt.height, opt.width)
+    scrs, ocrs = CRS.from_wkt(sar.crs_wkt), CRS.from_wkt(opt.crs_wkt)
+    if scrs != ocrs:
+        ob = transform_bounds(ocrs, scrs, *ob, densify_pts=21)
+    ix = min(sb[2], ob[2]) - max(sb[0], ob[0])
+    iy = min(sb[3], ob[3]) - max(sb[1], ob[1])
+    if ix <= 0 or iy <= 0:
+        raise InputError(
+            f"{Path(sar.path).name} and {Path(opt.path).name} do not overlap "
+            f"(SAR bounds {tuple(round(v, 1) for v in sb)}, optical {tuple(round(v, 1) for v in ob)} "
+            "in the SAR CRS)"
+        )
+    return scrs == ocrs and tuple(sar.transform) == tuple(opt.transform)
+
+
+def _cut(sar, opt, scale, row, col, tile, max_nodata):
+    from sar2opt_geo.io import read_aligned_window
+    from sar2opt_geo.radiometry import to_linear
+
+    s, sv, o, ov = read_aligned_window(sar, opt, row, col, tile, tile)
+    valid = sv & ov
+    if 1.0 - float(valid.mean()) > max_nodata:
+        return None
+    lin = to_linear(s[0], scale) if scale != "linear" else s[0]
+    sar_u8 = sar_to_db_uint8(lin, valid)[None]
+    if o.shape[0] >= 3:
+        o = o[:3]
+    else:
+        o = np.repeat(o[:1], 3, axis=0)
+    opt_u8 = np.clip(np.nan_to_num(o), 0, 255).round().astype(np.uint8)
+    opt_u8[:, ~valid] = 0
+    return row, col, sar_u8, opt_u8
+
+
+def tile_pairs(
+    sar_path: str | os.PathLike,
+    optical_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tile_size: int = 256,
+    stride: int = 256,
+    max_nodata: float = 0.0,
+    overwrite: bool = False,
+    batch: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Write the aligned tile pairs of two co-registered rasters to the Zarr store ``out``.
+
+    Returns a summary dict (pairs written, windows, skipped, resampled)."""
+    import dask
+    import zarr
+
+    from sar2opt_geo.io import check_output_path, open_scene, remove_path, replace_path, temporary_sibling
+    from sar2opt_geo.radiometry import detect_input_scale
+
+    if tile_size < 1 or stride < 1:
+        raise UsageError("--tile-size and --stride must be >= 1")
+    if not 0.0 <= max_nodata <= 1.0:
+        raise UsageError("--max-nodata must be a fraction in [0, 1]")
+    out = check_output_path(out, overwrite)
+    sar = open_scene(sar_path)
+    opt = open_scene(optical_path)
+    if sar.transform is None:
+        raise GeoreferenceError(
+            f"{sar_path}: tile-pairs needs a SAR raster with CRS + affine transform (GCP-only products: "
+            "terrain-correct or warp them first)"
+        )
+    same_grid = _check_overlap(sar, opt)
+    if sar.height < tile_size or sar.width < tile_size:
+        raise InputError(f"{sar_path}: {sar.width}x{sar.height} is smaller than one {tile_size}px tile")
+    from sar2opt_geo.io import read_window
+
+    sample, sv = read_window(sar, 0, min(sar.height, 512), 0, min(sar.width, 512), bands=(1,))
+    scale = detect_input_scale(sar.dtype, sample[0][sv] if sv.any() else sample[0].ravel())
+    windows = [
+        (r, c)
+        for r in range(0, sar.height - tile_size + 1, stride)
+        for c in range(0, sar.width - tile_size + 1, stride)
+    ]
+    tmp = temporary_sibling(out)
+    n = 0
+    try:
+        g = zarr.open_group(str(tmp), mode="w")
+        t = tile_size
+        a_sar = g.create_array("sar", shape=(0, 1, t, t), chunks=(1, 1, t, t), dtype="uint8")
+        a_opt = g.create_array("optical", shape=(0, 3, t, t), chunks=(1, 3, t, t), dtype="uint8")
+        a_b = g.create_array("bounds", shape=(0, 4), chunks=(4096, 4), dtype="float64")
+        a_w = g.create_array("window", shape=(0, 4), chunks=(4096, 4), dtype="int64")
+        for i in range(0, len(windows), batch):
+            tasks = [
+                dask.delayed(_cut)(sar, opt, scale, r, c, t, max_nodata) for r, c in windows[i : i + batch]
+            ]
+            results = [x for x in dask.compute(*tasks, scheduler="threads") if x is not None]
+            if results:
+                a_sar.append(np.stack([x[2] for x in results]), axis=0)
+                a_opt.append(np.stack([x[3] for x in results]), axis=0)
+                a_b.append(np.array([_bounds(sar.transform, x[0], x[1], t, t) for x in results]), axis=0)
+                a_w.append(np.array([(x[0], x[1], t, t) for x in results], dtype=np.int64), axis=0)
+                n += len(results)
+            if progress is not None:
+                progress(min(i + batch, len(windows)), len(windows))
+        g.attrs.update(
+            {
+                "format": FORMAT,
+                "crs_wkt": sar.crs_wkt,
+                "transform": list(sar.transform),
+                "tile_size": t,
+                "stride": stride,
+                "max_nodata": max_nodata,
+                "sar": str(sar_path),
+                "optical": str(optical_path),
+                "sar_input_scale": scale,
+                "sar_encoding": "uint8: dB clipped to [-25, 0] -> 0..255",
+                "radiometry": RADIOMETRY,
+                "resampled": not same_grid,
+                "count": n,
+            }
+        )
+        if out.exists():
+            remove_path(out)
+        replace_path(tmp, out)
+    finally:
+        remove_path(tmp)
+    return {
+        "out": str(out),
+        "pairs": n,
+        "windows": len(windows),
+        "skipped": len(windows) - n,
+        "resampled": not same_grid,
+    }
+
+
+# --------------------------------------------------------------------------------------- reading
+
+
+def open_pairs_store(root: str | os.PathLike):
+    import zarr
+
+    try:
+        g = zarr.open_group(str(root), mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr raises several types for a bad store
+        raise DatasetError(f"{root}: not a readable tile-pairs Zarr store ({exc})") from None
+    if g.attrs.get("format") != FORMAT or "sar" not in g or "optical" not in g:
+        raise DatasetError(f"{root}: not a tile-pairs store (expected format {FORMAT})")
+    return g
+
+
+def zarr_count(root) -> int:
+    return int(open_pairs_store(root)["sar"].shape[0])
+
+
+def zarr_tile_shape(root) -> tuple[int, int]:
+    s = open_pairs_store(root)["sar"].shape
+    return int(s[2]), int(s[3])
