@@ -459,11 +459,23 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
 # never touch the same chunk. The client then streams it into the final COG or Zarr output.
 
 
-def create_block_store(path: str | os.PathLike, height: int, width: int, chunk: int, attrs: dict) -> None:
+def create_block_store(
+    path: str | os.PathLike,
+    height: int,
+    width: int,
+    chunk: int,
+    attrs: dict,
+    *,
+    bands: int = 3,
+    dtype: str = "uint8",
+) -> None:
+    """A block store for ``bands`` × height × width values (the array keeps the historical name ``rgb``)."""
     import zarr
 
     g = zarr.open_group(str(path), mode="w", attributes=attrs)
-    g.create_array("rgb", shape=(3, height, width), chunks=(3, chunk, chunk), dtype="uint8", fill_value=0)
+    g.create_array(
+        "rgb", shape=(bands, height, width), chunks=(bands, chunk, chunk), dtype=dtype, fill_value=0
+    )
     g.create_array("valid", shape=(height, width), chunks=(chunk, chunk), dtype="bool", fill_value=False)
 
 
@@ -492,13 +504,25 @@ def store_attrs(path: str | os.PathLike) -> dict:
 
 
 def store_to_cog(
-    store: str | os.PathLike, dst: str | os.PathLike, geo: GeoProfile, *, chunk: int, progress=None
+    store: str | os.PathLike,
+    dst: str | os.PathLike,
+    geo: GeoProfile,
+    *,
+    chunk: int,
+    band_descriptions: list[str] | None = None,
+    nodata: float | None = None,
 ) -> None:
-    """Stream the block store into a staging GeoTIFF (RGB + internal mask), then into a COG at ``dst``."""
+    """Stream the block store into a staging GeoTIFF (+ internal mask), then into a COG at ``dst``."""
+    import zarr
+
+    arr = zarr.open_group(str(store), mode="r")["rgb"]
+    count, dtype = arr.shape[0], str(arr.dtype)
+    if band_descriptions is None and count == 3 and dtype == "uint8":
+        band_descriptions = ["red", "green", "blue"]
     staging = temporary_sibling(dst, "staging")
     try:
         with GeoTiffWriter(
-            staging, geo, 3, "uint8", internal_mask=True, band_descriptions=["red", "green", "blue"]
+            staging, geo, count, dtype, internal_mask=True, band_descriptions=band_descriptions, nodata=nodata
         ) as w:
             for r0 in range(0, geo.height, chunk):
                 for c0 in range(0, geo.width, chunk):

@@ -23,7 +23,6 @@ import math
 import os
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -81,6 +80,8 @@ class TranslateJob:
     batch_size: int = 8
     aoi_wkb: bytes | None = None
     tags: dict = field(default_factory=dict)
+    preprocess: object | None = None  # sar2opt_geo.sar2optical.Sar2OpticalProfile
+    preprocess_stats: dict | None = None  # its scene-level statistics (global variance, stretch bounds)
 
     @property
     def grid(self) -> TileGrid:
@@ -139,6 +140,85 @@ def sample_window(cond: Conditioning, row0: int, col0: int, size: int) -> tuple[
     return raw[:, valid], np.maximum(linear[:, valid], 0)
 
 
+def to_u8_levels(x: np.ndarray, out_range: tuple[float, float]) -> np.ndarray:
+    a, b = out_range
+    return np.floor(np.clip((x - np.float32(a)) / np.float32(b - a), 0, 1) * np.float32(255.0)).astype(
+        np.uint8
+    )
+
+
+def model_input(job: TranslateJob, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Model input ``(channels, h, w)`` and validity for a window: radiometry with scene statistics, then,
+    with ``--preprocess sar2optical``, that project's 8-bit chain with scene-level statistics."""
+    rad = job.radiometry
+    if job.preprocess is None:
+        linear, valid = read_linear(job.cond, r0, r1, c0, c1)
+        return normalize(linear, valid, rad, job.stats), valid
+    from sar2opt_geo.sar2optical import sar2optical_halo, sar2optical_preprocess
+
+    ph = sar2optical_halo(job.preprocess)
+    linear, valid = read_linear(job.cond, r0 - ph, r1 + ph, c0 - ph, c1 + ph)
+    x = normalize(linear, valid, replace(rad, replicate_to=None), job.stats)
+    st = job.preprocess_stats or {}
+    u8 = sar2optical_preprocess(
+        to_u8_levels(x, rad.out_range),
+        job.preprocess,
+        global_variance=st.get("global_variance"),
+        stretch_bounds=st.get("stretch_bounds"),
+    )
+    a, b = rad.out_range
+    x = (np.float32(a) + u8.astype(np.float32) * np.float32((b - a) / 255.0)).astype(np.float32)
+    x[:, ~valid] = np.float32(a)
+    if ph:
+        x, valid = x[:, ph:-ph, ph:-ph], valid[ph:-ph, ph:-ph]
+    if rad.replicate_to and x.shape[0] == 1 and rad.replicate_to > 1:
+        x = np.repeat(x, rad.replicate_to, axis=0)
+    return np.ascontiguousarray(x), np.ascontiguousarray(valid)
+
+
+def preprocess_samples(job: TranslateJob, row0: int, col0: int, size: int, filtered: bool):
+    """8-bit samples of the valid pixels of a window for the SAR2Optical scene statistics: before its
+    filter (``filtered=False``) or after it (with the scene's global variance already in ``job``)."""
+    from sar2opt_geo.sar2optical import sar2optical_filter, sar2optical_halo
+
+    ph = sar2optical_halo(job.preprocess) if filtered else 0
+    r1, c1 = min(row0 + size, job.cond.scene.height), min(col0 + size, job.cond.scene.width)
+    linear, valid = read_linear(job.cond, row0 - ph, r1 + ph, col0 - ph, c1 + ph)
+    u8 = to_u8_levels(
+        normalize(linear, valid, replace(job.radiometry, replicate_to=None), job.stats),
+        job.radiometry.out_range,
+    )
+    if filtered:
+        gv = (job.preprocess_stats or {}).get("global_variance")
+        u8 = sar2optical_filter(u8, job.preprocess.filter, job.preprocess.window, gv)
+        if ph:
+            u8, valid = u8[:, ph:-ph, ph:-ph], valid[ph:-ph, ph:-ph]
+    return u8[:, valid]
+
+
+def resolve_preprocess_stats(executor, job: TranslateJob) -> dict:
+    """Scene-level statistics of the SAR2Optical profile (its global variance, then its stretch bounds)."""
+    from sar2opt_geo.sar2optical import sar2optical_scene_stats
+
+    corners = sample_lattice(job.cond.scene.height, job.cond.scene.width)
+
+    def gather(j: TranslateJob, filtered: bool) -> np.ndarray:
+        dsk = {
+            ("pre", filtered, k): (preprocess_samples, j, r, c, SAMPLE_WINDOW, filtered)
+            for k, (r, c) in enumerate(corners)
+        }
+        res = executor.run(dsk, list(dsk))
+        return np.concatenate([res[k] for k in dsk], axis=1)
+
+    stats = {}
+    if job.preprocess.filter == "lee":
+        stats = sar2optical_scene_stats(None, gather(job, False), job.preprocess.stretch)
+    if job.preprocess.stretch is not None:
+        after = gather(replace(job, preprocess_stats=stats), True)
+        stats = {**stats, **sar2optical_scene_stats(after, None, job.preprocess.stretch)}
+    return stats
+
+
 def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
     """Run the generator on the tiles block ``(bi, bj)`` owns; return their weighted partial sums."""
     import shapely
@@ -146,9 +226,7 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
     block: Block = job.plan.block(bi, bj)
     grid = job.grid
     r0, r1, c0, c1 = block.acc_bounds
-    linear, valid = read_linear(job.cond, r0, r1, c0, c1)
-    x = normalize(linear, valid, job.radiometry, job.stats)
-    del linear
+    x, valid = model_input(job, r0, r1, c0, c1)
     H, W = grid.height, grid.width
     in_scene = np.zeros(valid.shape, dtype=bool)
     in_scene[: max(0, H - r0), : max(0, W - c0)] = True
@@ -353,6 +431,9 @@ class TranslateOptions:
     bands: str | None = None
     input_scale: str = "auto"
     filter: object | None = None  # FilterSpec
+    preprocess: object | None = (
+        None  # Sar2OpticalProfile; "none" disables the checkpoint's; None: as declared
+    )
     aoi: str | None = None
     lora: str | None = None
     fmt: str = "cog"
@@ -458,6 +539,7 @@ def run_translate(
     out = io.check_output_path(output_path, overwrite)
     scene, grid, plan, radiometry, bands, ref, meta, aoi_wkb = prepare_translate(input_path, opts)
 
+    opts = replace(opts, preprocess=_preprocess_for(opts.preprocess, meta))
     cond = Conditioning(scene=scene, bands=bands, input_scale="linear", filter=opts.filter)
     raw, _ = scene_samples(executor, cond)
     if opts.input_scale == "auto":
@@ -496,7 +578,15 @@ def run_translate(
         batch_size=opts.batch_size,
         aoi_wkb=aoi_wkb,
         tags=tags,
+        preprocess=opts.preprocess,
     )
+    if opts.preprocess is not None:
+        job = replace(job, preprocess_stats=resolve_preprocess_stats(executor, job))
+        tags["SAR2OPT_PREPROCESS"] = {
+            "profile": "sar2optical",
+            **opts.preprocess.to_dict(),
+            "scene_stats": job.preprocess_stats,
+        }
     from sar2opt_geo.workstate import WorkState, digest, fingerprint_file
 
     ws = WorkState(out)
@@ -514,6 +604,8 @@ def run_translate(
                 cond.filter.to_dict() if cond.filter is not None else None,
                 aoi_wkb,
                 opts.fmt,
+                job.preprocess_stats,
+                opts.preprocess.to_dict() if opts.preprocess is not None else None,
             ]
         ),
     }
@@ -565,6 +657,20 @@ def run_translate(
         input_scale=scale,
         chunk=plan.chunk,
     )
+
+
+def _preprocess_for(requested, meta):
+    """The SAR2Optical profile to apply: the requested one, or the one the checkpoint declares."""
+    if requested == "none":
+        return None
+    if requested is not None:
+        return requested
+    declared = meta.preprocess or {}
+    if declared.get("profile") == "sar2optical":
+        from sar2opt_geo.sar2optical import Sar2OpticalProfile
+
+        return Sar2OpticalProfile.from_dict({k: v for k, v in declared.items() if k != "profile"})
+    return None
 
 
 def _resolve_auto_enl(executor, cond: Conditioning):
@@ -626,3 +732,90 @@ def describe_scene(input_path: str, tile: int, overlap: int, chunk: int, allow_u
         "dask_blocks": f"{plan.n_brows} x {plan.n_bcols} blocks of {plan.chunk} px",
         "estimated_model_evaluations": n_eval,
     }
+
+
+# ------------------------------------------------------------------------------------------ filter
+
+
+def filter_block(cond: Conditioning, store: str, row0: int, row1: int, col0: int, col1: int) -> int:
+    """Filter one block (reading its halo, so the result equals filtering the whole scene) and store it
+    in the input's own scale (dB in, dB out); returns the number of valid pixels."""
+    from sar2opt_geo.radiometry import from_linear
+
+    linear, valid = read_linear(cond, row0, row1, col0, col1)
+    scale = "amplitude" if cond.input_scale == "dn" else cond.input_scale
+    out = from_linear(linear, scale)
+    out[:, ~valid] = 0
+    io.write_store_block(store, row0, col0, out.astype(np.float32), valid)
+    return int(valid.sum())
+
+
+def run_filter(
+    input_path: str,
+    output_path: str,
+    spec,
+    executor,
+    *,
+    input_scale: str = "auto",
+    bands: str | None = None,
+    chunk_size: int = 2048,
+    allow_ungeoreferenced: bool = False,
+    overwrite: bool = False,
+    progress=None,
+) -> dict:
+    """``sar2opt-geo filter``: a speckle-filtered float32 GeoTIFF (COG) on the input's grid, block by block."""
+    out = io.check_output_path(output_path, overwrite)
+    scene = io.open_scene(input_path, allow_ungeoreferenced=allow_ungeoreferenced)
+    band_idx = select_bands(scene, bands, scene.count if not bands else len(bands.split(",")), [])
+    cond = Conditioning(scene=scene, bands=band_idx, input_scale="linear", filter=None)
+    raw, _ = scene_samples(executor, cond)
+    scale = detect_input_scale(scene.dtype, raw) if input_scale == "auto" else input_scale
+    if input_scale != "auto":
+        check_input_scale(scale, raw, scene.path)
+    cond = replace(cond, input_scale=scale, filter=spec)
+    if getattr(spec, "enl", None) == "auto":
+        cond = replace(cond, filter=_resolve_auto_enl(executor, cond))
+    chunk = max(64, chunk_size)
+    store = io.temporary_sibling(out, "blocks.zarr")
+    tmp_out = io.temporary_sibling(out, "partial")
+    blocks = [
+        (r, min(r + chunk, scene.height), c, min(c + chunk, scene.width))
+        for r in range(0, scene.height, chunk)
+        for c in range(0, scene.width, chunk)
+    ]
+    try:
+        io.create_block_store(
+            store, scene.height, scene.width, chunk, {}, bands=len(band_idx), dtype="float32"
+        )
+        dsk = {("filter", k): (filter_block, cond, str(store), *b) for k, b in enumerate(blocks)}
+        sizes = {("filter", k): (b[1] - b[0]) * (b[3] - b[2]) for k, b in enumerate(blocks)}
+        done = {"px": 0}
+
+        def on_result(key, n_valid):
+            done["px"] += sizes[key]
+            if progress is not None:
+                progress(done["px"], scene.height * scene.width)
+
+        res = executor.run(dsk, list(dsk), on_result)
+        if sum(res.values()) == 0:
+            raise InputError(f"{scene.path}: all pixels are nodata; nothing to filter")
+        tags = {
+            "SAR2OPT_TOOL": f"sar2opt-geo {__version__}",
+            "SAR2OPT_FILTER": cond.filter.to_dict(),
+            "SAR2OPT_SCALE": "amplitude" if scale == "dn" else scale,
+        }
+        names = [scene.band_names()[i - 1] for i in band_idx]
+        nodata = scene.nodata if scene.nodata is not None else 0.0
+        io.store_to_cog(
+            store,
+            tmp_out,
+            io.GeoProfile.from_scene(scene, tags),
+            chunk=chunk,
+            band_descriptions=names,
+            nodata=nodata,
+        )
+        io.replace_path(tmp_out, out)
+    finally:
+        io.remove_path(store)
+        io.remove_path(tmp_out)
+    return {"output": str(out), "filter": cond.filter.to_dict(), "scale": scale, "blocks": len(blocks)}

@@ -26,6 +26,17 @@ from sar2opt_geo.cli.options import (
 from sar2opt_geo.errors import UsageError
 
 
+def preprocess_profile(name, filter_name, window, gamma):
+    """``None`` → whatever the checkpoint declares; ``none`` → no profile; ``sar2optical`` → that profile."""
+    if name is None:
+        return None
+    if name == "none":
+        return "none"
+    from sar2opt_geo.sar2optical import Sar2OpticalProfile
+
+    return Sar2OpticalProfile(filter=filter_name, window=window, gamma=gamma)
+
+
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())
@@ -42,6 +53,20 @@ from sar2opt_geo.errors import UsageError
 @bands_opt
 @input_scale_opt
 @apply(filter_opts)
+@click.option(
+    "--preprocess",
+    type=click.Choice(["none", "sar2optical"]),
+    default=None,
+    help="Preprocessing profile before the model (default: what the checkpoint declares).",
+)
+@click.option(
+    "--preprocess-filter",
+    default="lee",
+    show_default=True,
+    help="SAR2Optical profile filter: lee, frost, median, gaussian, bilateral or none.",
+)
+@click.option("--preprocess-window", type=int, default=5, show_default=True)
+@click.option("--gamma", type=float, default=1.0, show_default=True, help="SAR2Optical profile gamma.")
 @click.option("--aoi", default=None, help="GeoJSON polygon (any CRS): only tiles touching it are processed.")
 @click.option("--format", "fmt", type=click.Choice(["cog", "zarr"]), default="cog", show_default=True)
 @allow_ungeo_opt
@@ -68,6 +93,10 @@ def translate(
     window,
     enl,
     damping,
+    preprocess,
+    preprocess_filter,
+    preprocess_window,
+    gamma,
     aoi,
     fmt,
     allow_ungeoreferenced,
@@ -98,6 +127,7 @@ def translate(
         bands=bands,
         input_scale=input_scale,
         filter=filter_spec_from(filter_name, window, enl, damping),
+        preprocess=preprocess_profile(preprocess, preprocess_filter, preprocess_window, gamma),
         aoi=aoi,
         lora=lora,
         fmt=fmt,
