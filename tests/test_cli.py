@@ -204,3 +204,32 @@ def test_info(good_tif, capsys):
     d = json.loads(out)
     assert d["size"] == "320 x 300" and d["tiles"] == 4 and d["estimated_model_evaluations"] == 4
     assert "EPSG:32633" in d["crs"]
+
+
+def test_demo_writes_scene_translation_and_preview(tiny_model_path, tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, _, err = run_cli(
+        [
+            "demo",
+            out,
+            "--width",
+            "400",
+            "--height",
+            "300",
+            "--model",
+            tiny_model_path,
+            "--device",
+            "cpu",
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    for name in ("sar.tif", "optical.tif", "translated.tif", "preview.png"):
+        assert (out / name).exists()
+    from sar2opt_geo import io
+
+    png = io.read_png(out / "preview.png")
+    assert png.shape[0] == 3 and png.shape[2] > 2 * png.shape[1]  # three panels side by side
+    code, _, err = run_cli(["demo", out, "--model", tiny_model_path], capsys)
+    assert code == 1 and "--overwrite" in err

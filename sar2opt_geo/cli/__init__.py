@@ -15,7 +15,7 @@ from sar2opt_geo.cli import synth, translate  # noqa: F401  (register subcommand
 from sar2opt_geo.cli.base import cli
 from sar2opt_geo.errors import Sar2OptError
 
-for _optional in ("train", "model", "jobs", "filter"):
+for _optional in ("train", "model", "jobs", "filter", "demo"):
     try:  # subcommand modules are added as their features land
         __import__(f"sar2opt_geo.cli.{_optional}")
     except ModuleNotFoundError as _exc:
