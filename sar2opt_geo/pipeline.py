@@ -674,28 +674,27 @@ def _preprocess_for(requested, meta):
 
 
 def _resolve_auto_enl(executor, cond: Conditioning):
+    """``--enl auto``: pool the local Ci² of homogeneous windows over a lattice of scene windows (unfiltered
+    linear intensity) and take the ENL of their lowest mode (see :func:`sar2opt_geo.filters.estimate_enl`)."""
+    from sar2opt_geo.filters import enl_from_ci2_samples
 
     unfiltered = replace(cond, filter=None)
-    corners = sample_lattice(cond.scene.height, cond.scene.width, size=256, n=4)
+    corners = sample_lattice(cond.scene.height, cond.scene.width, size=256, n=6)
     dsk = {
-        ("enl", k): (_enl_window, unfiltered, r, c, cond.filter.window) for k, (r, c) in enumerate(corners)
+        ("enl", k): (_ci2_window, unfiltered, r, c, cond.filter.window) for k, (r, c) in enumerate(corners)
     }
-    vals = [v for v in executor.run(dsk, list(dsk)).values() if v is not None and np.isfinite(v)]
-    if not vals:
-        raise InputError(f"{cond.scene.path}: cannot estimate the ENL (no homogeneous valid area found)")
-    enl = float(np.median(vals))
-    log.info("estimated ENL: %.2f", enl)
+    samples = np.concatenate(list(executor.run(dsk, list(dsk)).values()))
+    enl = enl_from_ci2_samples(samples)
+    log.info("estimated ENL: %.2f (from %d windows)", enl, samples.size)
     return replace(cond.filter, enl=enl)
 
 
-def _enl_window(cond: Conditioning, row0: int, col0: int, window: int) -> float | None:
-    from sar2opt_geo.filters import estimate_enl
+def _ci2_window(cond: Conditioning, row0: int, col0: int, window: int) -> np.ndarray:
+    from sar2opt_geo.filters import local_ci2_samples
 
     r1, c1 = min(row0 + 256, cond.scene.height), min(col0 + 256, cond.scene.width)
     linear, valid = read_linear(cond, row0, r1, col0, c1)
-    if valid.sum() < window * window * 4:
-        return None
-    return estimate_enl(linear[0], valid, window)
+    return local_ci2_samples(linear, valid, window)
 
 
 def describe_scene(input_path: str, tile: int, overlap: int, chunk: int, allow_ungeoreferenced: bool) -> dict:
@@ -763,7 +762,7 @@ def run_filter(
     overwrite: bool = False,
     progress=None,
 ) -> dict:
-    """``sar2opt-geo filter``: a speckle-filtered float32 GeoTIFF (COG) on the input's grid, block by block."""
+    """``sar2opt-geo filter``: a speckle-filtered float32 COG on the input's grid, block by block."""
     out = io.check_output_path(output_path, overwrite)
     scene = io.open_scene(input_path, allow_ungeoreferenced=allow_ungeoreferenced)
     band_idx = select_bands(scene, bands, scene.count if not bands else len(bands.split(",")), [])
