@@ -23,11 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sar2opt_geo.models.checkpoint import CheckpointMeta, count_parameters, load_generator, save_checkpoint  # noqa: E402
+from sar2opt_geo.models.checkpoint import CheckpointMeta, count_parameters, load_generator  # noqa: E402
 from sar2opt_geo.synth import write_pairs  # noqa: E402
 from sar2opt_geo.training.config import load_config  # noqa: E402
 from sar2opt_geo.training.evaluate import evaluate, format_table  # noqa: E402
-from sar2opt_geo.training.trainer import train  # noqa: E402
+from sar2opt_geo.training.trainer import save_generator, train  # noqa: E402
 
 RADIOMETRY = {"scale": "db", "clip": [-25, 0], "out_range": [-1, 1], "quantize": True, "replicate_to": 3}
 
@@ -82,7 +82,7 @@ def main(argv=None):
         },
     )
     out = Path(args.output)
-    save_checkpoint(out, G, meta)
+    save_generator(out, G, meta)
     res = evaluate(out, held, split="all", baseline_data=data)
     (run / "heldout_eval.json").write_text(json.dumps(res, indent=2))
     print(format_table(res))

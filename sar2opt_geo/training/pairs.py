@@ -59,7 +59,7 @@ def _bounds(transform, row, col, h, w):
 
     a = Affine(*transform)
     xs, ys = zip(
-        *(a * (c, r) for r, c in ((row, col), (row + h, col + w), (row, col + w), (row + h, col))),
+        *(a @ (c, r) for r, c in ((row, col), (row + h, col + w), (row, col + w), (row + h, col))),
         strict=True,
     )
     return (min(xs), min(ys), max(xs), max(ys))
