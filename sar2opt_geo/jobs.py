@@ -193,7 +193,7 @@ class JobSpec:
         used_overrides: set[str] = set()
         scenes, outputs = [], {}
         for index, path in enumerate(seen):
-            key = self._key(path)
+            key = self._key(path, seen[path])
             name = os.path.basename(path)
             out_name = self.pattern.format(stem=Path(name).stem, name=name, index=index)
             out = os.path.abspath(self.output_dir / out_name)
@@ -215,7 +215,11 @@ class JobSpec:
             raise JobSpecError(f"{self.path}: overrides.{unused[0]}: matches none of the job's scenes")
         return scenes
 
-    def _key(self, path: str) -> str:
+    def _key(self, path: str, entry: str) -> str:
+        """The scene's name: as the spec wrote it (absolute entries stay absolute, relative ones are
+        relative to the spec's directory)."""
+        if os.path.isabs(entry):
+            return path
         try:
             return os.path.relpath(path, self.base)
         except ValueError:

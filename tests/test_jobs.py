@@ -1,0 +1,241 @@
+"""Job specs: validation (errors name the key and its path), scene resolution, submit (a failing scene does
+not stop the others; the job state file), status, and the example specs in jobs/."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_cli
+
+from sar2opt_geo import io
+from sar2opt_geo.errors import JobSpecError
+from sar2opt_geo.jobs import STATE_NAME, job_status, load_job
+
+JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+
+
+def write_spec(tmp_path, doc, name="job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc) if not isinstance(doc, str) else doc)
+    return path
+
+
+def base_doc(**kw):
+    doc = {"version": 1, "inputs": ["scenes/*.tif"], "output": {"dir": "out"}}
+    doc.update(kw)
+    return doc
+
+
+@pytest.fixture
+def scenes_dir(tmp_path):
+    d = tmp_path / "scenes"
+    d.mkdir()
+    for n in ("a.tif", "b.tif", "special.tif"):
+        (d / n).write_bytes(b"")
+    return d
+
+
+@pytest.mark.parametrize("spec", sorted(JOBS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_example_specs_validate(spec):
+    job = load_job(spec)
+    assert job.inputs and job.fmt in ("cog", "zarr")
+
+
+def test_example_specs_exist():
+    names = {p.name for p in JOBS_DIR.glob("*.yaml")}
+    assert {"demo.yaml", "cluster_gpu.yaml"} <= names
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (base_doc(tilling={"overlap": 64}), "tilling: unknown key"),
+        (base_doc(tiling={"overlap": 64, "tile_sise": 256}), "tiling.tile_sise: unknown key"),
+        (base_doc(tiling={"overlap": "64"}), "tiling.overlap: expected an integer, got str"),
+        (base_doc(tiling={"overlap": True}), "tiling.overlap: expected an integer, got bool"),
+        (base_doc(tiling={"overlap": 63}), "tiling: overlap must be even"),
+        (base_doc(output={"dir": "out", "format": "png"}), "output.format: expected 'cog' or 'zarr'"),
+        (base_doc(output={"pattern": "{stem}.tif"}), "output.dir: missing"),
+        (base_doc(output={"dir": "o", "pattern": "{date}.tif"}), "output.pattern: unknown field {date}"),
+        (base_doc(output={"dir": "o", "pattern": "fixed.tif"}), "output.pattern: must be a file name"),
+        (base_doc(filter={"window": 7}), "filter.name: missing"),
+        (base_doc(filter={"name": "lee", "window": "7"}), "filter.window: expected an integer, got str"),
+        (base_doc(filter={"name": "nosuch"}), "filter:"),
+        (base_doc(device="tpu"), "device: expected auto, cpu or cuda"),
+        (base_doc(input_scale="log"), "input_scale: expected"),
+        (base_doc(model=3), "model: expected a string or null, got int"),
+        (base_doc(version=2), "version: only version 1"),
+        (base_doc(inputs=[]), "inputs: expected a non-empty list"),
+        (base_doc(inputs=["a.tif", 5]), "inputs[1]: expected a string, got int"),
+        (base_doc(overrides={"scenes/x.tif": {"output": {}}}), "overrides.scenes/x.tif.output: unknown key"),
+        (base_doc(overrides={"scenes/a.tif": {"tiling": {"ovrlap": 1}}}), "tiling.ovrlap: unknown key"),
+        (base_doc(overrides={"other/a.tif": {"device": "cpu"}}), "overrides.other/a.tif: matches none"),
+        ({"version": 1, "output": {"dir": "o"}}, "inputs: missing"),
+        ("version: 1\ninputs: [a\n", "not valid YAML"),
+        ("", "the job spec is empty"),
+        ("- 1\n- 2\n", "expected a mapping, got list"),
+    ],
+)
+def test_invalid_specs_name_the_problem(tmp_path, doc, message):
+    path = write_spec(tmp_path, doc)
+    with pytest.raises(JobSpecError) as exc:
+        load_job(path)
+    assert message in str(exc.value)
+    assert str(path) in str(exc.value)
+
+
+def test_scenes_resolve_globs_overrides_and_outputs(tmp_path, scenes_dir):
+    doc = base_doc(
+        tiling={"tile_size": 256, "overlap": 64, "chunk_size": 1024},
+        device="cpu",
+        overrides={"scenes/special.tif": {"tiling": {"overlap": 128}, "device": "auto"}},
+    )
+    scenes = load_job(write_spec(tmp_path, doc)).scenes()
+    assert [s.key for s in scenes] == ["scenes/a.tif", "scenes/b.tif", "scenes/special.tif"]
+    assert [Path(s.output).name for s in scenes] == ["a_optical.tif", "b_optical.tif", "special_optical.tif"]
+    assert all(Path(s.output).parent == tmp_path / "out" for s in scenes)
+    a, special = scenes[0].options, scenes[2].options
+    assert (a.overlap, a.chunk_size, a.device) == (64, 1024, "cpu")
+    # an override merges into the job's tiling (chunk size kept) and replaces other keys
+    assert (special.overlap, special.chunk_size, special.device) == (128, 1024, "auto")
+
+
+def test_glob_matching_nothing_is_named(tmp_path, scenes_dir):
+    job = load_job(write_spec(tmp_path, base_doc(inputs=["scenes/*.tif", "missing/*.tif"])))
+    with pytest.raises(JobSpecError, match=r"'missing/\*\.tif' matches no file"):
+        job.scenes()
+    job = load_job(write_spec(tmp_path, base_doc(inputs=["scenes/nope.tif"])))
+    with pytest.raises(JobSpecError, match="'scenes/nope.tif' does not exist"):
+        job.scenes()
+
+
+def test_two_scenes_one_output_names_both(tmp_path, scenes_dir):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.tif").write_bytes(b"")
+    job = load_job(write_spec(tmp_path, base_doc(inputs=["scenes/a.tif", "other/a.tif"])))
+    with pytest.raises(JobSpecError) as exc:
+        job.scenes()
+    assert "scenes/a.tif" in str(exc.value) and "other/a.tif" in str(exc.value)
+    # the same file matched twice is one scene
+    job = load_job(write_spec(tmp_path, base_doc(inputs=["scenes/a.tif", "scenes/*.tif"])))
+    assert len(job.scenes()) == 3
+
+
+def test_override_key_must_match_a_scene(tmp_path, scenes_dir):
+    job = load_job(write_spec(tmp_path, base_doc(overrides={"scenes/zzz.tif": {"device": "cpu"}})))
+    with pytest.raises(JobSpecError, match="overrides.scenes/zzz.tif: matches none of the job's scenes"):
+        job.scenes()
+
+
+@pytest.fixture(scope="module")
+def job_scenes(tmp_path_factory):
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    d = tmp_path_factory.mktemp("jobscenes")
+    for name, seed in (("s1", 11), ("s2", 12)):
+        sar, _ = write_scene(d / name, SceneSpec(width=300, height=260, seed=seed))
+        os.replace(sar, d / f"{name}.tif")
+    (d / "broken.tif").write_bytes(b"not a tiff")
+    return d
+
+
+def test_submit_failing_scene_does_not_stop_others(job_scenes, tiny_model_path, tmp_path, capsys):
+    doc = {
+        "version": 1,
+        "inputs": [str(job_scenes / "*.tif")],
+        "output": {"dir": "out"},
+        "model": tiny_model_path,
+        "device": "cpu",
+        "tiling": {"chunk_size": 192},
+    }
+    spec = write_spec(tmp_path, doc)
+    code, out, err = run_cli(["submit", spec, "-q"], capsys)
+    assert code == 1
+    assert "2 of 3 scenes done" in out
+    assert "failed: " in out and "broken.tif" in out
+    assert "1 of 3 scenes failed" in err
+    for n in ("s1", "s2"):
+        assert io.validate_cog(tmp_path / "out" / f"{n}_optical.tif")[0]
+    state = json.loads((tmp_path / "out" / STATE_NAME).read_text())
+    by_name = {Path(k).name: v for k, v in state["scenes"].items()}
+    assert by_name["broken.tif"]["state"] == "failed" and by_name["broken.tif"]["error"]
+    for n in ("s1.tif", "s2.tif"):
+        s = by_name[n]
+        assert s["state"] == "done" and s["tiles_done"] == s["tiles_total"] > 0
+        assert s["started"] <= s["finished"]
+    assert not list((tmp_path / "out").glob(".*.tmp-*"))
+
+    # status: the finished scenes are done, the broken one failed with its reason
+    code, out, _ = run_cli(["status", spec], capsys)
+    assert code == 0
+    lines = {ln.split()[0]: ln for ln in out.splitlines()[1:-1]}
+    assert " done " in lines[str(job_scenes / "s1.tif")]
+    assert " failed " in lines[str(job_scenes / "broken.tif")]
+
+    # --resume skips the finished scenes (their outputs exist) and retries the failed one
+    mtime = (tmp_path / "out" / "s1_optical.tif").stat().st_mtime_ns
+    code, out, err = run_cli(["submit", spec, "--resume"], capsys)
+    assert code == 1 and "already exists" in err
+    assert (tmp_path / "out" / "s1_optical.tif").stat().st_mtime_ns == mtime
+    # without --resume or --overwrite an existing output fails its scene
+    code, out, err = run_cli(["submit", spec, "-q"], capsys)
+    assert code == 1 and "3 of 3 scenes failed" in err
+
+
+def test_status_counts_work_dir_records(job_scenes, tiny_model_path, tmp_path, capsys):
+    """A scene with a work directory (interrupted run) shows the tiles of its finished blocks."""
+    from sar2opt_geo.tiling import TileGrid
+    from sar2opt_geo.workstate import WorkState
+
+    doc = {"version": 1, "inputs": [str(job_scenes / "s1.tif")], "output": {"dir": "out"}}
+    doc.update(model=tiny_model_path, tiling={"chunk_size": 192})
+    spec = write_spec(tmp_path, doc)
+    job = load_job(spec)
+    (sc,) = job.scenes()
+    ws = WorkState(sc.output)
+    ws.begin({"x": 1}, resume=False)
+    ws.mark_done("0-0", {"n_tiles": 1, "n_eval": 1})
+    ws.mark_done("0-1", {"n_tiles": 1, "n_eval": 1})
+    (st,) = job_status(job)
+    assert st.state == "partial"
+    assert (st.tiles_done, st.tiles_total) == (2, TileGrid(260, 300).count)
+    code, out, _ = run_cli(["status", spec], capsys)
+    assert code == 0 and "partial" in out and f"2/{TileGrid(260, 300).count} tiles" in out
+    # a state file saying "running" from a process that is gone reads as interrupted / partial
+    state = {"host": os.uname().nodename, "pid": 2**22 + 12345, "scenes": {sc.key: {"state": "running"}}}
+    (tmp_path / "out" / STATE_NAME).write_text(json.dumps(state))
+    assert job_status(job)[0].state == "partial"
+    ws.discard()
+    assert job_status(job)[0].state == "interrupted"
+
+
+def test_submit_unreachable_scheduler_fails_fast(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "a.tif").write_bytes(b"")
+    spec = write_spec(tmp_path, base_doc())
+    t0 = time.monotonic()
+    code, out, err = run_cli(["submit", spec, "--scheduler", f"tcp://127.0.0.1:{port}"], capsys)
+    assert time.monotonic() - t0 < 15
+    assert code == 1
+    assert (
+        err.startswith("Error: cannot reach the Dask scheduler at tcp://127.0.0.1:") and err.count("\n") == 1
+    )
+    code, _, err = run_cli(["submit", spec, "--scheduler", f"tls://127.0.0.1:{port}"], capsys)
+    assert code == 1 and "TLS is not configured" in err and err.count("\n") == 1
+
+
+def test_submit_dry_run_lists_scenes(tmp_path, scenes_dir, capsys):
+    spec = write_spec(tmp_path, base_doc(output={"dir": "o", "pattern": "{index:03d}_{name}"}))
+    code, out, _ = run_cli(["submit", spec, "--dry-run"], capsys)
+    assert code == 0
+    assert "000_a.tif" in out and "002_special.tif" in out
