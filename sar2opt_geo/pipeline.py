@@ -28,7 +28,7 @@ import numpy as np
 
 from sar2opt_geo import __version__, io
 from sar2opt_geo.blend import normalise, tile_window
-from sar2opt_geo.errors import InputError, UsageError
+from sar2opt_geo.errors import InputError, Sar2OptError, UsageError
 from sar2opt_geo.radiometry import (
     INPUT_SCALES,
     Radiometry,
@@ -314,7 +314,17 @@ def resumable_partial(job: TranslateJob, workdir: str, bi: int, bj: int) -> Part
 
 def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: Partial) -> BlockDone:
     """Overlap-add the partial sums reaching block ``(bi, bj)``, normalise, mask and store it."""
+    from sar2opt_geo.workstate import WorkState
+
     block = job.plan.block(bi, bj)
+    ws = WorkState.at(workdir)
+    if ws.is_done(block.key):
+        # A re-execution (the first result was lost with its worker): the block is already on disk, and its
+        # own partial may now be spill-only (see resumable_partial), so it must not be written again.
+        import json
+
+        rec = json.loads((ws.root / "done" / f"{block.key}.json").read_text())
+        return BlockDone(key=block.key, n_tiles=int(rec["n_tiles"]), n_eval=int(rec["n_eval"]))
     h, w = block.shape
     sum_wy = np.zeros((3, h, w), dtype=np.float32)
     sum_w = np.zeros((h, w), dtype=np.float32)
@@ -346,9 +356,6 @@ def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: P
             shapely.from_wkb(job.aoi_wkb), block.row0, block.row1, block.col0, block.col1
         )
     rgb[:, ~mask] = 0
-    from sar2opt_geo.workstate import WorkState
-
-    ws = WorkState.at(workdir)
     io.write_store_block(ws.store, block.row0, block.col0, rgb, mask)
     done = BlockDone(key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0)
     ws.mark_done(block.key, {"n_tiles": done.n_tiles, "n_eval": done.n_eval})
@@ -486,7 +493,7 @@ def select_bands(
 
 def prepare_translate(input_path: str, opts: TranslateOptions):
     """Validate everything that can be validated before work starts; return the parts of the job."""
-    from sar2opt_geo.models.checkpoint import load_generator, read_metadata
+    from sar2opt_geo.models.checkpoint import read_metadata
     from sar2opt_geo.translate import make_model_ref, resolve_device
 
     if opts.fmt not in ("cog", "zarr"):
@@ -505,8 +512,10 @@ def prepare_translate(input_path: str, opts: TranslateOptions):
         from sar2opt_geo.models.checkpoint import get_cached_generator
 
         get_cached_generator(opts.model, device, lora=opts.lora)
-    else:
-        load_generator(opts.model, "cpu")
+    else:  # exports once (adapter merged) and checks weights and adapter before any work
+        from sar2opt_geo.models.onnx_export import get_cached_onnx_generator
+
+        get_cached_onnx_generator(opts.model, device, lora=opts.lora)
     radiometry = Radiometry.from_dict(meta.radiometry)
     in_ch = int(meta.arch_args.get("in_channels", 3))
     n_needed = 1 if radiometry.replicate_to and radiometry.replicate_to == in_ch else in_ch
@@ -643,6 +652,10 @@ def run_translate(
             io.store_to_zarr(ws.store, tmp_out, geo, chunk=plan.chunk)
         io.replace_path(tmp_out, out)
         finished = True
+    except Sar2OptError:
+        # a deterministic failure (bad data, bad adapter...): resuming would fail the same way
+        ws.discard()
+        raise
     finally:
         io.remove_path(tmp_out)
         if finished:

@@ -116,11 +116,6 @@ def test_onnx_backend_bad_adapter_is_one_line(small_scene, tiny_model_path, tmp_
     assert "trained on base checkpoint" in err and not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="pipeline.prepare_translate validates --lora up front only for the torch backend: with onnx the "
-    "adapter fails inside the first task, after the work state (.OUT.work) was created",
-)
 def test_onnx_backend_bad_adapter_leaves_nothing(small_scene, tiny_model_path, tmp_path, capsys):
     code, err, out = _bad_adapter_run(small_scene, tiny_model_path, tmp_path, capsys)
     assert_clean_error(code, err, str(out), contains="trained on base checkpoint")
