@@ -50,8 +50,14 @@ class ClientExecutor:
 
     name = "distributed"
 
-    def __init__(self, client):
+    def __init__(self, client, remote: bool = False):
         self.client = client
+        self.remote = remote  # True for --scheduler: the workers' hardware is not the client's
+
+    def gpu_workers(self) -> int:
+        """How many workers advertise a ``GPU`` resource (``dask worker --resources GPU=1``)."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        return sum(1 for w in workers.values() if (w.get("resources") or {}).get("GPU", 0) > 0)
 
     def run(
         self, dsk: dict, keys: list, on_result: OnResult | None = None, resources: dict | None = None
@@ -91,6 +97,34 @@ def _annotated_graph(dsk: dict, resources: dict):
     return HighLevelGraph(layers, deps)
 
 
+def _probe_scheduler(address: str, timeout: float) -> None:
+    """Fail fast and cleanly (ClusterError) when the scheduler cannot be reached: one comm opened and
+    closed with distributed's own security settings (from its config), before any Client exists — a Client
+    whose constructor failed would block interpreter exit while it tries to close."""
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    args = Security().get_connection_args("client")
+    if address.startswith(("tls://", "wss://")) and args.get("ssl_context") is None:
+        raise ClusterError(
+            f"{address}: TLS is not configured; set distributed.comm.tls.ca-file, "
+            "distributed.comm.tls.client.cert and distributed.comm.tls.client.key in the Dask config"
+        )
+
+    async def probe():
+        comm = await connect(address, timeout=timeout, **args)
+        await comm.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({exc})"
+        ) from None
+
+
 @contextlib.contextmanager
 def make_executor(
     workers: int | None = None,
@@ -116,6 +150,7 @@ def make_executor(
             and ":" not in scheduler
         ):
             raise UsageError(f"--scheduler must be an address such as tcp://host:8786 (got {scheduler!r})")
+        _probe_scheduler(scheduler, timeout)
         try:
             client = Client(scheduler, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
@@ -123,19 +158,32 @@ def make_executor(
                 f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({exc})"
             ) from None
         with client:
-            yield ClientExecutor(client)
+            yield ClientExecutor(client, remote=True)
         return
     cores = os.cpu_count() or 1
     tpw = threads_per_worker or max(1, cores // workers)
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=tpw,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0" if verbose else None,
-        silence_logs=logging.ERROR,
-        env={"SAR2OPT_TORCH_THREADS": str(tpw), "OMP_NUM_THREADS": str(tpw)},
-    )
+    # The nanny sets OMP_NUM_THREADS=1 before it spawns a worker (distributed.nanny.pre-spawn-environ, where
+    # the client's own environment wins), and torch reads it once, at import: give each worker's torch as
+    # many threads as the worker has.
+    threads_env = {k: str(tpw) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    saved_env = {k: os.environ.get(k) for k in threads_env}
+    os.environ.update(threads_env)
+    try:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=tpw,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0" if verbose else None,
+            silence_logs=logging.ERROR,
+            env=threads_env,
+        )
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     if verbose and cluster.dashboard_link:
         log.info("Dask dashboard: %s", cluster.dashboard_link)
     try:

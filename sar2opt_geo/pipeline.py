@@ -491,7 +491,7 @@ def select_bands(
     return tuple(out)
 
 
-def prepare_translate(input_path: str, opts: TranslateOptions):
+def prepare_translate(input_path: str, opts: TranslateOptions, executor=None):
     """Validate everything that can be validated before work starts; return the parts of the job."""
     from sar2opt_geo.models.checkpoint import read_metadata
     from sar2opt_geo.translate import make_model_ref, resolve_device
@@ -504,18 +504,22 @@ def prepare_translate(input_path: str, opts: TranslateOptions):
         raise UsageError(f"--batch-size must be >= 1 (got {opts.batch_size})")
     scene = io.open_scene(input_path, allow_ungeoreferenced=opts.allow_ungeoreferenced)
     grid = TileGrid(scene.height, scene.width, opts.tile_size, opts.overlap)
-    device = resolve_device(opts.device)
+    device = resolve_device(opts.device, executor)
     meta = read_metadata(opts.model)
     # Validate the weights against the architecture here, once, so a bad checkpoint fails before any work
-    # (and with the threaded scheduler this also fills the per-process cache the tasks use).
+    # (and with the threaded scheduler this also fills the per-process cache the tasks use). For a remote
+    # cluster the client checks on CPU: the GPUs are the workers'.
     if opts.backend == "torch":
         from sar2opt_geo.models.checkpoint import get_cached_generator
 
-        get_cached_generator(opts.model, device, lora=opts.lora)
+        local = "cpu" if getattr(executor, "remote", False) else device
+        get_cached_generator(opts.model, local, lora=opts.lora)
     else:  # exports once (adapter merged) and checks weights and adapter before any work
         from sar2opt_geo.models.onnx_export import get_cached_onnx_generator
 
-        get_cached_onnx_generator(opts.model, device, lora=opts.lora)
+        get_cached_onnx_generator(
+            opts.model, "cpu" if getattr(executor, "remote", False) else device, lora=opts.lora
+        )
     radiometry = Radiometry.from_dict(meta.radiometry)
     in_ch = int(meta.arch_args.get("in_channels", 3))
     n_needed = 1 if radiometry.replicate_to and radiometry.replicate_to == in_ch else in_ch
@@ -546,7 +550,7 @@ def run_translate(
     """Translate one scene. ``progress(n_tiles_done, n_tiles_total)`` is called as blocks finish."""
     t0 = time.perf_counter()
     out = io.check_output_path(output_path, overwrite)
-    scene, grid, plan, radiometry, bands, ref, meta, aoi_wkb = prepare_translate(input_path, opts)
+    scene, grid, plan, radiometry, bands, ref, meta, aoi_wkb = prepare_translate(input_path, opts, executor)
 
     opts = replace(opts, preprocess=_preprocess_for(opts.preprocess, meta))
     cond = Conditioning(scene=scene, bands=bands, input_scale="linear", filter=opts.filter)

@@ -39,10 +39,24 @@ class ModelRef:
         return f"{os.path.basename(self.path)}@{self.digest}"
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is a usage error."""
+def resolve_device(device: str, executor=None) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is a usage error.
+
+    On a remote cluster (``--scheduler``) the workers' GPUs count, not the client's: ``auto`` means cuda when
+    some worker advertises a ``GPU`` resource, and ``cuda`` is accepted only then."""
     import torch
 
+    if device != "cpu" and getattr(executor, "remote", False):
+        n_gpu = executor.gpu_workers()
+        if device == "auto":
+            return "cuda" if n_gpu else "cpu"
+        if device.startswith("cuda") and not n_gpu:
+            raise UsageError(
+                "--device cuda: no worker of the cluster advertises a GPU resource "
+                "(start them with `dask worker ... --resources GPU=1`)"
+            )
+        if device.startswith("cuda"):
+            return device
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

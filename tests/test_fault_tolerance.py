@@ -191,6 +191,18 @@ def test_gpu_resource_restriction_reaches_the_scheduler(cluster):
             assert res[("acc-t", i)] == pids[next(iter(gpu))]
 
 
+def test_device_resolution_uses_the_workers_gpus(cluster):
+    """Submitting from a machine without a GPU: ``auto`` becomes cuda because a worker advertises GPU=1,
+    and ``cuda`` is accepted although the client has none."""
+    from sar2opt_geo.translate import resolve_device
+
+    with make_executor(scheduler=cluster.address) as ex:
+        assert ex.gpu_workers() == 1
+        assert resolve_device("auto", ex) == "cuda"
+        assert resolve_device("cuda", ex) == "cuda"
+        assert resolve_device("cpu", ex) == "cpu"
+
+
 def test_worker_killed_mid_job(cluster, ft_scene, tiny_model_path, clean_run, tmp_path):
     from distributed import Client
 
