@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from sar2opt_geo.models.checkpoint import CheckpointMeta, count_parameters, load_generator  # noqa: E402
 from sar2opt_geo.synth import write_pairs  # noqa: E402
-from sar2opt_geo.training.config import load_config  # noqa: E402
+from sar2opt_geo.training.config import load_config, parse_overrides  # noqa: E402
 from sar2opt_geo.training.evaluate import evaluate, format_table  # noqa: E402
-from sar2opt_geo.training.trainer import save_generator, train  # noqa: E402
+from sar2opt_geo.training.trainer import Run, save_generator, train  # noqa: E402
 
 RADIOMETRY = {"scale": "db", "clip": [-25, 0], "out_range": [-1, 1], "quantize": True, "replicate_to": 3}
 
@@ -43,6 +43,7 @@ def main(argv=None):
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--output", default=str(ROOT / "sar2opt_geo" / "weights" / "default.safetensors"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true", help="continue WORK/run instead of starting afresh")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -53,12 +54,17 @@ def main(argv=None):
     if not (held / "opt_256_oc_0.2" / f"{args.heldout - 1:05d}.png").exists():
         write_pairs(held, args.heldout, domain="s1", seed=args.heldout_seed)
     print(f"data ready in {time.time() - t0:.0f} s", flush=True)
-    cfg = load_config(args.config, args.overrides)
-    if run.exists():
-        shutil.rmtree(run)
-    t1 = time.time()
-    summary = train(data, run, cfg, quiet=False)
-    wall = time.time() - t1
+    if args.resume:
+        # continue the run in WORK/run (e.g. with --set lr_decay_steps=N --set steps=M), then package it
+        run_obj = Run(None, run, resume=True, quiet=False, overrides=parse_overrides(args.overrides))
+        cfg = run_obj.cfg
+        summary = run_obj.fit()
+    else:
+        cfg = load_config(args.config, args.overrides)
+        if run.exists():
+            shutil.rmtree(run)
+        summary = train(data, run, cfg, quiet=False)
+    wall = summary["wall_time_s"]
     G, meta = load_generator(run / "generator.safetensors")
     meta = CheckpointMeta(
         name=cfg.name,
@@ -75,6 +81,8 @@ def main(argv=None):
             "data_seed": args.data_seed,
             "pairs": args.pairs,
             "steps": summary["steps"],
+            "lambda_l1": cfg.lambda_l1,
+            "lr_decay_steps": cfg.lr_decay_steps,
             "batch_size": cfg.batch_size,
             "wall_time_s": round(wall, 1),
             "parameters": count_parameters(G),

@@ -548,6 +548,13 @@ class Run:
             self.wall_before = 0.0
             for name in ("losses.csv", "metrics.csv", "log.txt"):
                 (out / name).unlink(missing_ok=True)
+        else:  # drop rows written after the checkpoint we resume from
+            for name in ("losses.csv", "metrics.csv"):
+                p = out / name
+                if p.exists():
+                    lines = p.read_text().splitlines(keepends=True)
+                    keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= self.step]
+                    p.write_text("".join(keep))
         write_split(self.split_path, self.split)
         (out / "run.json").write_text(
             json.dumps(
