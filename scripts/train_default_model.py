@@ -4,7 +4,9 @@
     nohup nice -n 5 python scripts/train_default_model.py > /tmp/train_default.log 2>&1 &
 
 Generates ``--pairs`` 256² pairs with :func:`sar2opt_geo.synth.write_pairs` (domain s1, seed 0), trains with
-``configs/default_model.yaml`` (fixed seed; bounded by ``max_wall_s``), re-saves the generator with the
+``configs/default_model.yaml`` (fixed seed; phase 1: 2000 steps, λ = 100), resumes for phase 2 (``--phase2``:
+to 2900 steps, λ = 300, LR decayed linearly to 0 over the last 900 steps — PSNR stopped improving with
+constant LR and λ = 100), re-saves the generator with the
 bundled model's metadata and provenance, and evaluates it on ``--heldout`` pairs of another seed against
 the trivial baselines (results in RUN/heldout_eval.json).
 """
@@ -44,6 +46,11 @@ def main(argv=None):
     ap.add_argument("--output", default=str(ROOT / "sar2opt_geo" / "weights" / "default.safetensors"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true", help="continue WORK/run instead of starting afresh")
+    ap.add_argument(
+        "--phase2",
+        default="steps=2900,lr_decay_steps=900,lambda_l1=300",
+        help="overrides of a second phase resumed after the first ('' for none): L1-heavier, LR decayed to 0",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -64,6 +71,11 @@ def main(argv=None):
         if run.exists():
             shutil.rmtree(run)
         summary = train(data, run, cfg, quiet=False)
+        if args.phase2:
+            sets = [kv.strip() for kv in args.phase2.split(",") if kv.strip()]
+            run_obj = Run(None, run, resume=True, quiet=False, overrides=parse_overrides(sets))
+            cfg = run_obj.cfg
+            summary = run_obj.fit()
     wall = summary["wall_time_s"]
     G, meta = load_generator(run / "generator.safetensors")
     meta = CheckpointMeta(
