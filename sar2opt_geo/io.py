@@ -595,7 +595,7 @@ def read_aligned_window(
     width: int,
     resampling: str = "bilinear",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Window ``[row0:row0+height, col0:col0+width]`` of the SAR grid, and the optical raster on that same grid.
+    """Window ``[row0:row0+height, col0:col0+width]`` of the SAR grid, and the optical raster on that grid.
 
     Returns ``(sar, sar_valid, opt, opt_valid)``: float32 arrays ``(bands, h, w)`` and boolean masks. When
     the optical raster has the SAR raster's CRS and transform it is read directly; otherwise through a

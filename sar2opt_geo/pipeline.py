@@ -18,6 +18,7 @@ the scene size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -130,14 +131,17 @@ def read_linear(
     return np.ascontiguousarray(linear), np.ascontiguousarray(valid)
 
 
-def sample_window(cond: Conditioning, row0: int, col0: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(raw values of valid pixels (bands, n), linear values after filtering (bands, n))`` of a window."""
+def sample_window(cond: Conditioning, row0: int, col0: int, size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(raw values of valid pixels (bands, n), linear values after filtering (bands, n), number of NaN/inf
+    pixels)`` of a window of the scene."""
     r1, c1 = min(row0 + size, cond.scene.height), min(col0 + size, cond.scene.width)
     raw, valid = io.read_window(cond.scene, row0, r1, col0, c1, cond.bands)
-    linear, _ = read_linear(cond, row0, r1, col0, c1) if cond.filter is not None else (None, None)
-    if linear is None:
+    n_nonfinite = int((~np.isfinite(raw)).any(axis=0).sum())
+    if cond.filter is not None:
+        linear, _ = read_linear(cond, row0, r1, col0, c1)
+    else:
         linear = to_linear(raw, cond.input_scale)
-    return raw[:, valid], np.maximum(linear[:, valid], 0)
+    return raw[:, valid], np.maximum(linear[:, valid], 0), n_nonfinite
 
 
 def to_u8_levels(x: np.ndarray, out_range: tuple[float, float]) -> np.ndarray:
@@ -393,10 +397,28 @@ def scene_samples(executor, cond: Conditioning, dense: bool = False) -> tuple[np
     res = executor.run(dsk, list(dsk))
     raws = [res[k][0] for k in dsk]
     lins = [res[k][1] for k in dsk]
+    n_nonfinite = sum(res[k][2] for k in dsk)
+    if n_nonfinite:
+        log.warning(
+            "%s: NaN/inf values found (%d in the samples); they are treated as nodata",
+            cond.scene.path,
+            n_nonfinite,
+        )
     if dense:  # keep the client's share bounded: a regular subsample
         raws = [r[:, ::16] for r in raws]
         lins = [v[:, ::16] for v in lins]
     return np.concatenate(raws, axis=1), np.concatenate(lins, axis=1)
+
+
+@contextlib.contextmanager
+def _quiet_nonfinite():
+    """Later sample passes would repeat the NaN/inf warning: it is said once per scene."""
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def translate_graph(job: TranslateJob, workdir: str, done: set[str] = frozenset()) -> tuple[dict, list, dict]:
@@ -554,7 +576,7 @@ def run_translate(
 
     opts = replace(opts, preprocess=_preprocess_for(opts.preprocess, meta))
     cond = Conditioning(scene=scene, bands=bands, input_scale="linear", filter=opts.filter)
-    raw, _ = scene_samples(executor, cond)
+    raw, _ = scene_samples(executor, replace(cond, filter=None))
     if opts.input_scale == "auto":
         scale = detect_input_scale(scene.dtype, raw)
         log.info("input scale detected: %s", scale)
@@ -566,9 +588,10 @@ def run_translate(
         cond = replace(cond, filter=_resolve_auto_enl(executor, cond))
     stats = resolve_stats(radiometry, None, len(bands)) if not radiometry.needs_scene_stats else None
     if stats is None:
-        _, lin = scene_samples(executor, cond)
-        if lin.shape[1] == 0:
-            _, lin = scene_samples(executor, cond, dense=True)
+        with _quiet_nonfinite():
+            _, lin = scene_samples(executor, cond)
+            if lin.shape[1] == 0:
+                _, lin = scene_samples(executor, cond, dense=True)
         stats = resolve_stats(radiometry, lin, len(bands))
 
     tags = {

@@ -3,9 +3,9 @@
 Typed, picklable planning objects in the spirit of odc-geo's GeoBox/tiling (but in pixel space, since a scene
 may be georeferenced by GCPs only):
 
-- :class:`TileGrid` — one scene-aligned grid of ``tile``×``tile`` tiles at stride ``tile − overlap`` starting at
-  pixel (0, 0). The last row/column of tiles may extend past the scene; those pixels are read reflect-padded
-  (see :func:`sar2opt_geo.io.read_window`), never filled with black.
+- :class:`TileGrid` — one scene-aligned grid of ``tile``×``tile`` tiles at stride ``tile − overlap``
+  starting at pixel (0, 0). The last row/column of tiles may extend past the scene; those pixels are read
+  reflect-padded (see :func:`sar2opt_geo.io.read_window`), never filled with black.
 - :class:`BlockPlan` — the output split into square blocks of ``chunk`` pixels (a multiple of the stride).
   Every tile is *owned* by exactly one block (the one holding its top-left corner), so every tile is evaluated
   exactly once; a block's weighted partial sums spill at most ``overlap`` pixels into its right/lower

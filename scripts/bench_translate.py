@@ -120,7 +120,7 @@ def peak_rss_mb(scene: str, model: str, device: str, out: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=2048, help="side of the 1× scene (the 4× scene is 2× the side)")
+    ap.add_argument("--size", type=int, default=2048, help="1× scene side (4× scene: twice the side)")
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -136,7 +136,7 @@ def main() -> None:
         rss1 = peak_rss_mb(s1, args.model, args.device, tmp / "r1.tif")
         rss4 = peak_rss_mb(s4, args.model, args.device, tmp / "r4.tif")
     res = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, device {args.device}",
         "scene_1x": f"{args.size}²",
         "tiles_evaluated_1x": n_eval,
         "model_only_tiles_per_s": round(model_rate, 2),

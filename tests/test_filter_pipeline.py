@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from sar2opt_geo import io
 from sar2opt_geo.distributed import ThreadedExecutor
 from sar2opt_geo.filters import apply_filter, make_filter_spec
