@@ -381,6 +381,16 @@ def sample_lattice(height: int, width: int, size: int = SAMPLE_WINDOW, n: int = 
     return [(r, c) for r in axis(height) for c in axis(width)]
 
 
+def sample_windows(cond: Conditioning, corners: list, size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`sample_window` over several windows, concatenated."""
+    parts = [sample_window(cond, r, c, size) for r, c in corners]
+    return (
+        np.concatenate([p[0] for p in parts], axis=1),
+        np.concatenate([p[1] for p in parts], axis=1),
+        sum(p[2] for p in parts),
+    )
+
+
 def scene_samples(executor, cond: Conditioning, dense: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Gather scene samples on the executor: ``(raw (bands, n), linear (bands, n))``.
 
@@ -393,7 +403,10 @@ def scene_samples(executor, cond: Conditioning, dense: bool = False) -> tuple[np
         size = step
     else:
         corners, size = sample_lattice(cond.scene.height, cond.scene.width), SAMPLE_WINDOW
-    dsk = {("sample", k): (sample_window, cond, r, c, size) for k, (r, c) in enumerate(corners)}
+    rows: dict[int, list] = {}
+    for r, c in corners:  # one task per lattice row: few tasks, so little scheduler overhead on a cluster
+        rows.setdefault(r, []).append((r, c))
+    dsk = {("sample", k): (sample_windows, cond, row, size) for k, row in enumerate(rows.values())}
     res = executor.run(dsk, list(dsk))
     raws = [res[k][0] for k in dsk]
     lins = [res[k][1] for k in dsk]
