@@ -122,7 +122,7 @@ def main(argv=None):
         "seed=0",
     ]
     for name, sets in (
-        ("(c) full fine-tuning", [f"lr={args.full_lr}", "precise_bn_batches=20"]),
+        ("(c) full fine-tuning", [f"finetune_lr={args.full_lr}", "precise_bn_batches=20"]),
         (
             "(d) LoRA",
             [

@@ -65,6 +65,7 @@ class TrainConfig:
     lora_dropout: float = 0.1
     lora_target: Any = "all"
     lora_lr: float = 2e-4
+    finetune_lr: float = 1e-5  # full fine-tuning (``lr`` is the pretraining rate)
     finetune_discriminator: str | None = None  # optional discriminator weights (training_state.pt of a run)
 
     def to_dict(self) -> dict:

@@ -2,7 +2,8 @@
 
 Objective (Isola et al. 2017): ``D`` minimises ``½·[BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)]`` and ``G``
 minimises ``BCE(D(x, G(x)), 1) + λ·|G(x) − y|₁`` (BCE with logits, λ = ``lambda_l1`` = 100); Adam with
-``lr`` (2e-4 pretraining, 1e-5 full fine-tuning, ``lora_lr`` for LoRA) and betas (0.5, 0.999); optional
+``lr`` (2e-4) for pretraining, ``finetune_lr`` (1e-5) for full fine-tuning, ``lora_lr`` (2e-4) for LoRA,
+betas (0.5, 0.999); optional
 linear decay to 0 over the last ``lr_decay_steps`` steps; mixed precision (``torch.autocast`` float16 +
 ``GradScaler``) on CUDA when ``amp``.
 
@@ -321,7 +322,7 @@ class Run:
         self.G, self.D = G.to(dev), D.to(dev)
         if not cfg.lora and self.train_ds is not None and min(len(self.train_ds), cfg.batch_size) < 2:
             raise UsageError("batch_size (and the training split) must be >= 2: BatchNorm needs 2+ samples")
-        self.base_lr = cfg.lora_lr if cfg.lora else cfg.lr
+        self.base_lr = cfg.lora_lr if cfg.lora else (cfg.finetune_lr if self.mode == "finetune" else cfg.lr)
         self.opt_G = torch.optim.Adam(
             [p for p in G.parameters() if p.requires_grad], lr=self.base_lr, betas=(cfg.beta1, cfg.beta2)
         )
