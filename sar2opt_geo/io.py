@@ -287,7 +287,7 @@ class GeoTiffWriter:
         nodata: float | None = None,
         internal_mask: bool = False,
         blocksize: int = 512,
-        compress: str = "deflate",
+        compress: str = "deflate",  # "none" for staging files
         band_descriptions: list[str] | None = None,
     ):
         self.path = str(path)
@@ -302,9 +302,10 @@ class GeoTiffWriter:
             tiled=True,
             blockxsize=blocksize,
             blockysize=blocksize,
-            compress=compress,
             BIGTIFF="IF_SAFER",
         )
+        if compress != "none":
+            profile["compress"] = compress
         if nodata is not None:
             profile["nodata"] = nodata
         if dtype == "uint8" and count == 3:
@@ -503,6 +504,58 @@ def store_attrs(path: str | os.PathLike) -> dict:
     return dict(zarr.open_group(str(path), mode="r").attrs)
 
 
+class CogAssembler:
+    """Finished blocks of a block store → staging GeoTIFF (uncompressed, + internal mask) → COG.
+
+    Blocks can be added while others are still being computed (the client adds each block as its task
+    finishes), so writing the output overlaps the computation; :meth:`finish` then builds the COG with
+    overviews. Not thread-safe: the client thread adds the blocks.
+    """
+
+    def __init__(self, store, dst, geo: GeoProfile, *, band_descriptions=None, nodata=None):
+        import zarr
+
+        arr = zarr.open_group(str(store), mode="r")["rgb"]
+        count, dtype = arr.shape[0], str(arr.dtype)
+        if band_descriptions is None and count == 3 and dtype == "uint8":
+            band_descriptions = ["red", "green", "blue"]
+        self.store, self.dst, self.geo = store, dst, geo
+        self.staging = temporary_sibling(dst, "staging")
+        self._writer = GeoTiffWriter(
+            self.staging,
+            geo,
+            count,
+            dtype,
+            internal_mask=True,
+            band_descriptions=band_descriptions,
+            nodata=nodata,
+            compress="none",
+        )
+
+    def __enter__(self) -> CogAssembler:
+        self._writer.__enter__()
+        return self
+
+    def add(self, row0: int, row1: int, col0: int, col1: int) -> None:
+        data, valid = read_store_window(self.store, row0, row1, col0, col1)
+        self._writer.write(row0, col0, data, valid)
+
+    def add_all(self, chunk: int) -> None:
+        for r0 in range(0, self.geo.height, chunk):
+            for c0 in range(0, self.geo.width, chunk):
+                self.add(r0, min(r0 + chunk, self.geo.height), c0, min(c0 + chunk, self.geo.width))
+
+    def finish(self) -> None:
+        self._writer.__exit__(None, None, None)
+        self._writer = None
+        staging_to_cog(self.staging, self.dst)
+
+    def __exit__(self, *exc) -> None:
+        if self._writer is not None:
+            self._writer.__exit__(*exc)
+        remove_path(self.staging)
+
+
 def store_to_cog(
     store: str | os.PathLike,
     dst: str | os.PathLike,
@@ -512,27 +565,10 @@ def store_to_cog(
     band_descriptions: list[str] | None = None,
     nodata: float | None = None,
 ) -> None:
-    """Stream the block store into a staging GeoTIFF (+ internal mask), then into a COG at ``dst``."""
-    import zarr
-
-    arr = zarr.open_group(str(store), mode="r")["rgb"]
-    count, dtype = arr.shape[0], str(arr.dtype)
-    if band_descriptions is None and count == 3 and dtype == "uint8":
-        band_descriptions = ["red", "green", "blue"]
-    staging = temporary_sibling(dst, "staging")
-    try:
-        with GeoTiffWriter(
-            staging, geo, count, dtype, internal_mask=True, band_descriptions=band_descriptions, nodata=nodata
-        ) as w:
-            for r0 in range(0, geo.height, chunk):
-                for c0 in range(0, geo.width, chunk):
-                    rgb, valid = read_store_window(
-                        store, r0, min(r0 + chunk, geo.height), c0, min(c0 + chunk, geo.width)
-                    )
-                    w.write(r0, c0, rgb, valid)
-        staging_to_cog(staging, dst)
-    finally:
-        remove_path(staging)
+    """Stream a whole block store into a COG at ``dst``."""
+    with CogAssembler(store, dst, geo, band_descriptions=band_descriptions, nodata=nodata) as cog:
+        cog.add_all(chunk)
+        cog.finish()
 
 
 def store_to_zarr(store: str | os.PathLike, dst: str | os.PathLike, geo: GeoProfile, *, chunk: int) -> None:

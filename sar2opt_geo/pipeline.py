@@ -391,7 +391,9 @@ def sample_windows(cond: Conditioning, corners: list, size: int) -> tuple[np.nda
     )
 
 
-def scene_samples(executor, cond: Conditioning, dense: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def scene_samples(
+    executor, cond: Conditioning, dense: bool = False, lattice: int = SAMPLE_LATTICE
+) -> tuple[np.ndarray, np.ndarray]:
     """Gather scene samples on the executor: ``(raw (bands, n), linear (bands, n))``.
 
     ``dense`` samples every block (used when the lattice found no valid pixel in a sparse scene)."""
@@ -402,7 +404,7 @@ def scene_samples(executor, cond: Conditioning, dense: bool = False) -> tuple[np
         ]
         size = step
     else:
-        corners, size = sample_lattice(cond.scene.height, cond.scene.width), SAMPLE_WINDOW
+        corners, size = sample_lattice(cond.scene.height, cond.scene.width, n=lattice), SAMPLE_WINDOW
     rows: dict[int, list] = {}
     for r, c in corners:  # one task per lattice row: few tasks, so little scheduler overhead on a cluster
         rows.setdefault(r, []).append((r, c))
@@ -589,7 +591,8 @@ def run_translate(
 
     opts = replace(opts, preprocess=_preprocess_for(opts.preprocess, meta))
     cond = Conditioning(scene=scene, bands=bands, input_scale="linear", filter=opts.filter)
-    raw, _ = scene_samples(executor, replace(cond, filter=None))
+    # a light lattice (≤ 6 × 6 windows) is enough to check the input scale and find NaN/inf
+    raw, _ = scene_samples(executor, replace(cond, filter=None), lattice=6)
     if opts.input_scale == "auto":
         scale = detect_input_scale(scene.dtype, raw)
         log.info("input scale detected: %s", scale)
@@ -665,41 +668,52 @@ def run_translate(
         )
     records = ws.done_records()
     tmp_out = io.temporary_sibling(out, "partial")
+    geo = io.GeoProfile.from_scene(scene, tags)
     finished = False
-    try:
-        dsk, finals, resources = translate_graph(job, str(ws.root), set(records))
-        done = {"tiles": sum(r["n_tiles"] for r in records.values())}
-        prior_eval = sum(r["n_eval"] for r in records.values())
-        if progress is not None:
-            progress(done["tiles"], grid.count)
-
-        def on_result(key, res: BlockDone):
-            done["tiles"] += res.n_tiles
+    with contextlib.ExitStack() as stack:
+        cog = None
+        if opts.fmt == "cog":  # finished blocks go into the staging file while others compute
+            cog = stack.enter_context(io.CogAssembler(ws.store, tmp_out, geo))
+        try:
+            dsk, finals, resources = translate_graph(job, str(ws.root), set(records))
+            done = {"tiles": sum(r["n_tiles"] for r in records.values())}
+            prior_eval = sum(r["n_eval"] for r in records.values())
+            if cog is not None:
+                for key in records:
+                    b = plan.block(*(int(v) for v in key.split("-")))
+                    cog.add(b.row0, b.row1, b.col0, b.col1)
             if progress is not None:
                 progress(done["tiles"], grid.count)
 
-        results = executor.run(dsk, finals, on_result, resources=resources)
-        n_eval = sum(r.n_eval for r in results.values())
-        if n_eval + prior_eval == 0:
+            def on_result(key, res: BlockDone):
+                done["tiles"] += res.n_tiles
+                if cog is not None:
+                    b = plan.block(*(int(v) for v in res.key.split("-")))
+                    cog.add(b.row0, b.row1, b.col0, b.col1)
+                if progress is not None:
+                    progress(done["tiles"], grid.count)
+
+            results = executor.run(dsk, finals, on_result, resources=resources)
+            n_eval = sum(r.n_eval for r in results.values())
+            if n_eval + prior_eval == 0:
+                ws.discard()
+                if aoi_wkb:
+                    raise InputError(f"{scene.path}: no valid pixel inside the AOI (all nodata)")
+                raise InputError(f"{scene.path}: all pixels are nodata; nothing to translate")
+            if cog is not None:
+                cog.finish()
+            else:
+                io.store_to_zarr(ws.store, tmp_out, geo, chunk=plan.chunk)
+            io.replace_path(tmp_out, out)
+            finished = True
+        except Sar2OptError:
+            # a deterministic failure (bad data, bad adapter...): resuming would fail the same way
             ws.discard()
-            if aoi_wkb:
-                raise InputError(f"{scene.path}: no valid pixel inside the AOI (all nodata)")
-            raise InputError(f"{scene.path}: all pixels are nodata; nothing to translate")
-        geo = io.GeoProfile.from_scene(scene, tags)
-        if opts.fmt == "cog":
-            io.store_to_cog(ws.store, tmp_out, geo, chunk=plan.chunk)
-        else:
-            io.store_to_zarr(ws.store, tmp_out, geo, chunk=plan.chunk)
-        io.replace_path(tmp_out, out)
-        finished = True
-    except Sar2OptError:
-        # a deterministic failure (bad data, bad adapter...): resuming would fail the same way
-        ws.discard()
-        raise
-    finally:
-        io.remove_path(tmp_out)
-        if finished:
-            ws.discard()
+            raise
+        finally:
+            io.remove_path(tmp_out)
+            if finished:
+                ws.discard()
     return TranslateSummary(
         output=str(out),
         tiles=grid.count,

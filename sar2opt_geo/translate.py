@@ -3,8 +3,10 @@
 Tasks never carry weights: they carry a small :class:`ModelRef` (path + content hash + device + backend), and
 the weights are loaded once per process through the models package's per-process cache and reused by every
 task that process runs. The generator always runs in eval mode under ``torch.inference_mode``. On CUDA
-out-of-memory the batch is halved and retried. Forward passes inside one process are serialised by a lock:
-on CPU one pass already uses every core, and concurrent passes would only oversubscribe them.
+out-of-memory the batch is halved and retried. Forward passes inside one process run one at a time on a
+single dedicated thread: on CPU one pass already uses every core, concurrent passes would only oversubscribe
+them, and one calling thread means one OpenMP thread team (teams of several calling threads spin against
+each other).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +25,15 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
 _FORWARD_LOCK = threading.Lock()
+_FORWARD_THREAD: ThreadPoolExecutor | None = None
+
+
+def _forward_thread() -> ThreadPoolExecutor:
+    global _FORWARD_THREAD
+    with _FORWARD_LOCK:
+        if _FORWARD_THREAD is None:
+            _FORWARD_THREAD = ThreadPoolExecutor(1, thread_name_prefix="sar2opt-forward")
+        return _FORWARD_THREAD
 
 
 @dataclass(frozen=True)
@@ -100,9 +112,14 @@ def predict(ref: ModelRef, x: np.ndarray, batch_size: int = 8) -> np.ndarray:
         return np.zeros((0, 3) + x.shape[2:], dtype=np.float32)
     if ref.backend == "onnx":
         runner = _onnx_model(ref)
-        with _FORWARD_LOCK:
-            return np.concatenate([runner(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    return _predict_torch(ref, x, batch_size)
+        return (
+            _forward_thread()
+            .submit(
+                lambda: np.concatenate([runner(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+            )
+            .result()
+        )
+    return _forward_thread().submit(_predict_torch, ref, x, batch_size).result()
 
 
 def _predict_torch(ref: ModelRef, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -113,7 +130,7 @@ def _predict_torch(ref: ModelRef, x: np.ndarray, batch_size: int) -> np.ndarray:
     outs = []
     i = 0
     bs = max(1, batch_size)
-    with _FORWARD_LOCK, torch.inference_mode():
+    with torch.inference_mode():
         while i < len(x):
             xb = torch.from_numpy(np.ascontiguousarray(x[i : i + bs])).to(device, non_blocking=True)
             try:
