@@ -42,7 +42,7 @@ from sar2opt_geo.radiometry import (
     to_linear,
 )
 from sar2opt_geo.tiling import Block, BlockPlan, TileGrid
-from sar2opt_geo.translate import ModelRef, predict
+from sar2opt_geo.translate import ModelRef, predict_async
 
 log = logging.getLogger(__name__)
 
@@ -254,14 +254,23 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
     sum_wy = np.zeros((3, r1 - r0, c1 - c0), dtype=np.float32)
     sum_w = np.zeros((r1 - r0, c1 - c0), dtype=np.float32)
     bs = max(1, job.batch_size)
-    for k in range(0, len(todo), bs):
-        batch = todo[k : k + bs]
-        xb = np.stack([x[:, lr : lr + T, lc : lc + T] for _, _, lr, lc in batch])
-        yb = predict(job.model, xb, bs)
+
+    def blend(batch, yb):
         for (i, j, lr, lc), y in zip(batch, yb, strict=True):
             w = tile_window(grid, i, j)
             sum_wy[:, lr : lr + T, lc : lc + T] += y * w
             sum_w[lr : lr + T, lc : lc + T] += w
+
+    pending = None  # software pipeline: the next batch runs while the previous one is blended
+    for k in range(0, len(todo), bs):
+        batch = todo[k : k + bs]
+        xb = np.stack([x[:, lr : lr + T, lc : lc + T] for _, _, lr, lc in batch])
+        fut = predict_async(job.model, xb, bs)
+        if pending is not None:
+            blend(pending[0], pending[1].result())
+        pending = (batch, fut)
+    if pending is not None:
+        blend(pending[0], pending[1].result())
     return Partial(
         key=block.key,
         row0=r0,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,18 +108,24 @@ def _onnx_model(ref: ModelRef):
 
 def predict(ref: ModelRef, x: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """Run the generator on ``x`` ``(N, C, T, T)`` float32 in batches; returns ``(N, 3, T, T)`` float32."""
+    return predict_async(ref, x, batch_size).result()
+
+
+def predict_async(ref: ModelRef, x: np.ndarray, batch_size: int = 8):
+    """:func:`predict` on the forward thread, returning a future: the caller prepares the next batch or
+    blends the previous one while this one runs."""
     if len(x) == 0:
-        return np.zeros((0, 3) + x.shape[2:], dtype=np.float32)
+        done = Future()
+        done.set_result(np.zeros((0, 3) + x.shape[2:], dtype=np.float32))
+        return done
     if ref.backend == "onnx":
-        runner = _onnx_model(ref)
-        return (
-            _forward_thread()
-            .submit(
-                lambda: np.concatenate([runner(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-            )
-            .result()
-        )
-    return _forward_thread().submit(_predict_torch, ref, x, batch_size).result()
+        return _forward_thread().submit(_predict_onnx, ref, x, batch_size)
+    return _forward_thread().submit(_predict_torch, ref, x, batch_size)
+
+
+def _predict_onnx(ref: ModelRef, x: np.ndarray, batch_size: int) -> np.ndarray:
+    runner = _onnx_model(ref)
+    return np.concatenate([runner(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def _predict_torch(ref: ModelRef, x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -20,13 +20,13 @@ class CountingPredict:
     def __init__(self, monkeypatch):
         self.tiles = 0
         self.origins = []
-        real = pipeline.predict
+        real = pipeline.predict_async
 
         def counting(ref, x, batch_size):
             self.tiles += len(x)
             return real(ref, x, batch_size)
 
-        monkeypatch.setattr(pipeline, "predict", counting)
+        monkeypatch.setattr(pipeline, "predict_async", counting)
 
 
 def translate(scene, out, model, **kw):
