@@ -480,7 +480,7 @@ class TranslateOptions:
     batch_size: int = 8
     device: str = "auto"
     backend: str = "torch"
-    chunk_size: int = 2048
+    chunk_size: int = 1024
     bands: str | None = None
     input_scale: str = "auto"
     filter: object | None = None  # FilterSpec

@@ -16,7 +16,7 @@ scheduler_opt = click.option(
 chunk_opt = click.option(
     "--chunk-size",
     type=int,
-    default=2048,
+    default=1024,
     show_default=True,
     help="Pixels per Dask block side (rounded to a multiple of the tile stride).",
 )
