@@ -87,22 +87,12 @@ def main(argv=None):
         load0 = os.getloadavg()
         rows = []  # (label, seconds, evaluations)
 
-        def run_cluster(workers, tpw, malloc_trim=True):
-            import contextlib
-
-            import dask
-
-            ctx = contextlib.nullcontext()
-            if not malloc_trim:  # the nanny's default MALLOC_TRIM_THRESHOLD_ (the client's environ wins)
-                os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-                ctx = dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
-            with ctx, make_executor(workers=workers, threads_per_worker=tpw) as ex:
+        def run_cluster(workers, tpw):
+            with make_executor(workers=workers, threads_per_worker=tpw) as ex:
                 torch_threads = set(ex.client.run(_torch_threads).values())
                 sec, n = timed(str(scene), str(warm), tmp, opts, ex, a.repeat)
             label = f"local cluster, {workers} worker{'s' * (workers > 1)} × {tpw} thread{'s' * (tpw > 1)}"
             label += f" (torch threads {'/'.join(map(str, sorted(torch_threads)))})"
-            if not malloc_trim:
-                label += ", MALLOC_TRIM_THRESHOLD_ unset"
             rows.append((label, sec, n))
             return sec, n
 
@@ -114,7 +104,6 @@ def main(argv=None):
         t_1x1, _ = run_cluster(1, 1)
         t_1xc, _ = run_cluster(1, cores)
         t_cx1, _ = run_cluster(cores, 1)
-        t_notrim, _ = run_cluster(1, cores, malloc_trim=False)  # last: it changes this process's environ
         load1 = os.getloadavg()
 
     print(
@@ -139,12 +128,8 @@ def main(argv=None):
         f"{100 * (t_1xc / t_threads - 1):+.1f} % | ≤ 10 % |"
     )
     print(
-        f"| distributed overhead: 1 worker × {cores} threads, no malloc trim, vs local threads | "
-        f"{100 * (t_notrim / t_threads - 1):+.1f} % | ≤ 10 % |"
-    )
-    print(
         f"| distributed overhead: best cluster vs local threads | "
-        f"{100 * (min(t_1xc, t_cx1, t_notrim) / t_threads - 1):+.1f} % | ≤ 10 % |"
+        f"{100 * (min(t_1xc, t_cx1) / t_threads - 1):+.1f} % | ≤ 10 % |"
     )
 
 
