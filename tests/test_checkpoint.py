@@ -237,3 +237,20 @@ def test_model_cache(tiny_ckpt, monkeypatch):
     clear_model_cache()
     assert get_cached_generator(path)[0] is not model
     clear_model_cache()
+
+
+def test_header_length_with_low_byte_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A safetensors header length whose first (low) byte is 0x80 — like a pickle's PROTO opcode — loads."""
+    import torch
+    from safetensors.torch import save_file
+
+    from sar2opt_geo.models.checkpoint import read_state_dict
+
+    for pad in range(64):
+        path = tmp_path / f"t{pad}.safetensors"
+        save_file({"w": torch.zeros(2)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        raise AssertionError("no padding gave a header length with low byte 0x80")
+    assert torch.equal(read_state_dict(path)["w"], torch.zeros(2))

@@ -209,13 +209,16 @@ def _sniff(path: Path) -> None:
             f"{path.name} is a PyTorch (zip/pickle) checkpoint, not a native .safetensors one; "
             "convert it with `convert_checkpoint` (it is never unpickled here)"
         )
-    if head[:1] == b"\x80":
+    n = int.from_bytes(head[:8], "little")
+    looks_safetensors = len(head) > 8 and head[8:9] == b"{" and 0 < n and 8 + n <= size
+    # a pickle starts with PROTO (0x80) and a protocol number; a safetensors header length may also start
+    # with the byte 0x80 (1 file in 32), so only a file that is not a plausible safetensors header is one
+    if head[:1] == b"\x80" and not looks_safetensors:
         raise ModelError(
             f"{path.name} is a Python pickle, not a native .safetensors checkpoint; refusing to load"
         )
     if size < 10:
         raise ModelError(f"{path.name} is not a safetensors checkpoint (file too small: {size} bytes)")
-    n = int.from_bytes(head[:8], "little")
     if n <= 0 or 8 + n > size:
         raise ModelError(f"{path.name} is not a valid safetensors file (corrupt or truncated header)")
 

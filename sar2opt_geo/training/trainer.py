@@ -138,31 +138,8 @@ def _save_torch(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _sniff_safe(path: Path, write) -> None:
-    """Call ``write(pad)`` until the file does not start with byte 0x80.
-
-    Work-around: ``models.checkpoint._sniff`` takes a safetensors file whose header length has the low byte
-    0x80 (1 in 32 files) for a Python pickle and refuses it; a few bytes of padding in the metadata change
-    the header length.
-    """
-    for i in range(8):
-        write({} if i == 0 else {"_pad": "_" * (8 * i)})
-        with open(path, "rb") as f:
-            if f.read(1) != b"\x80":
-                return
-    raise ModelError(f"{path}: could not write a readable safetensors header")
-
-
 def save_generator(path: Path, model: nn.Module, meta: CheckpointMeta) -> Path:
-    """:func:`save_checkpoint` with the 0x80-header work-around (padding stored in ``provenance``)."""
-
-    def write(pad):
-        m = copy.copy(meta)
-        m.provenance = {**meta.provenance, **pad}
-        save_checkpoint(path, model, m)
-
-    _sniff_safe(Path(path), write)
-    return Path(path)
+    return save_checkpoint(path, model, meta)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -397,16 +374,13 @@ class Run:
         meta = self._meta(final)
         if self.lora_cfg is not None:
             extra = {"steps": self.step, "seed": self.cfg.seed, "data": str(self.data)}
-            _sniff_safe(
+            save_adapter(
                 out / "adapter.safetensors",
-                lambda pad: save_adapter(
-                    out / "adapter.safetensors",
-                    self.G,
-                    self.lora_cfg,
-                    self.base_hash,
-                    {**extra, **pad},
-                    base_name=Path(self.base).name if self.base else None,
-                ),
+                self.G,
+                self.lora_cfg,
+                self.base_hash,
+                extra,
+                base_name=Path(self.base).name if self.base else None,
             )
             (out / "adapter.json").write_text(
                 json.dumps(
