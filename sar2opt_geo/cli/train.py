@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from sar2opt_geo.cli.base import Progress, cli
-from sar2opt_geo.cli.options import overwrite_opt, quiet_opt
+from sar2opt_geo.cli.options import apply, overwrite_opt, quiet_opt
 from sar2opt_geo.errors import UsageError
 
 _common = [
@@ -29,15 +29,6 @@ _common = [
     click.option("--workers", type=int, default=None, help="DataLoader worker processes."),
     quiet_opt,
 ]
-
-
-def _apply(options):
-    def deco(f):
-        for opt in reversed(options):
-            f = opt(f)
-        return f
-
-    return deco
 
 
 def _run(
@@ -83,7 +74,7 @@ def train():
 
 
 @train.command("pretrain")
-@_apply(_common)
+@apply(_common)
 def train_pretrain(data, out, config_file, overrides, split_file, resume, device, workers, quiet):
     """Train a generator from scratch on paired tiles."""
     _run("pretrain", data, out, config_file, overrides, split_file, resume, device, workers, quiet)
@@ -95,7 +86,7 @@ def train_pretrain(data, out, config_file, overrides, split_file, resume, device
 @click.option("--rank", type=int, default=None, help="LoRA rank (default 16).")
 @click.option("--alpha", type=float, default=None, help="LoRA alpha (default 32).")
 @click.option("--lora-dropout", type=float, default=None, help="LoRA dropout (default 0.1).")
-@_apply(_common)
+@apply(_common)
 def train_finetune(
     base,
     lora,
