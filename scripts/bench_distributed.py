@@ -87,12 +87,17 @@ def main(argv=None):
         load0 = os.getloadavg()
         rows = []  # (label, seconds, evaluations)
 
-        def run_cluster(workers, tpw):
+        def run_cluster(workers, tpw, pin=False):
             with make_executor(workers=workers, threads_per_worker=tpw) as ex:
                 torch_threads = set(ex.client.run(_torch_threads).values())
+                if pin:  # worker i (all its threads) on core i: one core per worker process
+                    for core, addr in enumerate(sorted(ex.client.scheduler_info()["workers"])):
+                        ex.client.run(_pin_process, core, workers=[addr])
                 sec, n = timed(str(scene), str(warm), tmp, opts, ex, a.repeat)
             label = f"local cluster, {workers} worker{'s' * (workers > 1)} × {tpw} thread{'s' * (tpw > 1)}"
             label += f" (torch threads {'/'.join(map(str, sorted(torch_threads)))})"
+            if pin:
+                label += ", each worker pinned to its own core"
             rows.append((label, sec, n))
             return sec, n
 
@@ -104,6 +109,8 @@ def main(argv=None):
         t_1x1, _ = run_cluster(1, 1)
         t_1xc, _ = run_cluster(1, cores)
         t_cx1, _ = run_cluster(cores, 1)
+        t_pin1, _ = run_cluster(1, 1, pin=True)
+        t_pinc, _ = run_cluster(cores, 1, pin=True)
         load1 = os.getloadavg()
 
     print(
@@ -121,6 +128,10 @@ def main(argv=None):
     print("|---|---:|---:|")
     print(f"| scaling: {cores} workers × 1 thread vs 1 worker × 1 thread | {t_1x1 / t_cx1:.2f}× | ≥ 1.6× |")
     print(
+        f"| scaling, one core per worker process: {cores} pinned workers vs 1 pinned worker | "
+        f"{t_pin1 / t_pinc:.2f}× | ≥ 1.6× |"
+    )
+    print(
         f"| same cores: {cores} workers × 1 thread vs 1 worker × {cores} threads | {t_1xc / t_cx1:.2f}× | |"
     )
     print(
@@ -131,6 +142,13 @@ def main(argv=None):
         f"| distributed overhead: best cluster vs local threads | "
         f"{100 * (min(t_1xc, t_cx1) / t_threads - 1):+.1f} % | ≤ 10 % |"
     )
+
+
+def _pin_process(core: int) -> None:
+    """Pin every thread of this worker process to one core (taskset -a)."""
+    import subprocess
+
+    subprocess.run(["taskset", "-a", "-cp", str(core), str(os.getpid())], check=True, capture_output=True)
 
 
 def _torch_threads():
