@@ -14,12 +14,20 @@ Classes: :data:`WATER`, :data:`CROP`, :data:`GRASS`, :data:`FOREST`, :data:`BARE
 lots), :data:`ROAD` (roads and streets).
 
 **Optical truth** (uint8 RGB, the same function of land cover for both domains): a colour per material
-(crop type, soil, canopy, roof, asphalt, water) modulated by per-field variation, row texture, canopy
+(crop type, soil, canopy, roof, asphalt, water) changed by the per-field latent, modest row and canopy
 texture, mild low-frequency illumination and per-pixel grain.
 
-**SAR** (linear sigma0 per band "VV"/"VH"): a mean backscatter per material in dB (water about -20 dB with
-wind-roughness variation, crops -14..-9 dB varying per field, forest -12/-17 dB VV/VH, bare soil -15 dB,
-roofs -3..+5 dB, roads dark), a class-dependent cross-pol ratio (vegetation volume scattering keeps VH
+**Per-field latent.** Each field strip (and town lot) has ONE uniform latent (biomass for vegetation,
+moisture for soil) that drives both views with the physical sign: more biomass or moisture gives a darker
+(vegetation: relatively greener) optical colour and a higher VV/VH backscatter. So the optical appearance
+of a field is largely predictable from its SAR, as with real phenology-driven imagery.
+
+**SAR** (linear sigma0 per band "VV"/"VH"): a mean backscatter per material in dB (water about -22 dB with
+wind-roughness variation; crop types separated as in C-band crop-monitoring literature: smooth bare soil
+-17.5, ripe cereal -15.5 with weak VH, rough ploughed soil -13.5 with strong furrow texture, meadow -12,
+green cereal -11, root crops -10, maize -9, rapeseed -7 dB VV with strong VH; +-0.7..1 dB per field
+from the latent; forest -10.5/-15.5 dB VV/VH with strong canopy texture; roofs -3..+5 dB, roads dark),
+a class-dependent cross-pol ratio (vegetation volume scattering keeps VH
 relatively strong, water and double bounce give weak VH), double-bounce lines on the sensor-facing (west,
 near-range) edge of urban blocks, an incidence-angle trend across range (columns, 29-46 degrees over the
 scene width, steeper for water), then multiplicative speckle.
@@ -256,30 +264,55 @@ def _vnoise1(key: int, p: np.ndarray, scale: float) -> np.ndarray:
 
 # -------------------------------------------------------------------------------------- materials
 
-# name, class, RGB, VV dB (s1, at THETA_REF), VH - VV dB, incidence slope dB/deg,
-# optical amplitudes of: per-field variation, row texture, canopy texture; SAR dB amplitudes of the same.
+# name, class, RGB (at the mean of the field latent), VV dB (s1, at THETA_REF), VH - VV dB, incidence slope
+# dB/deg, optical amplitudes of: per-field variation (relative brightness change between the extremes of the
+# field latent, darker with more latent unless _FIELD_RGB gives the colour change), row texture, canopy
+# texture; SAR dB amplitudes of the same (per-field: dB change from the mean at the latent's extremes).
+#
+# The per-field latent (biomass for vegetation, moisture for soil; one uniform per field strip) drives both
+# views with the physical sign: more biomass / moisture -> darker (and, for vegetation, relatively greener)
+# optical and higher VV/VH (volume scattering, dielectric constant). Crop backscatter levels follow C-band
+# crop-monitoring literature at mid incidence: smooth bare soil lowest (-17.5 dB VV, very weak VH), ripe
+# cereal low (-15.5 dB, weak VH), rough ploughed soil with strong furrow texture (-13.5 dB), meadow and green
+# cereal -12/-11 dB, root crops -10 dB with rows, maize high (-9 dB VV), rapeseed highest (-7 dB) with
+# strong VH (volume scattering of the branched canopy and pods).
 _MATERIALS = [
     ("nodata", NODATA, (0, 0, 0), -30.0, -8.0, 0.0, 0, 0, 0, 0, 0, 0),
-    ("lake", WATER, (30, 52, 66), -20.0, -8.5, -0.25, 0.10, 0, 0.06, 0, 0, 0),
-    ("river", WATER, (48, 66, 60), -20.5, -8.5, -0.25, 0.10, 0, 0.06, 0, 0, 0),
-    ("cereal_green", CROP, (96, 130, 56), -11.0, -5.5, -0.10, 0.22, 0.06, 0.05, 1.5, 0.5, 0.3),
-    ("cereal_ripe", CROP, (196, 174, 110), -13.0, -6.5, -0.10, 0.18, 0.07, 0.04, 1.5, 0.5, 0.3),
-    ("maize", CROP, (72, 112, 44), -9.5, -5.0, -0.10, 0.20, 0.10, 0.06, 1.2, 0.8, 0.4),
-    ("rapeseed", CROP, (198, 188, 84), -10.0, -5.5, -0.10, 0.14, 0.04, 0.05, 1.2, 0.4, 0.3),
-    ("root_crop", CROP, (60, 98, 48), -12.0, -5.5, -0.10, 0.20, 0.10, 0.06, 1.5, 0.6, 0.4),
-    ("meadow", GRASS, (108, 142, 68), -12.5, -6.0, -0.10, 0.20, 0.0, 0.08, 1.2, 0.0, 0.5),
-    ("bare_soil", BARE, (154, 126, 96), -15.0, -8.0, -0.12, 0.16, 0.04, 0.04, 1.2, 0.3, 0.3),
-    ("ploughed", BARE, (112, 90, 70), -14.0, -7.5, -0.12, 0.18, 0.12, 0.05, 1.2, 1.0, 0.3),
-    ("forest", FOREST, (40, 66, 36), -12.0, -5.0, -0.06, 0.10, 0.0, 0.45, 0.6, 0.0, 2.0),
-    ("hedge", FOREST, (48, 76, 40), -10.5, -5.0, -0.06, 0.10, 0.0, 0.40, 0.6, 0.0, 2.0),
-    ("roof_red", URBAN, (156, 84, 70), -5.0, -9.0, -0.05, 0.18, 0, 0.10, 3.0, 0, 2.0),
-    ("roof_grey", URBAN, (146, 144, 142), -3.5, -9.0, -0.05, 0.18, 0, 0.10, 3.0, 0, 2.0),
-    ("roof_dark", URBAN, (92, 92, 98), -6.0, -9.0, -0.05, 0.18, 0, 0.10, 3.0, 0, 2.0),
-    ("garden", GRASS, (84, 114, 62), -10.5, -6.0, -0.08, 0.20, 0, 0.30, 1.5, 0, 1.5),
-    ("street", ROAD, (150, 148, 144), -14.0, -8.0, -0.10, 0.10, 0, 0.05, 1.0, 0, 0.5),
-    ("road", ROAD, (176, 174, 168), -17.0, -8.0, -0.12, 0.06, 0, 0.04, 0.5, 0, 0.3),
+    ("lake", WATER, (30, 52, 66), -21.5, -8.5, -0.25, 0.04, 0, 0.04, 0, 0, 0),
+    ("river", WATER, (48, 66, 60), -22.0, -8.5, -0.25, 0.04, 0, 0.04, 0, 0, 0),
+    ("cereal_green", CROP, (96, 130, 56), -11.0, -6.0, -0.10, 0.22, 0.03, 0.04, 0.7, 0.4, 0.3),
+    ("cereal_ripe", CROP, (196, 174, 110), -15.5, -8.0, -0.10, 0.18, 0.03, 0.03, 0.9, 0.4, 0.3),
+    ("maize", CROP, (72, 112, 44), -9.0, -6.5, -0.10, 0.20, 0.05, 0.04, 0.8, 1.0, 0.4),
+    ("rapeseed", CROP, (198, 188, 84), -7.0, -5.5, -0.10, 0.14, 0.02, 0.04, 0.8, 0.2, 0.3),
+    ("root_crop", CROP, (60, 98, 48), -10.0, -5.5, -0.10, 0.20, 0.05, 0.04, 0.7, 0.8, 0.4),
+    ("meadow", GRASS, (108, 142, 68), -12.0, -6.5, -0.10, 0.20, 0.0, 0.05, 0.7, 0.0, 0.5),
+    ("bare_soil", BARE, (154, 126, 96), -17.5, -9.0, -0.12, 0.16, 0.02, 0.03, 1.0, 0.3, 0.3),
+    ("ploughed", BARE, (112, 90, 70), -13.5, -8.5, -0.12, 0.18, 0.06, 0.04, 0.9, 1.5, 0.3),
+    ("forest", FOREST, (40, 66, 36), -10.5, -5.0, -0.06, 0.10, 0.0, 0.30, 0.6, 0.0, 2.0),
+    ("hedge", FOREST, (48, 76, 40), -9.5, -5.0, -0.06, 0.10, 0.0, 0.30, 0.6, 0.0, 2.0),
+    ("roof_red", URBAN, (156, 84, 70), -5.0, -9.0, -0.05, 0.12, 0, 0.08, 3.0, 0, 2.0),
+    ("roof_grey", URBAN, (146, 144, 142), -3.5, -9.0, -0.05, 0.12, 0, 0.08, 3.0, 0, 2.0),
+    ("roof_dark", URBAN, (92, 92, 98), -6.0, -9.0, -0.05, 0.12, 0, 0.08, 3.0, 0, 2.0),
+    ("garden", GRASS, (84, 114, 62), -10.5, -6.0, -0.08, 0.20, 0, 0.20, 1.5, 0, 1.5),
+    ("street", ROAD, (150, 148, 144), -14.0, -8.0, -0.10, 0.10, 0, 0.04, 1.0, 0, 0.5),
+    ("road", ROAD, (176, 174, 168), -17.0, -8.0, -0.12, 0.06, 0, 0.03, 0.5, 0, 0.3),
     ("main_road", ROAD, (128, 128, 126), -18.0, -8.0, -0.12, 0.04, 0, 0.03, 0.5, 0, 0.3),
 ]
+# RGB change from the field's mean colour at the highest field latent (the lowest gets the opposite change):
+# denser canopy darker and relatively greener, wetter soil darker.
+_FIELD_RGB = {
+    "cereal_green": (-20, -8, -13),
+    "cereal_ripe": (-20, -17, -12),
+    "maize": (-13, -5, -9),
+    "rapeseed": (-12, -6, -13),
+    "root_crop": (-11, -3, -9),
+    "meadow": (-18, -8, -13),
+    "bare_soil": (-22, -19, -15),
+    "ploughed": (-17, -14, -10),
+    "forest": (-4, -5, -4),
+    "hedge": (-4, -6, -4),
+    "garden": (-11, -6, -8),
+}
 _MAT = {m[0]: i for i, m in enumerate(_MATERIALS)}
 _MAT_CLASS = np.array([m[1] for m in _MATERIALS], dtype=np.uint8)
 _MAT_RGB = np.array([m[2] for m in _MATERIALS], dtype=np.float32).T.copy()  # (3, n)
@@ -288,6 +321,9 @@ _MAT_XPOL = np.array([m[4] for m in _MATERIALS], dtype=np.float32)
 _MAT_SLOPE = np.array([m[5] for m in _MATERIALS], dtype=np.float32)
 _MAT_OPT_AMP = np.array([m[6:9] for m in _MATERIALS], dtype=np.float32).T.copy()  # (3, n)
 _MAT_SAR_AMP = np.array([m[9:12] for m in _MATERIALS], dtype=np.float32).T.copy()
+_MAT_FIELD_RGB = np.array(  # (3, n): RGB change at the highest field latent
+    [_FIELD_RGB.get(m[0], tuple(-0.5 * m[6] * c for c in m[2])) for m in _MATERIALS], dtype=np.float32
+).T.copy()
 _MAT_WIND = np.where(_MAT_CLASS == WATER, 5.0, 0.0).astype(np.float32)  # dB per unit of the aux field
 
 # Crop choice per strip: 256-entry lookup from 8 hash bits (probabilities in 1/256).
@@ -610,17 +646,18 @@ class _Window:
 
     def optical(self) -> np.ndarray:
         mat = self.mat
+        # per-field latent (shared with the SAR): a colour change; texture and illumination: brightness
+        lat = (self.fieldvar - _F32(0.5)) * _F32(2)
         fac = (
             _F32(1.0)
-            + _MAT_OPT_AMP[0].take(mat) * (self.fieldvar - _F32(0.5))
             + _MAT_OPT_AMP[1].take(mat) * self.rowtex
             + _MAT_OPT_AMP[2].take(mat) * (self.canopy - _F32(0.5)) * _F32(2)
-            + _F32(0.14) * (self.aux - _F32(0.5))
+            + _F32(0.05) * (self.aux - _F32(0.5))
         )
         out = np.empty((3,) + mat.shape, dtype=np.uint8)
-        noise = self.grain * _F32(7.0) + _F32(0.5)
+        noise = self.grain * _F32(5.0) + _F32(0.5)
         for c in range(3):
-            val = _MAT_RGB[c].take(mat) * fac + noise
+            val = (_MAT_RGB[c].take(mat) + _MAT_FIELD_RGB[c].take(mat) * lat) * fac + noise
             np.clip(val, 0, 255, out=val)
             out[c] = val
         if self.spec.footprint:
