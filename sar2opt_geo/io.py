@@ -498,12 +498,6 @@ def read_store_window(path: str | os.PathLike, row0: int, row1: int, col0: int, 
     return np.asarray(g["rgb"][:, row0:row1, col0:col1]), np.asarray(g["valid"][row0:row1, col0:col1])
 
 
-def store_attrs(path: str | os.PathLike) -> dict:
-    import zarr
-
-    return dict(zarr.open_group(str(path), mode="r").attrs)
-
-
 class CogAssembler:
     """Finished blocks of a block store → staging GeoTIFF (uncompressed, + internal mask) → COG.
 

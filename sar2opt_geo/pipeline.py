@@ -401,7 +401,7 @@ def sample_windows(cond: Conditioning, corners: list, size: int) -> tuple[np.nda
 
 
 def scene_samples(
-    executor, cond: Conditioning, dense: bool = False, lattice: int = SAMPLE_LATTICE
+    executor, cond: Conditioning, dense: bool = False, lattice: int = SAMPLE_LATTICE, warn: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gather scene samples on the executor: ``(raw (bands, n), linear (bands, n))``.
 
@@ -422,7 +422,7 @@ def scene_samples(
     raws = [res[k][0] for k in dsk]
     lins = [res[k][1] for k in dsk]
     n_nonfinite = sum(res[k][2] for k in dsk)
-    if n_nonfinite:
+    if n_nonfinite and warn:
         log.warning(
             "%s: NaN/inf values found (%d in the samples); they are treated as nodata",
             cond.scene.path,
@@ -432,17 +432,6 @@ def scene_samples(
         raws = [r[:, ::16] for r in raws]
         lins = [v[:, ::16] for v in lins]
     return np.concatenate(raws, axis=1), np.concatenate(lins, axis=1)
-
-
-@contextlib.contextmanager
-def _quiet_nonfinite():
-    """Later sample passes would repeat the NaN/inf warning: it is said once per scene."""
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def translate_graph(job: TranslateJob, workdir: str, done: set[str] = frozenset()) -> tuple[dict, list, dict]:
@@ -613,10 +602,10 @@ def run_translate(
         cond = replace(cond, filter=_resolve_auto_enl(executor, cond))
     stats = resolve_stats(radiometry, None, len(bands)) if not radiometry.needs_scene_stats else None
     if stats is None:
-        with _quiet_nonfinite():
-            _, lin = scene_samples(executor, cond)
-            if lin.shape[1] == 0:
-                _, lin = scene_samples(executor, cond, dense=True)
+        # the first sample pass already said whether there are NaN/inf values: say it once per scene
+        _, lin = scene_samples(executor, cond, warn=False)
+        if lin.shape[1] == 0:
+            _, lin = scene_samples(executor, cond, dense=True, warn=False)
         stats = resolve_stats(radiometry, lin, len(bands))
 
     tags = {
