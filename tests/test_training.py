@@ -165,3 +165,40 @@ def test_finetune_refuses_other_architectures(arch, pairs, tmp_path, capsys):
 def test_shipped_configs_load():
     for name in ("pretrain", "finetune", "default_model"):
         load_config(ROOT / "configs" / f"{name}.yaml")
+
+
+def test_dropout_off_makes_training_forward_deterministic(pairs, tmp_path):
+    """``dropout=false`` zeroes the architecture's Dropout(0.5) layers (same weights and keys) and survives
+    a resume, so the train-mode generator is deterministic; the default keeps pix2pix's dropout noise."""
+    on = Run(pairs, tmp_path / "on", load_config(overrides=SMALL + ["steps=1"]))
+    drops = [m for m in on.G.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(drops) == 3 and all(m.p == 0.5 for m in drops)
+    x = torch.stack([on.train_ds[0][0], on.train_ds[1][0]])
+    on.G.train()
+    assert not torch.equal(on.G(x), on.G(x))
+
+    out = tmp_path / "off"
+    train(pairs, out, load_config(overrides=SMALL + ["steps=1", "dropout=false"]))
+    off = Run(None, out, resume=True, overrides={"steps": 2})
+    assert {m.p for m in off.G.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+    off.G.train()
+    assert torch.equal(off.G(x), off.G(x))
+    assert set(off.G.state_dict()) == set(on.G.state_dict())
+
+    # fine-tuning keeps what the base was trained with unless told otherwise
+    ft = Run(
+        pairs,
+        tmp_path / "ft",
+        load_config(overrides=SMALL),
+        mode="finetune",
+        base=out / "generator.safetensors",
+    )
+    assert {m.p for m in ft.G.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+    ft_on = Run(
+        pairs,
+        tmp_path / "ft_on",
+        load_config(overrides=SMALL + ["dropout=true"]),
+        mode="finetune",
+        base=out / "generator.safetensors",
+    )
+    assert {m.p for m in ft_on.G.modules() if isinstance(m, torch.nn.Dropout)} == {0.5}

@@ -42,6 +42,9 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     lambda_l1: float = 100.0
+    # the generator's Dropout(0.5) layers while training (false: p = 0; weights and keys unchanged).
+    # null: on for pretraining (pix2pix); for fine-tuning, as the base checkpoint was trained (its provenance)
+    dropout: bool | None = None
     lr_decay_steps: int = 0  # linear decay to 0 over the last N steps (0: constant LR)
     augment: bool = True
     num_workers: int = 0
@@ -80,6 +83,8 @@ class TrainConfig:
             raise UsageError("ngf and ndf must be >= 1")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise UsageError("val_fraction and test_fraction must be in [0, 1)")
+        if self.dropout is not None and not isinstance(self.dropout, bool):
+            raise UsageError(f"config key 'dropout': expected true, false or null, got {self.dropout!r}")
         if self.num_workers < 0:
             raise UsageError("num_workers must be >= 0")
         for k in ("checkpoint_every", "val_every", "log_every"):

@@ -280,6 +280,10 @@ class Run:
             self.arch = meta.architecture
             self.arch_args = dict(meta.arch_args)
             cfg.ngf = int(self.arch_args.get("ngf", cfg.ngf))
+            if cfg.dropout is None:  # keep training the way the base was trained
+                prov = meta.provenance or {}
+                base_cfg = prov.get("config") if isinstance(prov.get("config"), dict) else {}
+                cfg.dropout = bool(prov.get("dropout", base_cfg.get("dropout", True)) is not False)
             self.base_hash = checkpoint_hash(self.base)
         else:
             if cfg.architecture not in FINETUNABLE:
@@ -294,6 +298,12 @@ class Run:
             self.lora_cfg = LoRAConfig(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target)
             torch.manual_seed(cfg.seed + 1)
             inject_lora(G, self.lora_cfg)
+        if cfg.dropout is None:
+            cfg.dropout = True
+        if not cfg.dropout:
+            for m in G.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = 0.0
         torch.manual_seed(cfg.seed + 2)
         D = create_model("patchgan70", in_channels=6, ndf=cfg.ndf)
         self.G, self.D = G.to(dev), D.to(dev)
