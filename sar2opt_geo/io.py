@@ -593,8 +593,8 @@ def store_to_zarr(store: str | os.PathLike, dst: str | os.PathLike, geo: GeoProf
         ds = ds.rio.write_gcps(gcps, CRS.from_wkt(geo.gcp_crs_wkt) if geo.gcp_crs_wkt else None)
     # no _FillValue on rgb: 0 is a legitimate colour; the ``valid`` variable is the nodata mask
     ds["rgb"].attrs["description"] = "RGB uint8; pixels where valid == False are nodata"
-    # consolidated metadata: xarray readers open the store in one request and without a fallback warning; zarr 3
-    # says at write time that consolidation is not in the v3 spec yet (readers without it still read the store)
+    # consolidated metadata: xarray readers open the store in one request and without a fallback warning;
+    # zarr 3 says at write time that consolidation is not in the v3 spec yet (other readers ignore it)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         ds.to_zarr(str(dst), mode="w", consolidated=True, compute=True)

@@ -247,7 +247,7 @@ class JobSpec:
             chunk_size=t.get("chunk_size", 2048),
             batch_size=t.get("batch_size", 8),
             device=o.get("device", "auto"),
-            backend=o.get("backend", "torch"),
+            backend=o.get("backend"),
             input_scale=o.get("input_scale", "auto"),
             bands=o.get("bands"),
             filter=_filter_spec(o.get("filter"), f"{self.path}: {prefix}filter"),

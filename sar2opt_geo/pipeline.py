@@ -468,7 +468,7 @@ class TranslateOptions:
     overlap: int = 64
     batch_size: int = 8
     device: str = "auto"
-    backend: str = "torch"
+    backend: str | None = None  # None: onnx for an .onnx model, else torch
     chunk_size: int = 1024
     bands: str | None = None
     input_scale: str = "auto"
@@ -526,10 +526,49 @@ def select_bands(
     return tuple(out)
 
 
+def is_onnx_model(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(".onnx")
+
+
+def resolve_backend(opts: TranslateOptions) -> TranslateOptions:
+    """Fill in the backend: an ``.onnx`` model runs on onnxruntime, anything else on torch by default."""
+    onnx_model = is_onnx_model(opts.model)
+    backend = opts.backend or ("onnx" if onnx_model else "torch")
+    if onnx_model and backend != "onnx":
+        raise UsageError(
+            f"{os.path.basename(opts.model)} is an ONNX model: it runs with --backend onnx "
+            "(give the .safetensors checkpoint to run it with torch)"
+        )
+    return replace(opts, backend=backend)
+
+
+def read_model_metadata(path: str | os.PathLike):
+    """The :class:`~sar2opt_geo.models.checkpoint.CheckpointMeta` of a native checkpoint or of an ``.onnx``
+    file exported by ``model export-onnx`` (which embeds it)."""
+    if is_onnx_model(path):
+        from sar2opt_geo.models.onnx_export import read_onnx_checkpoint_meta
+
+        return read_onnx_checkpoint_meta(path)
+    from sar2opt_geo.models.checkpoint import read_metadata
+
+    return read_metadata(path)
+
+
+def _check_onnx_tile_size(runner, path: str, tile: int) -> None:
+    """An export with a fixed spatial size only runs on tiles of that size."""
+    h, w = runner.input_shape[2:4]
+    if isinstance(h, int) and isinstance(w, int) and (h, w) != (tile, tile):
+        raise UsageError(
+            f"{os.path.basename(path)} was exported for {w}x{h} tiles: translate with --tile-size {h}, or "
+            "re-export it with `model export-onnx --dynamic-spatial`"
+        )
+
+
 def prepare_translate(input_path: str, opts: TranslateOptions, executor=None):
     """Validate everything that can be validated before work starts; return the parts of the job."""
-    from sar2opt_geo.models.checkpoint import read_metadata
     from sar2opt_geo.translate import make_model_ref, resolve_device
+
+    opts = resolve_backend(opts)
 
     if opts.fmt not in ("cog", "zarr"):
         raise UsageError(f"--format must be cog or zarr (got {opts.fmt!r})")
@@ -540,7 +579,7 @@ def prepare_translate(input_path: str, opts: TranslateOptions, executor=None):
     scene = io.open_scene(input_path, allow_ungeoreferenced=opts.allow_ungeoreferenced)
     grid = TileGrid(scene.height, scene.width, opts.tile_size, opts.overlap)
     device = resolve_device(opts.device, executor)
-    meta = read_metadata(opts.model)
+    meta = read_model_metadata(opts.model)
     # Validate the weights against the architecture here, once, so a bad checkpoint fails before any work
     # (and with the threaded scheduler this also fills the per-process cache the tasks use). For a remote
     # cluster the client checks on CPU: the GPUs are the workers'.
@@ -552,9 +591,10 @@ def prepare_translate(input_path: str, opts: TranslateOptions, executor=None):
     else:  # exports once (adapter merged) and checks weights and adapter before any work
         from sar2opt_geo.models.onnx_export import get_cached_onnx_generator
 
-        get_cached_onnx_generator(
+        runner = get_cached_onnx_generator(
             opts.model, "cpu" if getattr(executor, "remote", False) else device, lora=opts.lora
         )
+        _check_onnx_tile_size(runner, opts.model, opts.tile_size)
     radiometry = Radiometry.from_dict(meta.radiometry)
     in_ch = int(meta.arch_args.get("in_channels", 3))
     n_needed = 1 if radiometry.replicate_to and radiometry.replicate_to == in_ch else in_ch
@@ -585,6 +625,7 @@ def run_translate(
     """Translate one scene. ``progress(n_tiles_done, n_tiles_total)`` is called as blocks finish."""
     t0 = time.perf_counter()
     out = io.check_output_path(output_path, overwrite)
+    opts = resolve_backend(opts)
     scene, grid, plan, radiometry, bands, ref, meta, aoi_wkb = prepare_translate(input_path, opts, executor)
 
     opts = replace(opts, preprocess=_preprocess_for(opts.preprocess, meta))

@@ -132,3 +132,63 @@ def test_provider_choice():
     expected = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     assert _providers_for("cuda") == expected
     assert _providers_for("cuda:0") == expected
+
+
+def _export(tiny_model_path, path, *extra):
+    import onnx
+
+    code = None
+    from sar2opt_geo.cli import main
+
+    try:
+        main(["model", "export-onnx", str(tiny_model_path), str(path), "-q", *map(str, extra)])
+    except SystemExit as exc:
+        code = exc.code
+    assert code in (0, None) and onnx.load(str(path)).graph.node
+    return str(path)
+
+
+def test_translate_with_an_onnx_file(small_scene, tiny_model_path, tmp_path, capsys):
+    """``--model X.onnx`` (from ``model export-onnx``) runs on ONNX Runtime with the radiometry and bands
+    embedded in the export; same picture as the checkpoint it came from."""
+    onnx_path = _export(tiny_model_path, tmp_path / "tiny.onnx")
+    capsys.readouterr()
+    rt, mt = _translate(capsys, small_scene, tmp_path / "torch.tif", tiny_model_path)
+    ro, mo = _translate(capsys, small_scene, tmp_path / "file.tif", onnx_path)
+    assert (mo["mask"] == mt["mask"]).all()
+    assert np.abs(ro.astype(int) - rt.astype(int)).max() <= 1
+    assert mo["tags"]["SAR2OPT_BACKEND"] == "onnx"
+    assert mo["tags"]["SAR2OPT_MODEL"] == "tiny-test-unet"  # the name embedded in the export
+    assert mo["tags"]["SAR2OPT_MODEL_HASH"] == checkpoint_hash(onnx_path)
+
+
+def _translate_err(capsys, scene, out, model, *extra):
+    return run_cli(["translate", scene, out, "--model", model, "--device", "cpu", "-q", *extra], capsys)
+
+
+def test_onnx_file_errors(small_scene, tiny_model_path, tmp_path, capsys):
+    import onnx
+
+    onnx_path = _export(tiny_model_path, tmp_path / "tiny.onnx")
+    capsys.readouterr()
+    out = str(tmp_path / "o.tif")
+    code, _, err = _translate_err(capsys, small_scene, out, onnx_path, "--backend", "torch")
+    assert_clean_error(code, err, out, expected_code=2, contains="runs with --backend onnx")
+    code, _, err = _translate_err(capsys, small_scene, out, onnx_path, "--tile-size", "512")
+    assert_clean_error(code, err, out, expected_code=2, contains="exported for 256x256 tiles")
+    code, _, err = _translate_err(capsys, small_scene, out, onnx_path, "--lora", tiny_model_path)
+    assert_clean_error(code, err, out, contains="cannot be applied to an .onnx model")
+    # an ONNX file exported elsewhere (no embedded radiometry/bands)
+    proto = onnx.load(onnx_path)
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    code, _, err = _translate_err(capsys, small_scene, out, bare)
+    assert_clean_error(code, err, out, contains="no sar2opt-geo metadata")
+    # not an ONNX file at all, and a missing one
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07garbage" * 50)
+    code, _, err = _translate_err(capsys, small_scene, out, junk)
+    assert_clean_error(code, err, out, contains="not a readable ONNX model")
+    code, _, err = _translate_err(capsys, small_scene, out, tmp_path / "missing.onnx")
+    assert_clean_error(code, err, out, expected_code=2, contains="does not exist")

@@ -159,28 +159,14 @@ def describe_model_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _onnx_info(p: Path) -> dict[str, Any]:
-    import onnx
+    from sar2opt_geo.models.onnx_export import load_onnx_proto, proto_metadata
 
-    from sar2opt_geo.models.checkpoint import META_KEY
-
-    try:
-        proto = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:  # protobuf decode errors have several types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{p.name} is not a readable ONNX model: {first[:200]}") from None
-    if not proto.graph.node:
-        raise ModelError(f"{p.name} is not a readable ONNX model (empty graph)")
+    proto = load_onnx_proto(p)
+    meta = proto_metadata(proto)
 
     def dims(v):
         return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 
-    meta = None
-    for prop in proto.metadata_props:
-        if prop.key == META_KEY:
-            try:
-                meta = json.loads(prop.value)
-            except json.JSONDecodeError:
-                meta = None
     out: dict[str, Any] = {
         "kind": "onnx",
         "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None),

@@ -40,13 +40,23 @@ def preprocess_profile(name, filter_name, window, gamma):
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())
-@click.option("--model", default=None, help="Native checkpoint (.safetensors). Default: the bundled model.")
+@click.option(
+    "--model",
+    default=None,
+    help="Native checkpoint (.safetensors) or an .onnx file from `model export-onnx`. "
+    "Default: the bundled model.",
+)
 @click.option("--lora", default=None, help="LoRA adapter merged into the model at load.")
 @tile_opt
 @overlap_opt
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx"]),
+    default=None,
+    help="Inference engine. Default: onnx for an .onnx model, else torch.",
+)
 @workers_opt
 @scheduler_opt
 @chunk_opt

@@ -130,13 +130,51 @@ def export_onnx(
     return p
 
 
+def load_onnx_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """The ONNX graph of ``path`` (external data not loaded); one-line :class:`ModelError` when it is missing,
+    not a file or not a readable ONNX model."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"ONNX model not found: {p}" if not p.exists() else f"ONNX model is not a file: {p}")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors have several types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{p.name} is not a readable ONNX model: {first[:200]}") from None
+    if not proto.graph.node:
+        raise ModelError(f"{p.name} is not a readable ONNX model (empty graph)")
+    return proto
+
+
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The embedded checkpoint metadata (dict) of an exported model, or ``None``."""
-    proto = onnx.load(str(path), load_external_data=False)
+    """The embedded checkpoint metadata (dict) of an exported model, or ``None`` (absent or not JSON)."""
+    return proto_metadata(load_onnx_proto(path))
+
+
+def proto_metadata(proto: onnx.ModelProto) -> dict[str, Any] | None:
+    """The checkpoint metadata (dict) embedded in a loaded ONNX graph, or ``None``."""
     for prop in proto.metadata_props:
         if prop.key == META_KEY:
-            return json.loads(prop.value)
+            try:
+                return json.loads(prop.value)
+            except json.JSONDecodeError:
+                return None
     return None
+
+
+def read_onnx_checkpoint_meta(path: str | os.PathLike) -> CheckpointMeta:
+    """The :class:`CheckpointMeta` embedded by :func:`export_onnx` (radiometry, bands, architecture), which
+    ``translate --model X.onnx`` needs; :class:`ModelError` for an ONNX file exported elsewhere."""
+    d = read_onnx_metadata(path)
+    if not isinstance(d, dict):
+        raise ModelError(
+            f"{Path(path).name} has no sar2opt-geo metadata (radiometry, bands); export it with "
+            "`sar2opt-geo model export-onnx CKPT OUT.onnx`"
+        )
+    try:
+        return CheckpointMeta.from_dict(d)
+    except ModelError as exc:
+        raise ModelError(f"{Path(path).name}: {exc}") from None
 
 
 class OnnxGenerator:
