@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Domain shift s1 → gf3: how much of the gap do preprocessing, full fine-tuning and LoRA recover?
 
-    python scripts/domain_shift.py [--base sar2opt_geo/weights/default.safetensors] [--work DIR]
+    python scripts/domain_shift.py [--base sar2opt_geo/weights/default.safetensors] [--work DIR] [--steps N]
+                                   [--set lambda_l1=1000 ...]
 
 The base model (default: the bundled model, pretrained on synthetic s1 pairs) is evaluated on held-out
 synthetic gf3 pairs (Gaofen-3-like: amplitude stretch instead of dB, other speckle and calibration) for
@@ -13,7 +14,8 @@ synthetic gf3 pairs (Gaofen-3-like: amplitude stretch instead of dB, other speck
 (d) LoRA fine-tuning on the same pairs and steps (rank ``--rank`` on every conv, base and BatchNorm frozen).
 
 Prints a Markdown table (PSNR, SSIM, L1, trainable parameters, wall time) and the share of full
-fine-tuning's PSNR gain that LoRA recovers; writes WORK/results.json.
+fine-tuning's PSNR gain that LoRA recovers; writes WORK/results.json and WORK/domain_shift.png (three held-out
+tiles: SAR | (a) | (b) | (c) | (d) | optical truth).
 """
 
 from __future__ import annotations
@@ -69,6 +71,24 @@ def remap(src: Path, dst: Path, lut: np.ndarray) -> Path:
     return dst
 
 
+def picture(models: dict, gf3_test: Path, pre_test: Path, out: Path, n: int = 3) -> Path:
+    """PNG grid of ``n`` held-out gf3 tiles: SAR | one column per setting | optical truth. ``models`` maps a
+    setting name to its checkpoint; the "(b)" setting is run on the quantile-mapped SAR."""
+    from sar2opt_geo.training.datasets import open_dataset
+    from sar2opt_geo.training.evaluate import load_model, predict_metrics, sample_grid
+
+    rows = None
+    for name, ckpt in models.items():
+        ds = open_dataset(pre_test if name.startswith("(b)") else gf3_test, "all")
+        _, kept = predict_metrics(load_model(ckpt)[0], ds, range(n), "cpu", n, keep=n)
+        if rows is None:
+            rows = [[sar] for sar, _, _ in kept]
+            truths = [truth for _, _, truth in kept]
+        for row, (_, gen, _) in zip(rows, kept, strict=True):
+            row.append(gen)
+    return sample_grid(out, [(*row, t) for row, t in zip(rows, truths, strict=True)])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default=str(ROOT / "sar2opt_geo" / "weights" / "default.safetensors"))
@@ -82,6 +102,9 @@ def main(argv=None):
     ap.add_argument("--rank", type=int, default=2)
     ap.add_argument("--alpha", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="training config key=value for (c), (d)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -120,6 +143,7 @@ def main(argv=None):
         "log_every=50",
         "ndf=16",
         "seed=0",
+        *args.overrides,
     ]
     for name, sets in (
         ("(c) full fine-tuning", [f"finetune_lr={args.full_lr}", "precise_bn_batches=20"]),
@@ -151,7 +175,8 @@ def main(argv=None):
     share = gain_lora / gain_full if gain_full > 0 else float("nan")
     lines = [
         f"Base {Path(args.base).name} ({n_params:,} parameters) on {args.test} held-out gf3 pairs; "
-        f"fine-tuning on {args.train} gf3 pairs, {args.steps} steps of batch {args.batch_size}",
+        f"fine-tuning on {args.train} gf3 pairs, {args.steps} steps of batch {args.batch_size}"
+        + (f" ({', '.join(args.overrides)})" if args.overrides else ""),
         "",
         "| setting | PSNR (dB) | SSIM | L1 | trainable parameters | wall time (s) |",
         "|---|---|---|---|---|---|",
@@ -174,6 +199,10 @@ def main(argv=None):
     (work / "results.json").write_text(
         json.dumps({"rows": rows, "lora_share_of_gain": share, "table": text}, indent=2)
     )
+    models = {k: args.base for k in ("(a)", "(b)")}
+    models.update({k: work / k.strip("()") / "generator.safetensors" for k in ("(c)", "(d)")})
+    png = picture(models, gf3_test, pre_test, work / "domain_shift.png")
+    print(f"picture (SAR | a | b | c | d | truth): {png}")
 
 
 if __name__ == "__main__":

@@ -91,12 +91,13 @@ def load_model(model: str | os.PathLike, lora: str | os.PathLike | None = None, 
 
 
 def sample_grid(path, triples) -> Path:
-    """PNG grid: one row per sample, columns SAR | generated | truth (2-pixel white gutters)."""
+    """PNG grid: one row per sample, columns SAR | generated | truth (2-pixel white gutters); rows of any
+    equal length work (e.g. SAR | several models | truth)."""
     from sar2opt_geo.io import write_png
 
     h, w = triples[0][0].shape[1:]
-    gap = 2
-    grid = np.full((3, len(triples) * (h + gap) - gap, 3 * (w + gap) - gap), 255, np.uint8)
+    gap, cols = 2, len(triples[0])
+    grid = np.full((3, len(triples) * (h + gap) - gap, cols * (w + gap) - gap), 255, np.uint8)
     for r, row in enumerate(triples):
         for c, img in enumerate(row):
             grid[:, r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = img
