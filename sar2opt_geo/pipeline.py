@@ -625,7 +625,6 @@ def run_translate(
     """Translate one scene. ``progress(n_tiles_done, n_tiles_total)`` is called as blocks finish."""
     t0 = time.perf_counter()
     out = io.check_output_path(output_path, overwrite)
-    opts = resolve_backend(opts)
     scene, grid, plan, radiometry, bands, ref, meta, aoi_wkb = prepare_translate(input_path, opts, executor)
 
     opts = replace(opts, preprocess=_preprocess_for(opts.preprocess, meta))
@@ -658,7 +657,7 @@ def run_translate(
         "SAR2OPT_INPUT_SCALE": scale,
         "SAR2OPT_FILTER": cond.filter.to_dict() if cond.filter is not None else "none",
         "SAR2OPT_TILING": {"tile": grid.tile, "overlap": grid.overlap, "blend": "raised-cosine"},
-        "SAR2OPT_BACKEND": opts.backend,
+        "SAR2OPT_BACKEND": ref.backend,
     }
     job = TranslateJob(
         cond=cond,
