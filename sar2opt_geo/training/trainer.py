@@ -184,6 +184,14 @@ class _Progress:
 # ------------------------------------------------------------------------------------------ the run
 
 
+def _trained_with_dropout(meta: CheckpointMeta) -> bool:
+    """Whether a checkpoint was trained with dropout: its provenance says so (``dropout`` at the top level as
+    the bundled model records it, or in the run's ``config``); unrecorded means on, as in pix2pix."""
+    prov = meta.provenance or {}
+    run_cfg = prov.get("config") if isinstance(prov.get("config"), dict) else {}
+    return prov.get("dropout", run_cfg.get("dropout")) is not False
+
+
 class Run:
     """One training run (fresh or resumed). Call :meth:`fit`."""
 
@@ -281,9 +289,7 @@ class Run:
             self.arch_args = dict(meta.arch_args)
             cfg.ngf = int(self.arch_args.get("ngf", cfg.ngf))
             if cfg.dropout is None:  # keep training the way the base was trained
-                prov = meta.provenance or {}
-                base_cfg = prov.get("config") if isinstance(prov.get("config"), dict) else {}
-                cfg.dropout = bool(prov.get("dropout", base_cfg.get("dropout", True)) is not False)
+                cfg.dropout = _trained_with_dropout(meta)
             self.base_hash = checkpoint_hash(self.base)
         else:
             if cfg.architecture not in FINETUNABLE:
