@@ -1,0 +1,43 @@
+"""Defaults and named constants shared by the CLI, job specs, scripts and docs (one place for each value).
+
+Every command and job spec takes its defaults from here, so the same option means the same thing with the same
+default everywhere. Nothing here imports anything heavier than the standard library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The bundled demo generator (SAR2Optical U-Net, ngf 16, trained on synthetic Sentinel-1-like pairs).
+BUNDLED_MODEL = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+
+#: Model tile side in pixels (the SAR2Optical / pix2pix training size).
+TILE_SIZE = 256
+#: Overlap between neighbouring tiles in pixels (stride = TILE_SIZE - OVERLAP).
+OVERLAP = 64
+#: Dask block side in pixels (rounded to a multiple of the tile stride).
+CHUNK_SIZE = 1024
+#: Tiles per forward pass.
+BATCH_SIZE = 8
+
+#: Inference engines.
+BACKENDS = ("torch", "onnx")
+#: Devices a command accepts; "auto" takes CUDA when present.
+DEVICES = ("auto", "cpu", "cuda")
+#: How input values are read: "auto" decides from dtype, values and metadata.
+INPUT_SCALES = ("auto", "linear", "db", "amplitude", "dn")
+#: Output formats of translate / filter.
+OUTPUT_FORMATS = ("cog", "zarr")
+
+#: Speckle filter defaults.
+FILTER_WINDOW = 7
+FILTER_ENL = "4.4"
+FILTER_DAMPING = 2.0
+
+#: Seed used by `synth` and `demo` unless told otherwise.
+SEED = 0
+
+#: Scene statistics: up to SAMPLE_LATTICE² windows of SAMPLE_WINDOW² px read for the input-scale check
+#: and the scene-level percentiles (≤ 1.6 Mpx, independent of the chunking).
+SAMPLE_WINDOW = 128
+SAMPLE_LATTICE = 10
