@@ -4,19 +4,39 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import sys
 from pathlib import Path
 
 import click
 
-from sar2opt_geo.cli.base import Progress, cli
-from sar2opt_geo.cli.options import apply, overwrite_opt, quiet_opt
-from sar2opt_geo.errors import UsageError
+from sar2opt_geo.cli.base import Progress, cli, setup_logging
+from sar2opt_geo.cli.options import apply, overwrite_opt, quiet_opt, verbose_opt
+from sar2opt_geo.defaults import BUNDLED_MODEL
+from sar2opt_geo.errors import OutputError, UsageError
+
+
+def _deprecated_workers(ctx, param, value):
+    if value is not None:
+        click.echo(
+            "Warning: train --workers is deprecated (in translate/submit it means Dask processes); "
+            "use --loader-workers.",
+            err=True,
+        )
+    return value
+
 
 _common = [
     click.option(
-        "--data", default=None, help="Dataset folder (QXSLAB or SEN1-2 layout) or tile-pairs .zarr."
+        "--data",
+        default=None,
+        help="Dataset folder (QXSLAB or SEN1-2 layout) or tile-pairs .zarr.  [required unless --resume]",
     ),
-    click.option("--out", default=None, help="Run folder (checkpoints, logs, metrics, plots)."),
+    click.option(
+        "--out",
+        default=None,
+        help="Run folder (checkpoints, logs, metrics, plots); not inside --data.  [required unless --resume]",
+    ),
     click.option("--config", "config_file", default=None, help="YAML config (see configs/*.yaml)."),
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key."),
     click.option(
@@ -25,18 +45,52 @@ _common = [
     click.option(
         "--resume", default=None, metavar="RUN", help="Continue the run in RUN exactly where it stopped."
     ),
-    click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)."),
-    click.option("--workers", type=int, default=None, help="DataLoader worker processes."),
+    click.option(
+        "--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto, or the config's)."
+    ),
+    click.option(
+        "--loader-workers",
+        "workers",
+        type=click.IntRange(min=0),
+        default=None,
+        help="DataLoader worker processes (default: 0 on <= 2 usable cores, else min(4, cores - 1)).",
+    ),
+    click.option(
+        "--workers",
+        "old_workers",
+        type=click.IntRange(min=0),
+        default=None,
+        hidden=True,
+        expose_value=True,
+        callback=_deprecated_workers,
+        help="Deprecated alias of --loader-workers.",
+    ),
     quiet_opt,
+    verbose_opt,
 ]
 
 
+def _interrupted(summary: dict) -> None:
+    """Say where the interrupted run stands and how to continue it; exit 128 + signal number."""
+    click.echo(
+        f"Interrupted by {summary['interrupted']} at step {summary['steps']}/{summary['planned_steps']}; "
+        f"checkpoint saved. Resume with: {summary['resume']}",
+        err=True,
+    )
+    sys.exit(128 + int(signal.Signals[summary["interrupted"]]))
+
+
 def _run(
-    mode, data, out, config_file, overrides, split_file, resume, device, workers, quiet, base=None, extra=()
+    mode, data, out, config_file, overrides, split_file, resume, device, workers, opts, base=None, extra=()
 ):
     from sar2opt_geo.training.config import load_config, parse_overrides
     from sar2opt_geo.training.trainer import Run
 
+    old_workers, quiet, verbose = opts
+    if workers is not None and old_workers is not None and workers != old_workers:
+        raise UsageError("give --loader-workers only (--workers is its deprecated alias)")
+    workers = workers if workers is not None else old_workers
+    setup_logging(verbose, quiet)
     logging.getLogger("sar2opt_geo.training").setLevel(logging.WARNING if quiet else logging.INFO)
     sets = list(overrides) + list(extra)
     if device:
@@ -57,6 +111,8 @@ def _run(
         cfg = load_config(config_file, sets)
         run = Run(data, out, cfg, mode=mode, base=base, split_file=split_file, quiet=quiet)
     summary = run.fit()
+    if summary.get("interrupted"):
+        _interrupted(summary)
     if not quiet:
         v = summary.get("validation") or {}
         val = f"; val PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f}" if v else ""
@@ -75,9 +131,15 @@ def train():
 
 @train.command("pretrain")
 @apply(_common)
-def train_pretrain(data, out, config_file, overrides, split_file, resume, device, workers, quiet):
-    """Train a generator from scratch on paired tiles."""
-    _run("pretrain", data, out, config_file, overrides, split_file, resume, device, workers, quiet)
+def train_pretrain(
+    data, out, config_file, overrides, split_file, resume, device, workers, old_workers, quiet, verbose
+):
+    """Train a generator from scratch on paired tiles.
+
+    Ctrl-C or SIGTERM stops at the end of the current step with a full checkpoint and prints the command
+    that continues the run (--resume RUN gives the same weights as an uninterrupted run)."""
+    opts = (old_workers, quiet, verbose)
+    _run("pretrain", data, out, config_file, overrides, split_file, resume, device, workers, opts)
 
 
 @train.command("finetune")
@@ -101,9 +163,14 @@ def train_finetune(
     resume,
     device,
     workers,
+    old_workers,
     quiet,
+    verbose,
 ):
-    """Fine-tune a generator checkpoint (fully, or with LoRA adapters)."""
+    """Fine-tune a generator checkpoint (fully, or with LoRA adapters).
+
+    Ctrl-C or SIGTERM stops at the end of the current step with a full checkpoint and prints the command
+    that continues the run."""
     extra = []
     if not resume:
         if not base:
@@ -115,35 +182,69 @@ def train_finetune(
     for key, val in (("lora_rank", rank), ("lora_alpha", alpha), ("lora_dropout", lora_dropout)):
         if val is not None:
             extra.append(f"{key}={val}")
+    opts = (old_workers, quiet, verbose)
     _run(
-        "finetune", data, out, config_file, overrides, split_file, resume, device, workers, quiet, base, extra
+        "finetune", data, out, config_file, overrides, split_file, resume, device, workers, opts, base, extra
     )
 
 
 @cli.command("evaluate")
-@click.option("--model", required=True, help="Native generator checkpoint.")
-@click.option("--lora", default=None, help="LoRA adapter to apply (and merge) on the model.")
-@click.option("--data", required=True, help="Dataset folder or tile-pairs .zarr.")
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Native generator checkpoint (default: the bundled model).",
+)
+@click.option(
+    "--lora", type=click.Path(dir_okay=False), default=None, help="LoRA adapter to apply on the model."
+)
+@click.option("--data", required=True, help="Dataset folder (QXSLAB or SEN1-2 layout) or tile-pairs .zarr.")
 @click.option(
     "--split", type=click.Choice(["train", "val", "test", "all"]), default="test", show_default=True
 )
 @click.option(
     "--split-file", default=None, help="Split JSON (default: DATA/split.json, else the default split)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON: means, a 95 % interval of the mean PSNR, per image."
+)
 @click.option("--samples", type=int, default=0, help="Write a PNG grid SAR | generated | truth of N samples.")
-@click.option("--samples-out", default="samples.png", show_default=True)
+@click.option(
+    "--samples-out", default="samples.png", show_default=True, help="Where --samples writes its PNG."
+)
 @click.option("--max-images", type=int, default=None, help="Evaluate at most N images.")
-@click.option("--device", default="cpu", show_default=True)
-def evaluate_cmd(model, lora, data, split, split_file, as_json, samples, samples_out, max_images, device):
-    """PSNR, SSIM and L1 of a model on a dataset split, beside trivial baselines."""
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@overwrite_opt
+@quiet_opt
+@verbose_opt
+def evaluate_cmd(
+    model,
+    lora,
+    data,
+    split,
+    split_file,
+    as_json,
+    samples,
+    samples_out,
+    max_images,
+    device,
+    overwrite,
+    quiet,
+    verbose,
+):
+    """PSNR, SSIM and L1 of a model on a dataset split, beside trivial baselines (mean colour, SAR grey)."""
     from sar2opt_geo.training.evaluate import evaluate, format_table
     from sar2opt_geo.training.trainer import resolve_device
 
+    setup_logging(verbose, quiet)
     if samples < 0:
         raise UsageError("--samples must be >= 0")
+    if max_images is not None and max_images < 1:
+        raise UsageError("--max-images must be >= 1")
+    if samples and Path(samples_out).exists() and not overwrite:
+        raise OutputError(f"{samples_out} exists (use --overwrite to replace it)")
     res = evaluate(
-        model,
+        model if model is not None else BUNDLED_MODEL,
         data,
         lora=lora,
         split=split,
@@ -157,7 +258,7 @@ def evaluate_cmd(model, lora, data, split, split_file, as_json, samples, samples
         click.echo(json.dumps(res, indent=2))
     else:
         click.echo(format_table(res))
-        if res.get("samples"):
+        if res.get("samples") and not quiet:
             click.echo(f"samples: {res['samples']}")
 
 
@@ -172,10 +273,12 @@ def evaluate_cmd(model, lora, data, split, split_file, as_json, samples, samples
 )
 @overwrite_opt
 @quiet_opt
-def tile_pairs_cmd(sar, optical, out, tile_size, stride, max_nodata, overwrite, quiet):
+@verbose_opt
+def tile_pairs_cmd(sar, optical, out, tile_size, stride, max_nodata, overwrite, quiet, verbose):
     """Cut co-registered SAR and OPTICAL rasters into aligned tile pairs in the Zarr store OUT."""
     from sar2opt_geo.training.pairs import tile_pairs
 
+    setup_logging(verbose, quiet)
     progress = Progress("cutting", quiet)
     try:
         res = tile_pairs(

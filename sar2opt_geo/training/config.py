@@ -47,7 +47,8 @@ class TrainConfig:
     dropout: bool | None = None
     lr_decay_steps: int = 0  # linear decay to 0 over the last N steps (0: constant LR)
     augment: bool = True
-    num_workers: int = 0
+    # DataLoader worker processes; null or "auto": from the usable cores (trainer.default_loader_workers)
+    num_workers: int | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 0
@@ -85,8 +86,11 @@ class TrainConfig:
             raise UsageError("val_fraction and test_fraction must be in [0, 1)")
         if self.dropout is not None and not isinstance(self.dropout, bool):
             raise UsageError(f"config key 'dropout': expected true, false or null, got {self.dropout!r}")
-        if self.num_workers < 0:
-            raise UsageError("num_workers must be >= 0")
+        if self.num_workers == "auto":
+            self.num_workers = None
+        nw = self.num_workers
+        if nw is not None and (isinstance(nw, bool) or not isinstance(nw, int) or nw < 0):
+            raise UsageError(f"num_workers must be an integer >= 0 or auto, got {self.num_workers!r}")
         for k in ("checkpoint_every", "val_every", "log_every"):
             if getattr(self, k) < 1:
                 raise UsageError(f"{k} must be >= 1")

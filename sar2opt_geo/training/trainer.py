@@ -33,8 +33,13 @@ import logging
 import math
 import os
 import random
+import shlex
+import signal
 import sys
+import threading
 import time
+import warnings
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -132,14 +137,122 @@ def _set_rng_state(d: dict) -> None:
         torch.cuda.set_rng_state_all(d["cuda"])
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def _save_torch(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` atomically: temporary file in the same folder, fsync, ``os.replace``, fsync the folder.
+
+    A kill or an error during the write leaves the previous file at ``path`` intact (and no temporary file
+    behind, except after SIGKILL: a stale ``.NAME.*.tmp`` that the next save does not read)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically (temporary file, fsync, ``os.replace``)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_generator(path: Path, model: nn.Module, meta: CheckpointMeta) -> Path:
-    return save_checkpoint(path, model, meta)
+    """Native checkpoint, written atomically by :func:`save_checkpoint`, then fsynced."""
+    out = save_checkpoint(path, model, meta)
+    _fsync_file(out)
+    _fsync_dir(out.parent)
+    return out
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a Slurm or cgroup cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_loader_workers(cores: int | None = None) -> int:
+    """DataLoader worker processes when the config says ``num_workers: null``: none on 1-2 cores (the
+    main process decodes the tiles; measured faster there, see :mod:`sar2opt_geo.training.throughput`),
+    else ``min(4, cores - 1)`` so that one core stays with the training step."""
+    cores = usable_cores() if cores is None else int(cores)
+    return 0 if cores <= 2 else min(4, cores - 1)
+
+
+def _loader_worker_init(_worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT/SIGTERM: a Ctrl-C (sent to the whole process group) or a scheduler's
+    SIGTERM must reach only the main process, which checkpoints and then shuts the workers down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _StopFlag:
+    """Signal handler that only records the signal; the training loop checkpoints at the end of the current
+    step and exits. A second signal stops at once (``KeyboardInterrupt``; the last checkpoint stays intact
+    because every checkpoint file is replaced atomically).
+
+    Installed explicitly for SIGINT as well: Python leaves SIGINT ignored in a process started in the
+    background (``cmd &``) by a non-interactive shell, so a script's ``kill -INT`` would do nothing."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __call__(self, signum, _frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (e.g. a notebook worker thread)
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
 
 
 def resolve_device(name: str) -> torch.device:
@@ -154,26 +267,81 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-class _Progress:
-    """``step n/N`` with losses and ETA on stderr (silent when quiet)."""
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
-    def __init__(self, total: int, start: int, quiet: bool):
+
+class _Progress:
+    """Steps/s and ETA of a run (``step n/N  losses  0.42 steps/s  ETA 1h02m`` on stderr; silent when quiet).
+
+    The rate is measured over a moving window (the last ``window_s`` seconds, at least two marks) of pure
+    training time, after a warm-up of ``warmup_steps`` steps (first batches: thread pools, allocator, loader
+    start-up) that is left out. Validation and checkpoint time is kept apart and added back per remaining
+    occurrence (``every`` steps each, at their last measured cost), so a periodic validation neither inflates
+    the rate nor is forgotten in the ETA. ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        start: int,
+        quiet: bool,
+        *,
+        window_s: float = 120.0,
+        warmup_steps: int = 3,
+        clock=time.monotonic,
+    ):
         self.total, self.start, self.quiet = total, start, quiet
-        self.t0 = time.time()
+        self.window_s, self.warmup_steps, self.clock = window_s, warmup_steps, clock
         self.tty = sys.stderr.isatty()
+        self.marks: deque[tuple[float, int]] = deque()
+        self.overhead = 0.0  # seconds spent in periodic work (validation, checkpoints) so far
+        self.periodic: dict[str, tuple[int, float]] = {}  # name -> (every N steps, last cost in s)
+        self.final_s = 0.0  # known cost of the work after the last step (0 until measured)
+
+    def step_done(self, step: int) -> None:
+        if step - self.start < self.warmup_steps:
+            return
+        now = self.clock() - self.overhead
+        self.marks.append((now, step))
+        while len(self.marks) > 2 and self.marks[1][0] <= now - self.window_s:
+            self.marks.popleft()
+
+    def add_periodic(self, name: str, every: int, seconds: float) -> None:
+        """Record that periodic work ``name`` (every ``every`` steps) just took ``seconds``."""
+        self.overhead += seconds
+        self.periodic[name] = (every, seconds)
+
+    def rate(self) -> float | None:
+        if len(self.marks) < 2:
+            return None
+        (t0, s0), (t1, s1) = self.marks[0], self.marks[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else None
+
+    def eta(self, step: int) -> float:
+        r = self.rate()
+        if r is None or r <= 0:
+            return float("nan")
+        left = (self.total - step) / r
+        for every, cost in self.periodic.values():
+            left += ((self.total - 1) // every - step // every) * cost  # occurrences before the last step
+        return left + self.final_s
 
     def update(self, step: int, losses: dict) -> None:
         if self.quiet:
             return
-        done = step - self.start
-        el = time.time() - self.t0
-        rate = done / el if el > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        r = self.rate()
+        speed = "warming up" if r is None else f"{r:.2f} steps/s  ETA {_duration(self.eta(step))}"
         text = (
             f"step {step}/{self.total}  G_adv {losses['g_adv']:.3f}  G_L1 {losses['g_l1']:.4f}  "
-            f"D {losses['d']:.3f}  {rate:.2f} it/s  ETA {eta:.0f}s"
+            f"D {losses['d']:.3f}  {speed}"
         )
-        sys.stderr.write(("\r" + text) if self.tty else text + "\n")
+        sys.stderr.write(("\r" + text + "\033[K") if self.tty else text + "\n")
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -190,6 +358,16 @@ def _trained_with_dropout(meta: CheckpointMeta) -> bool:
     prov = meta.provenance or {}
     run_cfg = prov.get("config") if isinstance(prov.get("config"), dict) else {}
     return prov.get("dropout", run_cfg.get("dropout")) is not False
+
+
+def _check_run_folder(out: Path, data: str | os.PathLike) -> None:
+    """Refuse a run folder that is the data folder or inside it (checkpoints and logs would land among the
+    tiles, and a later scan of the dataset would pick them up)."""
+    o, d = Path(out).resolve(), Path(data).resolve()
+    if o == d:
+        raise UsageError(f"the run folder {out} is the data folder; choose a folder outside {data}")
+    if d in o.parents:
+        raise UsageError(f"the run folder {out} is inside the data folder {data}; choose a folder outside it")
 
 
 class Run:
@@ -210,6 +388,8 @@ class Run:
     ):
         self.out = Path(out)
         self.quiet = quiet
+        self.has_state = False  # a checkpoint to continue from (resume only)
+        self.wall_before = 0.0
         if resume:
             self._load_run_info(data, overrides or {})
         else:
@@ -226,6 +406,7 @@ class Run:
             self.cfg = (cfg or TrainConfig()).validate()
             self.mode, self.data, self.base = mode, str(data), None if base is None else str(base)
         self.resume = resume
+        _check_run_folder(self.out, self.data)
         if self.mode == "pretrain" and self.cfg.lora:
             raise UsageError("LoRA is for fine-tuning (train finetune --lora)")
         self.device = resolve_device(self.cfg.device)
@@ -239,9 +420,15 @@ class Run:
         info_path = self.out / "run.json"
         if not self.out.is_dir():
             raise UsageError(f"cannot resume {self.out}: no such run folder")
-        if not info_path.is_file() or not (self.out / STATE_FILE).is_file():
-            raise UsageError(f"cannot resume {self.out}: not a training run (no run.json / {STATE_FILE})")
-        info = json.loads(info_path.read_text())
+        if not info_path.is_file():
+            raise UsageError(f"cannot resume {self.out}: not a training run (no run.json)")
+        try:
+            info = json.loads(info_path.read_text())
+            info["mode"], info["config"]  # noqa: B018 - the keys every run.json has
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"cannot resume {self.out}: unreadable run.json ({exc})") from None
+        # a run stopped before its first checkpoint (killed, or crashed) restarts from step 0 with its config
+        self.has_state = (self.out / STATE_FILE).is_file()
         self.mode, self.base = info["mode"], info.get("base")
         self.data = str(data) if data is not None else info["data"]
         self.cfg = load_config(base=info["config"])
@@ -327,7 +514,7 @@ class Run:
         self.n_params = count_parameters(G)
         self.n_trainable = count_parameters(G, trainable_only=True)
         self.fraction = trainable_fraction(G)
-        if self.resume:
+        if self.resume and self.has_state:
             self._load_state()
 
     def _load_state(self) -> None:
@@ -344,6 +531,12 @@ class Run:
         self.step = int(st["step"])
         self.wall_before = float(st.get("wall_time_s", 0.0))
         _set_rng_state(st["rng"])
+        order = st.get("data_order")
+        if order is not None and int(order["train_tiles"]) != len(self.train_ds):
+            raise UsageError(
+                f"cannot resume {self.out}: its training split had {int(order['train_tiles'])} tiles, "
+                f"{self.data} gives {len(self.train_ds)} (the data order would differ)"
+            )
 
     # ------------------------------------------------------------------------------------ writing
 
@@ -398,7 +591,8 @@ class Run:
                 extra,
                 base_name=Path(self.base).name if self.base else None,
             )
-            (out / "adapter.json").write_text(
+            _write_text(
+                out / "adapter.json",
                 json.dumps(
                     {
                         **self.lora_cfg.to_dict(),
@@ -408,7 +602,7 @@ class Run:
                         "steps": self.step,
                     },
                     indent=2,
-                )
+                ),
             )
             if final:
                 from sar2opt_geo.models.lora import merge_lora
@@ -417,9 +611,15 @@ class Run:
                 save_generator(out / "generator.safetensors", merged, meta)
         else:
             save_generator(out / "generator.safetensors", self.G, meta)
+        n = len(self.train_ds)
+        per_epoch = max(n // min(self.cfg.batch_size, n), 1)
         st = {
             "step": self.step,
-            "epoch": self.step // max(len(self.train_ds) // min(self.cfg.batch_size, len(self.train_ds)), 1),
+            "epoch": self.step // per_epoch,
+            # the sampler's position: batch ``step`` is slice ``position`` of epoch ``epoch``'s permutation of
+            # the ``train_tiles`` items, drawn from default_rng([seed, epoch]) (see batch_indices)
+            "data_order": {"seed": self.cfg.seed, "train_tiles": n, "position": self.step % per_epoch},
+            "lr": self._lr(self.step),
             "G": {k: v.detach().cpu() for k, v in self.G.state_dict().items()},
             "D": {k: v.detach().cpu() for k, v in self.D.state_dict().items()},
             "opt_G": self.opt_G.state_dict(),
@@ -531,12 +731,14 @@ class Run:
         self.G.train()
         self._log(f"BatchNorm statistics re-estimated on {batches} batches")
 
-    def fit(self) -> dict:
+    def resume_command(self) -> str:
+        """The exact command that continues this run."""
+        return f"sar2opt-geo train {self.mode} --resume {shlex.quote(str(self.out))}"
+
+    def _prepare_folder(self) -> None:
         cfg, out = self.cfg, self.out
         out.mkdir(parents=True, exist_ok=True)
-        self.t0 = time.time()
         if not self.resume:
-            self.wall_before = 0.0
             for name in ("losses.csv", "metrics.csv", "log.txt"):
                 (out / name).unlink(missing_ok=True)
         else:  # drop rows written after the checkpoint we resume from
@@ -547,28 +749,51 @@ class Run:
                     keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",")[0]) <= self.step]
                     p.write_text("".join(keep))
         write_split(self.split_path, self.split)
-        (out / "run.json").write_text(
+        _write_text(
+            out / "run.json",
             json.dumps(
                 {"mode": self.mode, "data": self.data, "base": self.base, "config": cfg.to_dict()}, indent=2
+            ),
+        )
+
+    def _loader(self, start: int) -> tuple[DataLoader, int]:
+        """The training DataLoader from step ``start`` and its worker count (config, else from the cores);
+        at most one warning when more workers than usable cores are asked for (torch warns twice)."""
+        cfg = self.cfg
+        workers = cfg.num_workers if cfg.num_workers is not None else default_loader_workers()
+        cores = usable_cores()
+        if workers > cores:
+            log.warning(
+                "num_workers=%d DataLoader processes on %d usable CPU core(s) will slow training down "
+                "(default: %d)",
+                workers,
+                cores,
+                default_loader_workers(cores),
             )
-        )
-        self._log(
-            f"{'resuming' if self.resume else 'starting'} {self.mode} at step {self.step}/{cfg.steps} "
-            f"on {self.device} ({len(self.train_ds)} train / {len(self.val_ds)} val tiles, "
-            f"batch {cfg.batch_size}); generator "
-            f"{self.arch} ngf={cfg.ngf}: {self.n_trainable:,} of {self.n_params:,} parameters trainable "
-            f"({100 * self.fraction:.3f} %)"
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+            loader = DataLoader(
+                self.train_ds,
+                batch_sampler=_StepBatches(len(self.train_ds), cfg, start, cfg.steps),
+                num_workers=workers,
+                collate_fn=_collate,
+                pin_memory=self.device.type == "cuda",
+                worker_init_fn=_loader_worker_init if workers else None,
+            )
+        return loader, workers
+
+    def fit(self) -> dict:
+        """Train from the current step to ``cfg.steps``. SIGINT/SIGTERM stop the run at the end of the current
+        step with a full checkpoint (``summary["interrupted"]`` names the signal, ``summary["resume"]`` the
+        command that continues it)."""
+        cfg, out = self.cfg, self.out
+        self._prepare_folder()
+        self.t0 = time.time()
+        start = self.step
         self.G.train()
         self.D.train()
-        start = self.step
-        loader = DataLoader(
-            self.train_ds,
-            batch_sampler=_StepBatches(len(self.train_ds), cfg, start, cfg.steps),
-            num_workers=cfg.num_workers,
-            collate_fn=_collate,
-            pin_memory=self.device.type == "cuda",
-        )
+        stop = _StopFlag()
+        stop.install()
         progress = _Progress(cfg.steps, start, self.quiet)
         new_losses = not (out / "losses.csv").exists()
         lf = open(out / "losses.csv", "a", newline="")
@@ -578,8 +803,20 @@ class Run:
         last_val = None
         stopped_early = False
         try:
-            for x, y in loader:
+            loader, workers = self._loader(start)
+            self._log(
+                f"{'resuming' if self.resume else 'starting'} {self.mode} at step {self.step}/{cfg.steps} "
+                f"on {self.device} ({len(self.train_ds)} train / {len(self.val_ds)} val tiles, "
+                f"batch {cfg.batch_size}, {workers} loader workers); generator "
+                f"{self.arch} ngf={cfg.ngf}: {self.n_trainable:,} of {self.n_params:,} parameters trainable "
+                f"({100 * self.fraction:.3f} %)"
+            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+                batches = iter(loader)
+            for x, y in batches:
                 losses = self.train_step(x, y)
+                progress.step_done(self.step)
                 lw.writerow(
                     [
                         self.step,
@@ -593,10 +830,17 @@ class Run:
                     progress.update(self.step, losses)
                     lf.flush()
                 if self.step % cfg.val_every == 0 and self.step < cfg.steps:
+                    t = time.monotonic()
                     last_val = self.validate()
+                    progress.add_periodic("validation", cfg.val_every, time.monotonic() - t)
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    t = time.monotonic()
+                    lf.flush()
                     self.save()
                     self._plots()
+                    progress.add_periodic("checkpoint", cfg.checkpoint_every, time.monotonic() - t)
+                if stop.signum is not None and self.step < cfg.steps:
+                    break
                 if (
                     cfg.max_wall_s is not None
                     and time.time() - self.t0 > cfg.max_wall_s
@@ -605,7 +849,18 @@ class Run:
                     self._log(f"stopping at step {self.step}: max_wall_s={cfg.max_wall_s} reached")
                     stopped_early = True
                     break
+            del batches  # shut the loader workers down before the final phase
+            if stop.signum is not None and self.step < cfg.steps:
+                lf.flush()
+                self.save()
+                self._plots()
+                self._log(
+                    f"interrupted by {stop.name} at step {self.step}/{cfg.steps}; checkpoint saved; "
+                    f"resume with: {self.resume_command()}"
+                )
+                return self._summary(last_val, stopped_early=True, interrupted=stop.name)
         finally:
+            stop.restore()
             lf.close()
             progress.close()
         if cfg.precise_bn_batches > 0 and self.lora_cfg is None:
@@ -613,12 +868,20 @@ class Run:
         last_val = self.validate() or last_val
         self.save(final=True)
         self._plots()
+        summary = self._summary(last_val, stopped_early=stopped_early)
+        self._log(f"done: {self.step} steps in {summary['wall_time_s']:.0f} s")
+        return summary
+
+    def _summary(self, last_val, *, stopped_early: bool, interrupted: str | None = None) -> dict:
+        cfg, out = self.cfg, self.out
         wall = self.wall_before + (time.time() - self.t0)
         summary = {
             "mode": self.mode,
             "steps": self.step,
             "planned_steps": cfg.steps,
             "stopped_early": stopped_early,
+            "interrupted": interrupted,
+            "resume": self.resume_command() if self.step < cfg.steps else None,
             "wall_time_s": round(wall, 1),
             "device": str(self.device),
             "architecture": self.arch,
@@ -633,8 +896,7 @@ class Run:
             "generator": str(out / "generator.safetensors"),
             "adapter": str(out / "adapter.safetensors") if self.lora_cfg else None,
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        self._log(f"done: {self.step} steps in {wall:.0f} s")
+        _write_text(out / "summary.json", json.dumps(summary, indent=2))
         return summary
 
     def _plots(self) -> None:
