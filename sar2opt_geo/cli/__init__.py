@@ -11,6 +11,7 @@ import sys
 
 import click
 
+import sar2opt_geo.cli.serve  # noqa: F401  (registers `serve`; its web stack is imported lazily)
 from sar2opt_geo.cli import synth, translate  # noqa: F401  (register subcommands)
 from sar2opt_geo.cli.base import cli
 from sar2opt_geo.errors import Sar2OptError

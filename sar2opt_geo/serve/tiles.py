@@ -1,0 +1,258 @@
+"""Web-Mercator XYZ tiles, point values and display statistics of the served rasters, by rio-tiler.
+
+rio-tiler (a maintained tile library) opens the served COGs itself: that is the one accepted exception to
+"only :mod:`sar2opt_geo.io` opens rasters" — it reads each tile from the best overview, reprojects to Web
+Mercator, returns the dataset mask (so the nodata collar becomes transparent) and warps GCP-only inputs on the
+fly (its ``Reader`` wraps them in a ``WarpedVRT``). Paths reach this module only from the start-up catalogue
+(:mod:`sar2opt_geo.serve.catalog`), never from a request.
+
+Written by hand here: only the SAR display arithmetic (linear σ⁰ → dB, stretch, VV/VH false colour), which
+is a few numpy lines over :mod:`sar2opt_geo.radiometry`.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from sar2opt_geo.radiometry import detect_input_scale, from_linear, to_linear
+
+#: Default SAR display stretch in dB (the SEN1-2 / bundled-model clip).
+DB_STRETCH = (-25.0, 0.0)
+#: "auto" stretch percentiles over an overview read of the scene.
+AUTO_PERCENTILES = (2.0, 98.0)
+#: Longest side of the overview read used for statistics.
+STATS_MAX_SIZE = 1024
+#: VV/VH false colour: blue channel is the VV − VH ratio in dB over this range.
+RATIO_STRETCH = (0.0, 15.0)
+#: Colormaps offered for single-band SAR display (rio-tiler colormap names; "gray" is plain grey).
+COLORMAPS = ("gray", "viridis", "cividis", "magma", "inferno")
+TILE_SIZE = 256
+
+_EMPTY_PNG: bytes | None = None
+_lock = threading.Lock()
+
+
+class OutsideScene(Exception):
+    """The requested tile or point does not touch the raster."""
+
+
+def _reader(path: str):
+    from rio_tiler.errors import NoOverviewWarning
+    from rio_tiler.io import Reader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoOverviewWarning)
+        return Reader(path)
+
+
+@dataclass(frozen=True)
+class RasterFacts:
+    """What the catalogue and the page need to know about one raster (read once, at start-up)."""
+
+    width: int
+    height: int
+    count: int
+    dtype: str
+    bounds_wgs84: tuple[float, float, float, float]  # west, south, east, north
+    minzoom: int
+    maxzoom: int
+    band_names: tuple[str, ...]
+    tags: dict
+    gcps: bool
+    overviews: tuple[int, ...]
+
+
+def raster_facts(path: str) -> RasterFacts:
+    """Size, bands, geographic bounds and useful zooms; raises ``ValueError`` for an unmappable raster."""
+    from rasterio.errors import RasterioIOError
+
+    try:
+        src_ctx = _reader(path)
+    except RasterioIOError as exc:
+        raise ValueError(f"not a readable raster ({str(exc).splitlines()[0]})") from None
+    with src_ctx as src:
+        ds = src.dataset
+        if src.crs is None:
+            raise ValueError("no georeferencing (neither CRS+transform nor GCPs)")
+        try:
+            bounds = src.get_geographic_bounds(src.tms.rasterio_geographic_crs)
+        except Exception as exc:  # a CRS the TMS cannot reach
+            raise ValueError(f"cannot place it on a Web Mercator map ({exc})") from None
+        names = tuple(d or f"band{i + 1}" for i, d in enumerate(ds.descriptions))
+        return RasterFacts(
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtype=ds.dtypes[0],
+            bounds_wgs84=tuple(float(v) for v in bounds),
+            minzoom=int(src.minzoom),
+            maxzoom=int(src.maxzoom),
+            band_names=names,
+            tags=dict(ds.tags()),
+            gcps=_has_gcps(src),
+            overviews=tuple(ds.overviews(1)) if hasattr(ds, "overviews") else (),
+        )
+
+
+def _has_gcps(src) -> bool:
+    from rasterio.vrt import WarpedVRT
+
+    return isinstance(src.dataset, WarpedVRT)
+
+
+@dataclass(frozen=True)
+class SarStyle:
+    """How a SAR layer is drawn: a dB range per band, a colormap, which band(s)."""
+
+    mode: str = "b1"  # "b1", "b2", ... one band; "false": VV/VH false colour (R=b1, G=b2, B=b1−b2 in dB)
+    ranges: tuple[tuple[float, float], ...] = (DB_STRETCH,)
+    colormap: str = "gray"
+
+
+@functools.lru_cache(maxsize=64)
+def input_scale(path: str) -> str:
+    """The SAR raster's scale (linear, dB, amplitude or DN), decided once from an overview read."""
+    data, valid = _overview(path)
+    sample = data[:, valid] if valid.any() else data.reshape(data.shape[0], -1)
+    return detect_input_scale(str(data.dtype), sample)
+
+
+@functools.lru_cache(maxsize=64)
+def _overview_cached(path: str):
+    with _reader(path) as src:
+        img = src.preview(max_size=STATS_MAX_SIZE)
+    valid = ~np.logical_or.reduce(np.ma.getmaskarray(img.array), axis=0)
+    return np.asarray(img.array.data), valid
+
+
+def _overview(path: str):
+    return _overview_cached(path)
+
+
+def to_db(values: np.ndarray, scale: str) -> np.ndarray:
+    """Raster values in ``scale`` to dB (−100 dB floor for zeros)."""
+    if scale == "db":
+        return values.astype(np.float32)
+    return from_linear(np.maximum(to_linear(values, scale), 0), "db")
+
+
+@functools.lru_cache(maxsize=64)
+def auto_ranges(path: str) -> tuple[tuple[float, float], ...]:
+    """Per-band p2–p98 in dB from an overview read of the scene (valid pixels only)."""
+    data, valid = _overview(path)
+    db = to_db(data, input_scale(path))
+    out = []
+    for b in range(db.shape[0]):
+        v = db[b][valid & np.isfinite(db[b])]
+        if v.size == 0:
+            out.append(DB_STRETCH)
+            continue
+        lo, hi = np.percentile(v, AUTO_PERCENTILES)
+        out.append((round(float(lo), 2), round(float(max(hi, lo + 0.1)), 2)))
+    return tuple(out)
+
+
+def _stretch(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((x - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def empty_png() -> bytes:
+    """A fully transparent tile (a tile that touches the scene's bounds but holds only nodata)."""
+    global _EMPTY_PNG
+    with _lock:
+        if _EMPTY_PNG is None:
+            from rio_tiler.utils import render
+
+            _EMPTY_PNG = render(
+                np.zeros((1, TILE_SIZE, TILE_SIZE), np.uint8), mask=np.zeros((TILE_SIZE, TILE_SIZE), np.uint8)
+            )
+    return _EMPTY_PNG
+
+
+def _read_tile(path: str, z: int, x: int, y: int, indexes=None):
+    from rio_tiler.errors import TileOutsideBounds
+
+    with _reader(path) as src:
+        try:
+            img = src.tile(x, y, z, tilesize=TILE_SIZE, indexes=indexes)
+        except TileOutsideBounds:
+            raise OutsideScene(f"tile {z}/{x}/{y} is outside the raster") from None
+    mask = np.logical_or.reduce(~np.ma.getmaskarray(img.array), axis=0)
+    return np.asarray(img.array.data), mask
+
+
+def render_sar(
+    data: np.ndarray, valid: np.ndarray, scale: str, style: SarStyle
+) -> tuple[np.ndarray, np.ndarray]:
+    """SAR values ``(bands, h, w)`` → ``(uint8 (1|3, h, w), valid)`` for display (no colormap yet)."""
+    db = to_db(data, scale)
+    finite = np.all(np.isfinite(db), axis=0)
+    valid = valid & finite
+    db = np.where(np.isfinite(db), db, -100.0)
+    ranges = list(style.ranges) + [style.ranges[-1]] * max(0, db.shape[0] - len(style.ranges))
+    if style.mode == "false" and db.shape[0] >= 2:
+        r = _stretch(db[0], *ranges[0])
+        g = _stretch(db[1], *ranges[1])
+        b = _stretch(db[0] - db[1], *RATIO_STRETCH)
+        return np.stack([r, g, b]), valid
+    band = int(style.mode[1:]) - 1 if style.mode.startswith("b") and style.mode[1:].isdigit() else 0
+    band = min(max(band, 0), db.shape[0] - 1)
+    return _stretch(db[band], *ranges[band])[None], valid
+
+
+def sar_tile(path: str, z: int, x: int, y: int, style: SarStyle) -> bytes:
+    """PNG tile of a SAR layer: dB stretch, grey or a rio-tiler colormap, nodata transparent."""
+    from rio_tiler.colormap import cmap
+    from rio_tiler.utils import render
+
+    data, valid = _read_tile(path, z, x, y)
+    if not valid.any():
+        return empty_png()
+    img, valid = render_sar(data, valid, input_scale(path), style)
+    mask = np.where(valid, 255, 0).astype(np.uint8)
+    if img.shape[0] == 1 and style.colormap != "gray":
+        return render(img, mask=mask, colormap=cmap.get(style.colormap))
+    return render(img, mask=mask)
+
+
+def rgb_tile(path: str, z: int, x: int, y: int) -> bytes:
+    """PNG tile of an RGB layer (translated output, optical truth), mask → alpha."""
+    from rio_tiler.utils import render
+
+    with _reader(path) as src:
+        count = src.dataset.count
+    data, valid = _read_tile(path, z, x, y, indexes=(1, 2, 3) if count >= 3 else (1,))
+    if not valid.any():
+        return empty_png()
+    if data.dtype != np.uint8:
+        data = np.clip(data, 0, 255).astype(np.uint8)
+    return render(data, mask=np.where(valid, 255, 0).astype(np.uint8))
+
+
+def tile_touches(bounds_wgs84, z: int, x: int, y: int) -> bool:
+    """Whether Web-Mercator tile ``z/x/y`` overlaps a WGS84 box (as Leaflet's ``bounds`` option decides)."""
+    import morecantile
+
+    w, s, e, n = morecantile.tms.get("WebMercatorQuad").bounds(morecantile.Tile(x, y, z))
+    bw, bs, be, bn = bounds_wgs84
+    return w < be and e > bw and s < bn and n > bs
+
+
+def point_values(path: str, lon: float, lat: float) -> list[float] | None:
+    """Band values at a WGS84 point; ``None`` on nodata; raises :class:`OutsideScene` outside the raster."""
+    from rio_tiler.errors import PointOutsideBounds
+
+    with _reader(path) as src:
+        try:
+            pt = src.point(lon, lat)
+        except PointOutsideBounds:
+            raise OutsideScene("point outside the raster") from None
+    arr = pt.array
+    if np.all(np.ma.getmaskarray(arr)):
+        return None
+    return [float(v) for v in np.asarray(arr.data).ravel()]
