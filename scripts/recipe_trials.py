@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Short training trials that chose the bundled model's recipe: one run per call, scored on held-out pairs.
+"""Short training trials that chose the bundled model's recipe: one run per call, scored on validation pairs.
 
     python scripts/recipe_trials.py l100 --set steps=1000 --set lr_decay_steps=400
     python scripts/recipe_trials.py l1000_nodrop --set steps=1000 --set lr_decay_steps=400 \\
@@ -11,8 +11,13 @@
 
 Trains ``configs/default_model.yaml`` plus the ``--set`` overrides on the pairs that
 ``scripts/train_default_model.py`` generates (``--work``, default /tmp/sar2opt_default: 3000 s1 training
-pairs and 64 held-out pairs of seed 1234; generated here if missing) and prints PSNR/SSIM/L1 and the gain
-over the best trivial baseline. The README's figures were measured with ``--threads 1``, two trials at once.
+pairs and the 64 *validation* pairs of seed ``VALIDATION_SEED`` = 1234; generated here if missing) and prints
+PSNR/SSIM/L1 and the gain over the best trivial baseline. The README's figures were measured with
+``--threads 1``, two trials at once.
+
+Trials are choices, so they are scored on the validation pairs only, never on the test pairs of
+``TEST_SEED`` (see ``scripts/train_default_model.py``): a test figure looked at while choosing is a
+validation figure.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from sar2opt_geo.training.config import load_config  # noqa: E402
 from sar2opt_geo.training.evaluate import evaluate  # noqa: E402
 from sar2opt_geo.training.trainer import train  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from train_default_model import HELDOUT_PAIRS, VALIDATION_SEED  # noqa: E402
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,11 +52,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    data, held = work / "train_pairs", work / "heldout_pairs"
+    data, held = work / "train_pairs", work / f"heldout_pairs_seed{VALIDATION_SEED}"
     if not (data / "opt_256_oc_0.2" / f"{args.pairs - 1:05d}.png").exists():
         write_pairs(data, args.pairs, domain="s1", seed=0)
-    if not (held / "opt_256_oc_0.2" / "00063.png").exists():
-        write_pairs(held, 64, domain="s1", seed=1234)
+    if not (held / "opt_256_oc_0.2" / f"{HELDOUT_PAIRS - 1:05d}.png").exists():
+        write_pairs(held, HELDOUT_PAIRS, domain="s1", seed=VALIDATION_SEED)
     run = work / "trials" / args.name
     if run.exists():
         shutil.rmtree(run)
@@ -59,7 +67,8 @@ def main(argv=None):
     m = res["metrics"]
     gain = res["psnr_gain_over_best_baseline_db"]
     print(
-        f"{args.name} {' '.join(args.overrides)}: PSNR {m['psnr']:.3f} SSIM {m['ssim']:.3f} "
+        f"{args.name} {' '.join(args.overrides)} (validation, seed {VALIDATION_SEED}): "
+        f"PSNR {m['psnr']:.3f} SSIM {m['ssim']:.3f} "
         f"L1 {m['l1']:.3f}, gain {gain:.2f} dB over the best baseline, {time.time() - t:.0f} s",
         flush=True,
     )
