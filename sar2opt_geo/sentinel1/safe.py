@@ -1,0 +1,198 @@
+"""Finding the files of a Sentinel-1 product, whatever form it comes in.
+
+Accepted inputs: a ``NAME.SAFE`` folder (or any folder laid out like one), its ``manifest.safe``, the
+downloaded ``NAME.zip`` holding one top-level ``NAME.SAFE/`` (read in place: XML through :mod:`zipfile`,
+rasters through GDAL's ``/vsizip/``; nothing is unpacked), a measurement tiff inside a SAFE (only that
+polarisation is opened; its sibling annotation is found), the renamed layouts of public cloud copies
+(``measurement/iw-vv.tiff``, ``annotation/iw-vv.xml``, ``annotation/calibration/calibration-iw-vv.xml``,
+``.../noise-iw-vv.xml``) and the ``-cog.tiff`` measurement names of COG SAFE products.
+
+Files are matched by pattern (swath and polarisation in the file name) in ``measurement/``,
+``annotation/`` and ``annotation/calibration/``; the manifest is read for the product type and
+polarisation list but is not trusted for file names. Written by hand: GDAL's SAFE driver neither reads
+the renamed layouts nor calibrates GRD (OSGeo/gdal#5826).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from sar2opt_geo.errors import InputError
+
+MEASUREMENT_DIR = "measurement"
+ANNOTATION_DIR = "annotation"
+CALIBRATION_DIR = "annotation/calibration"
+
+#: ``[s1a-]iw-[grd-]vv[-20210809t...-001][-cog].tiff`` (stem without the kind prefix and extension).
+_STEM = (
+    r"(?:(?P<mission>s1[a-d])-)?(?P<swath>iw[1-3]?|ew[1-5]?|s[1-6]|wv[12]?|en|n[1-6])-"
+    r"(?:(?P<ptype>grd|slc|ocn)-)?(?P<pol>hh|hv|vv|vh)(?P<rest>(?:-[0-9a-z]+)*?)"
+)
+MEASUREMENT_RE = re.compile(rf"^{_STEM}(?P<cog>-cog)?\.tiff?$", re.IGNORECASE)
+ANNOTATION_RE = re.compile(rf"^{_STEM}\.xml$", re.IGNORECASE)
+CALIBRATION_RE = re.compile(rf"^calibration-{_STEM}\.xml$", re.IGNORECASE)
+NOISE_RE = re.compile(rf"^noise-{_STEM}\.xml$", re.IGNORECASE)
+
+POLARISATIONS = ("VV", "VH", "HH", "HV")
+
+
+@dataclass(frozen=True)
+class Container:
+    """A product's root: a directory, or a member prefix (``NAME.SAFE/``) inside a zip file."""
+
+    root: str  # absolute directory or zip path
+    prefix: str = ""  # member prefix inside a zip ("" for a directory)
+    is_zip: bool = False
+
+    def list(self) -> list[str]:
+        """Relative POSIX paths of the files in the folders a product uses."""
+        if self.is_zip:
+            with _open_zip(self.root) as zf:
+                names = zf.namelist()
+            return [n[len(self.prefix) :] for n in names if n.startswith(self.prefix) and not n.endswith("/")]
+        out = []
+        for sub in ("", MEASUREMENT_DIR, ANNOTATION_DIR, CALIBRATION_DIR):
+            d = os.path.join(self.root, sub)
+            if not os.path.isdir(d):
+                continue
+            for entry in sorted(os.listdir(d)):
+                if os.path.isfile(os.path.join(d, entry)):
+                    out.append(f"{sub}/{entry}" if sub else entry)
+        return out
+
+    def read(self, rel: str) -> bytes:
+        try:
+            if self.is_zip:
+                with _open_zip(self.root) as zf:
+                    return zf.read(self.prefix + rel)
+            with open(os.path.join(self.root, rel), "rb") as fh:
+                return fh.read()
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{self.display(rel)}: cannot be read ({exc})") from None
+
+    def gdal_path(self, rel: str) -> str:
+        if self.is_zip:
+            return f"/vsizip/{self.root}/{self.prefix}{rel}"
+        return os.path.join(self.root, rel)
+
+    def display(self, rel: str = "") -> str:
+        if self.is_zip:
+            return f"{self.root}:{self.prefix}{rel}"
+        return os.path.join(self.root, rel) if rel else self.root
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.prefix.rstrip("/")).name if self.is_zip else Path(self.root).name
+
+
+def _open_zip(path: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable zip file ({exc})") from None
+
+
+@dataclass(frozen=True)
+class BandFiles:
+    polarisation: str
+    measurement: str | None  # relative paths inside the container
+    annotation: str | None
+    calibration: str | None
+    noise: str | None
+
+
+@dataclass(frozen=True)
+class ProductFiles:
+    container: Container
+    manifest: str | None
+    bands: tuple[BandFiles, ...]
+    requested: str  # the path the user gave
+    only: tuple[str, ...] = field(default=())  # polarisations restricted by a measurement-tiff input
+
+
+def locate(path: str | os.PathLike) -> tuple[Container, str | None]:
+    """The container of the product at ``path`` and the polarisation a measurement tiff input restricts
+    the product to (None for the whole product)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file or directory")
+    p = p.resolve()
+    if p.is_dir():
+        return Container(str(p)), None
+    low = p.name.lower()
+    if low == "manifest.safe":
+        return Container(str(p.parent)), None
+    if low.endswith(".zip"):
+        with _open_zip(str(p)) as zf:
+            tops = sorted({n.split("/", 1)[0] for n in zf.namelist() if "/" in n})
+        safes = [t for t in tops if t.upper().endswith(".SAFE")]
+        if not safes:
+            raise InputError(
+                f"{path}: zip holds no NAME.SAFE/ folder (top level: {', '.join(tops) or 'empty'})"
+            )
+        if len(safes) > 1:
+            raise InputError(f"{path}: zip holds {len(safes)} SAFE folders; give one product per zip")
+        return Container(str(p), prefix=safes[0] + "/", is_zip=True), None
+    m = MEASUREMENT_RE.match(p.name)
+    if m and p.parent.name.lower() == MEASUREMENT_DIR:
+        return Container(str(p.parent.parent)), m.group("pol").upper()
+    raise InputError(
+        f"{path}: not a Sentinel-1 product (expected a SAFE folder, its manifest.safe, the product .zip or a "
+        "measurement tiff inside a SAFE)"
+    )
+
+
+def discover(path: str | os.PathLike) -> ProductFiles:
+    container, only = locate(path)
+    files = container.list()
+    manifest = "manifest.safe" if "manifest.safe" in files else None
+    found: dict[str, dict[str, list[str]]] = {}
+    patterns = {
+        "measurement": (MEASUREMENT_DIR, MEASUREMENT_RE),
+        "annotation": (ANNOTATION_DIR, ANNOTATION_RE),
+        "calibration": (CALIBRATION_DIR, CALIBRATION_RE),
+        "noise": (CALIBRATION_DIR, NOISE_RE),
+    }
+    for rel in files:
+        parent, _, base = rel.rpartition("/")
+        for kind, (folder, rx) in patterns.items():
+            if parent.lower() != folder:
+                continue
+            m = rx.match(base)
+            if m:
+                found.setdefault(m.group("pol").upper(), {}).setdefault(kind, []).append(rel)
+    bands = []
+    for pol in POLARISATIONS:
+        kinds = found.get(pol)
+        if not kinds:
+            continue
+        if only and pol != only:
+            continue
+        bands.append(
+            BandFiles(
+                polarisation=pol,
+                measurement=_pick(kinds.get("measurement")),
+                annotation=_pick(kinds.get("annotation")),
+                calibration=_pick(kinds.get("calibration")),
+                noise=_pick(kinds.get("noise")),
+            )
+        )
+    return ProductFiles(
+        container=container,
+        manifest=manifest,
+        bands=tuple(bands),
+        requested=str(path),
+        only=(only,) if only else (),
+    )
+
+
+def _pick(items: list[str] | None) -> str | None:
+    """One file per kind and polarisation (GRD); several (SLC swaths) keep the first, sorted, and the product
+    type check refuses such products anyway."""
+    if not items:
+        return None
+    return sorted(items)[0]
