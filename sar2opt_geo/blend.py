@@ -5,7 +5,7 @@ Per axis the window ramps up over the first ``overlap`` pixels and down over the
 sum to exactly 1, so in the interior the weights form a partition of unity. Tiles on the first/last row or
 column of the grid keep weight 1 on their outer side, so weights are never 0 (nor tiny) at the scene border.
 
-Hand-written: a few lines of numpy; partial sums are combined by :mod:`sar2opt_geo.pipeline`.
+Hand-written: a few lines of numpy; partial sums are combined by :mod:`sar2opt_geo.tasks`.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ class JobSpec:
 
     def _translate_options(self, o: dict, prefix: str = ""):
         from sar2opt_geo.cli.base import DEFAULT_MODEL
-        from sar2opt_geo.pipeline import TranslateOptions
+        from sar2opt_geo.plan import TranslateOptions
 
         def rel(p):
             return None if p is None else str(p if os.path.isabs(p) else self.base / p)
@@ -459,7 +459,7 @@ def run_job(
 
     With ``resume``, scenes whose output exists are done, and unfinished ones continue from their work
     state; without it an existing output fails its scene (unless ``overwrite``)."""
-    from sar2opt_geo.pipeline import run_translate
+    from sar2opt_geo.run import run_translate
 
     scenes = spec.scenes()
     spec.output_dir.mkdir(parents=True, exist_ok=True)

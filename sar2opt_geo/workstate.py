@@ -85,6 +85,10 @@ class WorkState:
             return {}
         return {p.stem: json.loads(p.read_text()) for p in d.glob("*.json")}
 
+    def done_record(self, key: str) -> dict:
+        """The record :meth:`mark_done` saved for a finished block."""
+        return json.loads(self._done(key).read_text())
+
     def is_done(self, key: str) -> bool:
         return self._done(key).exists()
 

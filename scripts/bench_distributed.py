@@ -51,7 +51,7 @@ def make_model(path: Path, ngf: int) -> str:
 
 
 def timed(scene: str, warm: str, out_dir: Path, opts, executor, repeat: int) -> tuple[float, int]:
-    from sar2opt_geo.pipeline import run_translate
+    from sar2opt_geo.run import run_translate
 
     run_translate(warm, str(out_dir / "warm.tif"), opts, executor, overwrite=True)
     best, n = float("inf"), 0
@@ -73,7 +73,7 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     from sar2opt_geo.distributed import ThreadedExecutor, make_executor
-    from sar2opt_geo.pipeline import TranslateOptions
+    from sar2opt_geo.plan import TranslateOptions
     from sar2opt_geo.synth import SceneSpec, write_scene
 
     cores = os.cpu_count() or 1

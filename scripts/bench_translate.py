@@ -72,7 +72,8 @@ def model_only_rate(model: str, device: str, batch: int, n_tiles: int) -> float:
 
 def pipeline_rate(scene: str, model: str, device: str, batch: int, out: Path) -> tuple[float, int]:
     from sar2opt_geo.distributed import ThreadedExecutor
-    from sar2opt_geo.pipeline import TranslateOptions, run_translate
+    from sar2opt_geo.plan import TranslateOptions
+    from sar2opt_geo.run import run_translate
 
     opts = TranslateOptions(model=model, device=device, batch_size=batch)
     run_translate(scene, str(out), opts, ThreadedExecutor(), overwrite=True)  # warm-up (imports, model cache)

@@ -26,7 +26,8 @@ import pytest
 
 from sar2opt_geo import io
 from sar2opt_geo.distributed import ClientExecutor, make_executor
-from sar2opt_geo.pipeline import TranslateOptions, run_translate
+from sar2opt_geo.plan import TranslateOptions
+from sar2opt_geo.run import run_translate
 from sar2opt_geo.workstate import WorkState
 
 TESTS = Path(__file__).resolve().parent
@@ -121,7 +122,7 @@ def cluster(tmp_path_factory):
         with Client(c.address, timeout=30, set_as_default=False) as client:
             client.wait_for_workers(2, timeout=60)
             # import torch and the pipeline on the workers now, so the tests time their own work
-            client.run(__import__, "sar2opt_geo.pipeline")
+            client.run(__import__, "sar2opt_geo.run")
         yield c
     finally:
         c.close()

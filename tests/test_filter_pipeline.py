@@ -9,9 +9,11 @@ from conftest import run_cli
 
 from sar2opt_geo import io
 from sar2opt_geo.distributed import ThreadedExecutor
+from sar2opt_geo.filter_run import run_filter
 from sar2opt_geo.filters import apply_filter, make_filter_spec
-from sar2opt_geo.pipeline import TranslateOptions, run_filter, run_translate
+from sar2opt_geo.plan import TranslateOptions
 from sar2opt_geo.radiometry import from_linear, to_linear
+from sar2opt_geo.run import run_translate
 
 
 @pytest.mark.parametrize("name", ["lee", "refined_lee", "median"])
@@ -80,19 +82,19 @@ def test_translate_with_filter_is_chunk_invariant(small_scene, tiny_model_path, 
 def test_translate_with_sar2optical_profile(small_scene, tiny_model_path, tmp_path, monkeypatch):
     """The model sees the SAR2Optical chain computed with scene-level statistics: tile inputs equal the
     whole-scene preprocessing (away from the scene border), and the output does not depend on chunking."""
-    from sar2opt_geo import pipeline
+    from sar2opt_geo import tasks
     from sar2opt_geo.sar2optical import Sar2OpticalProfile, sar2optical_preprocess
 
     profile = Sar2OpticalProfile(filter="frost", window=5)
     seen = {}
-    real = pipeline.model_input
+    real = tasks.model_input
 
     def spy(job, r0, r1, c0, c1):
         x, v = real(job, r0, r1, c0, c1)
         seen[(r0, c0)] = (x, job.preprocess_stats)
         return x, v
 
-    monkeypatch.setattr(pipeline, "model_input", spy)
+    monkeypatch.setattr(tasks, "model_input", spy)
     outs = []
     for chunk in (192, 576):
         out = tmp_path / f"pre-{chunk}.tif"

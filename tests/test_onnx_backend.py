@@ -17,7 +17,7 @@ from conftest import run_cli
 from test_cli import assert_clean_error
 from test_cli_model import make_adapter
 
-from sar2opt_geo import io, pipeline
+from sar2opt_geo import io, tasks
 from sar2opt_geo.models import checkpoint_hash
 from sar2opt_geo.models.onnx_export import _providers_for, clear_onnx_cache, get_cached_onnx_generator
 
@@ -35,7 +35,7 @@ class TwinPredict:
     def __init__(self, monkeypatch):
         self.batches = []
         self.lock = threading.Lock()
-        real = pipeline.predict_async
+        real = tasks.predict_async
 
         def twin(ref, x, batch_size):
             y = real(ref, x, batch_size).result()
@@ -47,7 +47,7 @@ class TwinPredict:
             done.set_result(y)
             return done
 
-        monkeypatch.setattr(pipeline, "predict_async", twin)
+        monkeypatch.setattr(tasks, "predict_async", twin)
 
     @property
     def tiles(self) -> int:

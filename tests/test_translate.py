@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sar2opt_geo import io, pipeline
+from sar2opt_geo import io, tasks
 from sar2opt_geo.cli.base import DEFAULT_MODEL
 from sar2opt_geo.distributed import ThreadedExecutor
-from sar2opt_geo.pipeline import TranslateOptions, run_translate
+from sar2opt_geo.plan import TranslateOptions
+from sar2opt_geo.run import run_translate
 from sar2opt_geo.tiling import TileGrid
 
 
@@ -20,13 +21,13 @@ class CountingPredict:
     def __init__(self, monkeypatch):
         self.tiles = 0
         self.origins = []
-        real = pipeline.predict_async
+        real = tasks.predict_async
 
         def counting(ref, x, batch_size):
             self.tiles += len(x)
             return real(ref, x, batch_size)
 
-        monkeypatch.setattr(pipeline, "predict_async", counting)
+        monkeypatch.setattr(tasks, "predict_async", counting)
 
 
 def translate(scene, out, model, **kw):
@@ -212,7 +213,7 @@ def test_resume_recomputes_only_unfinished_blocks(small_scene, tiny_model_path, 
     clean = tmp_path / "clean.tif"
     full = translate(small_scene, clean, tiny_model_path, chunk_size=192)
     out = tmp_path / "resumed.tif"
-    real_finish = pipeline.finish_block
+    real_finish = tasks.finish_block
     calls = {"n": 0}
 
     def dying_finish(*args):
@@ -221,10 +222,10 @@ def test_resume_recomputes_only_unfinished_blocks(small_scene, tiny_model_path, 
             raise KeyboardInterrupt  # as Ctrl-C in the middle of the job
         return real_finish(*args)
 
-    monkeypatch.setattr(pipeline, "finish_block", dying_finish)
+    monkeypatch.setattr(tasks, "finish_block", dying_finish)
     with pytest.raises(KeyboardInterrupt):
         translate(small_scene, out, tiny_model_path, chunk_size=192)
-    monkeypatch.setattr(pipeline, "finish_block", real_finish)
+    monkeypatch.setattr(tasks, "finish_block", real_finish)
     assert not out.exists()
     done = WorkState(out).done_records()
     assert len(done) >= 5

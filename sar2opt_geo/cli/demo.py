@@ -26,8 +26,9 @@ def demo(outdir, width, height, seed, model, device, workers, overwrite, quiet, 
     """Write OUTDIR/sar.tif + optical.tif (synthetic truth), OUTDIR/translated.tif (COG) and
     OUTDIR/preview.png (SAR | translated | truth)."""
     from sar2opt_geo.distributed import make_executor
-    from sar2opt_geo.pipeline import TranslateOptions, run_translate
+    from sar2opt_geo.plan import TranslateOptions
     from sar2opt_geo.preview import side_by_side
+    from sar2opt_geo.run import run_translate
     from sar2opt_geo.synth import SceneSpec, write_scene
 
     setup_logging(verbose, quiet)

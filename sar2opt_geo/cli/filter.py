@@ -60,7 +60,7 @@ def filter_cmd(
     """Speckle-filter INPUT into a georeferenced float32 COG OUTPUT on the same grid (same scale as the
     input: dB stays dB; filtering itself happens on linear intensity)."""
     from sar2opt_geo.distributed import make_executor
-    from sar2opt_geo.pipeline import run_filter
+    from sar2opt_geo.filter_run import run_filter
 
     setup_logging(verbose, quiet)
     spec = filter_spec_from(filter_name, window, enl, damping)

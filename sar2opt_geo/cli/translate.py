@@ -27,11 +27,9 @@ from sar2opt_geo.errors import UsageError
 
 
 def preprocess_profile(name, filter_name, window, gamma):
-    """``None`` → whatever the checkpoint declares; ``none`` → no profile; ``sar2optical`` → that profile."""
-    if name is None:
+    """``--preprocess sar2optical`` → that profile; otherwise ``None`` (the checkpoint's, unless ``none``)."""
+    if name != "sar2optical":
         return None
-    if name == "none":
-        return "none"
     from sar2opt_geo.sar2optical import Sar2OpticalProfile
 
     return Sar2OpticalProfile(filter=filter_name, window=window, gamma=gamma)
@@ -117,7 +115,8 @@ def translate(
 ):
     """Translate a SAR GeoTIFF INPUT into an optical-looking RGB COG (or Zarr) OUTPUT."""
     from sar2opt_geo.distributed import make_executor
-    from sar2opt_geo.pipeline import TranslateOptions, run_translate
+    from sar2opt_geo.plan import TranslateOptions
+    from sar2opt_geo.run import run_translate
 
     setup_logging(verbose, quiet)
     model = model or str(DEFAULT_MODEL)
@@ -138,6 +137,7 @@ def translate(
         input_scale=input_scale,
         filter=filter_spec_from(filter_name, window, enl, damping),
         preprocess=preprocess_profile(preprocess, preprocess_filter, preprocess_window, gamma),
+        checkpoint_preprocess=preprocess != "none",
         aoi=aoi,
         lora=lora,
         fmt=fmt,
@@ -168,7 +168,7 @@ def translate(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(input, tile_size, overlap, chunk_size, allow_ungeoreferenced, as_json):
     """Describe a raster and the tile grid translate would use on it."""
-    from sar2opt_geo.pipeline import describe_scene
+    from sar2opt_geo.info import describe_scene
 
     d = describe_scene(input, tile_size, overlap, chunk_size, allow_ungeoreferenced)
     if as_json:

@@ -1,0 +1,263 @@
+"""Translate, step 1 of 4 — the plan: user options → one typed, frozen job description, validated up front.
+
+Data flow of ``translate`` (one module per step)::
+
+    plan (this module)  options → PreparedTranslate (scene, grid/blocks, model, bands, AOI, preprocessing)
+      → sampling        scene-level statistics from sample windows (input scale, ENL, clip bounds)
+                        → the frozen TranslateJob every task carries
+      → tasks           picklable Dask task bodies: read → radiometry → filter → model → partial sums → block
+      → run             executor, progress, work state, output sink (COG / Zarr)
+
+Everything that can be refused before a pixel is read is refused here, with the option's name: options
+(format, input scale, batch size, tile size / overlap via :class:`~sar2opt_geo.tiling.TileGrid`), the input
+(via :func:`sar2opt_geo.io.open_scene`), the device, the checkpoint (its weights are loaded once here so a
+bad file fails before any work), the bands, the AOI.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from sar2opt_geo import defaults, io
+from sar2opt_geo.errors import InputError, UsageError
+from sar2opt_geo.filters import FilterSpec, filter_halo
+from sar2opt_geo.radiometry import INPUT_SCALES, Radiometry, SceneStats
+from sar2opt_geo.sar2optical import Sar2OpticalProfile
+from sar2opt_geo.tiling import BlockPlan, TileGrid
+from sar2opt_geo.translate import ModelRef
+
+if TYPE_CHECKING:
+    from sar2opt_geo.models.checkpoint import CheckpointMeta
+
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    """What the user asked for (CLI options or a job spec); validated by :func:`prepare_translate`.
+
+    ``preprocess``: an explicit SAR2Optical profile, or ``None``; with ``None``, ``checkpoint_preprocess``
+    says whether the profile the checkpoint declares (if any) applies (``--preprocess none`` turns it off).
+    """
+
+    model: str
+    tile_size: int = defaults.TILE_SIZE
+    overlap: int = defaults.OVERLAP
+    batch_size: int = defaults.BATCH_SIZE
+    device: str = "auto"
+    backend: str | None = None  # None: onnx for an .onnx model, else torch
+    chunk_size: int = defaults.CHUNK_SIZE
+    bands: str | None = None
+    input_scale: str = "auto"
+    filter: FilterSpec | None = None
+    preprocess: Sar2OpticalProfile | None = None
+    checkpoint_preprocess: bool = True
+    aoi: str | None = None
+    lora: str | None = None
+    fmt: str = "cog"
+    allow_ungeoreferenced: bool = False
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything that turns raw scene values into linear intensity (shared by translate and filter)."""
+
+    scene: io.SceneInfo
+    bands: tuple[int, ...]
+    input_scale: str
+    filter: FilterSpec | None = None
+
+    @property
+    def halo(self) -> int:
+        return 0 if self.filter is None else filter_halo(self.filter)
+
+
+@dataclass(frozen=True)
+class PreparedTranslate:
+    """The validated parts of a translate job known before any pixel is read."""
+
+    options: TranslateOptions  # with the backend resolved
+    scene: io.SceneInfo
+    plan: BlockPlan
+    radiometry: Radiometry
+    bands: tuple[int, ...]
+    model: ModelRef
+    meta: CheckpointMeta
+    aoi_wkb: bytes | None
+    preprocess: Sar2OpticalProfile | None  # requested or declared by the checkpoint
+
+    @property
+    def grid(self) -> TileGrid:
+        return self.plan.grid
+
+
+@dataclass(frozen=True)
+class TranslateJob:
+    """The complete, frozen description of a translate run that every task carries (small: no pixels)."""
+
+    cond: Conditioning
+    radiometry: Radiometry
+    stats: SceneStats
+    model: ModelRef
+    plan: BlockPlan
+    batch_size: int = defaults.BATCH_SIZE
+    aoi_wkb: bytes | None = None
+    preprocess: Sar2OpticalProfile | None = None
+    # the profile's scene-level statistics (global variance, stretch bounds), see sar2optical_scene_stats
+    preprocess_stats: dict[str, Any] | None = None
+
+    @property
+    def grid(self) -> TileGrid:
+        return self.plan.grid
+
+
+# ----------------------------------------------------------------------------------------- validation
+
+
+def validate_options(opts: TranslateOptions) -> TranslateOptions:
+    """Option values that need no file; returns the options with the backend resolved."""
+    opts = resolve_backend(opts)
+    if opts.fmt not in defaults.OUTPUT_FORMATS:
+        raise UsageError(f"--format must be cog or zarr (got {opts.fmt!r})")
+    if opts.input_scale != "auto" and opts.input_scale not in INPUT_SCALES:
+        raise UsageError(f"--input-scale must be auto or one of {', '.join(INPUT_SCALES)}")
+    if opts.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1 (got {opts.batch_size})")
+    return opts
+
+
+def is_onnx_model(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(".onnx")
+
+
+def resolve_backend(opts: TranslateOptions) -> TranslateOptions:
+    """Fill in the backend: an ``.onnx`` model runs on onnxruntime, anything else on torch by default."""
+    onnx_model = is_onnx_model(opts.model)
+    backend = opts.backend or ("onnx" if onnx_model else "torch")
+    if onnx_model and backend != "onnx":
+        raise UsageError(
+            f"{os.path.basename(opts.model)} is an ONNX model: it runs with --backend onnx "
+            "(give the .safetensors checkpoint to run it with torch)"
+        )
+    return replace(opts, backend=backend)
+
+
+def read_model_metadata(path: str | os.PathLike) -> CheckpointMeta:
+    """The :class:`~sar2opt_geo.models.checkpoint.CheckpointMeta` of a native checkpoint or of an ``.onnx``
+    file exported by ``model export-onnx`` (which embeds it)."""
+    if is_onnx_model(path):
+        from sar2opt_geo.models.onnx_export import read_onnx_checkpoint_meta
+
+        return read_onnx_checkpoint_meta(path)
+    from sar2opt_geo.models.checkpoint import read_metadata
+
+    return read_metadata(path)
+
+
+def check_model_loads(opts: TranslateOptions, device: str, remote: bool) -> None:
+    """Load the weights (and adapter) once, so a bad checkpoint fails before any work. With the threaded
+    scheduler this also fills the per-process cache the tasks use. For a remote cluster the client checks on
+    CPU: the GPUs are the workers'."""
+    local = "cpu" if remote else device
+    if opts.backend == "torch":
+        from sar2opt_geo.models.checkpoint import get_cached_generator
+
+        get_cached_generator(opts.model, local, lora=opts.lora)
+        return
+    from sar2opt_geo.models.onnx_export import get_cached_onnx_generator
+
+    runner = get_cached_onnx_generator(opts.model, local, lora=opts.lora)
+    h, w = runner.input_shape[2:4]
+    if isinstance(h, int) and isinstance(w, int) and (h, w) != (opts.tile_size, opts.tile_size):
+        raise UsageError(
+            f"{os.path.basename(opts.model)} was exported for {w}x{h} tiles: translate with --tile-size {h}, "
+            "or re-export it with `model export-onnx --dynamic-spatial`"
+        )
+
+
+def select_bands(
+    scene: io.SceneInfo, spec: str | None, n_needed: int, model_bands: list[str]
+) -> tuple[int, ...]:
+    """Scene band indexes (1-based) for ``--bands`` (names such as VV,VH or indexes 1,2), else the model's
+    band names matched against the scene's band descriptions, else the first bands."""
+    names = [n.upper() for n in scene.band_names()]
+    if spec:
+        out = [_band_index(scene, names, tok) for tok in (t.strip() for t in spec.split(",")) if tok]
+    elif model_bands and all(b.upper() in names for b in model_bands):
+        out = [names.index(b.upper()) + 1 for b in model_bands]
+    else:
+        out = list(range(1, min(n_needed, scene.count) + 1))
+    if len(out) != n_needed:
+        raise InputError(
+            f"{scene.path}: the model takes {n_needed} band(s) "
+            f"({', '.join(model_bands) or 'unnamed'}) but {len(out)} were selected from {scene.count}"
+        )
+    return tuple(out)
+
+
+def _band_index(scene: io.SceneInfo, names: list[str], tok: str) -> int:
+    if tok.isdigit():
+        idx = int(tok)
+        if not 1 <= idx <= scene.count:
+            raise UsageError(f"--bands: band {idx} does not exist (the input has {scene.count})")
+        return idx
+    if tok.upper() in names:
+        return names.index(tok.upper()) + 1
+    raise UsageError(f"--bands: no band named {tok!r} (the input has {', '.join(scene.band_names())})")
+
+
+def model_bands(scene: io.SceneInfo, spec: str | None, radiometry: Radiometry, meta: CheckpointMeta):
+    """The scene bands the model reads: one band when the radiometry replicates it to the model's input
+    channels, else as many as the model has input channels."""
+    in_ch = int(meta.arch_args.get("in_channels", 3))
+    n_needed = 1 if radiometry.replicate_to and radiometry.replicate_to == in_ch else in_ch
+    return select_bands(scene, spec, n_needed, list(meta.input_bands or []))
+
+
+def aoi_pixels_wkb(path: str | None, scene: io.SceneInfo) -> bytes | None:
+    """The AOI file as a polygon in the scene's pixel space (WKB, small and picklable), or ``None``."""
+    if not path:
+        return None
+    import shapely
+
+    from sar2opt_geo.aoi import aoi_to_pixels, load_aoi
+
+    geom, crs = load_aoi(path)
+    return shapely.to_wkb(aoi_to_pixels(geom, crs, scene))
+
+
+def resolve_preprocess(opts: TranslateOptions, meta: CheckpointMeta) -> Sar2OpticalProfile | None:
+    """The SAR2Optical profile to apply: the requested one, else (unless turned off) the checkpoint's."""
+    if opts.preprocess is not None:
+        return opts.preprocess
+    declared = meta.preprocess or {}
+    if opts.checkpoint_preprocess and declared.get("profile") == "sar2optical":
+        return Sar2OpticalProfile.from_dict({k: v for k, v in declared.items() if k != "profile"})
+    return None
+
+
+def prepare_translate(input_path: str, opts: TranslateOptions, executor=None) -> PreparedTranslate:
+    """Validate everything that can be validated before work starts; return the parts of the job."""
+    from sar2opt_geo.translate import make_model_ref, resolve_device
+
+    opts = validate_options(opts)
+    scene = io.open_scene(input_path, allow_ungeoreferenced=opts.allow_ungeoreferenced)
+    grid = TileGrid(scene.height, scene.width, opts.tile_size, opts.overlap)
+    device = resolve_device(opts.device, executor)
+    meta = read_model_metadata(opts.model)
+    check_model_loads(opts, device, remote=bool(getattr(executor, "remote", False)))
+    radiometry = Radiometry.from_dict(meta.radiometry)
+    bands = model_bands(scene, opts.bands, radiometry, meta)
+    ref = make_model_ref(opts.model, device, opts.backend, opts.lora)
+    plan = BlockPlan.create(grid, opts.chunk_size, scene.block_shape if scene.tiled else None)
+    return PreparedTranslate(
+        options=opts,
+        scene=scene,
+        plan=plan,
+        radiometry=radiometry,
+        bands=bands,
+        model=ref,
+        meta=meta,
+        aoi_wkb=aoi_pixels_wkb(opts.aoi, scene),
+        preprocess=resolve_preprocess(opts, meta),
+    )

@@ -1,0 +1,202 @@
+"""Translate, step 4 of 4 — running a job: executor, progress, work state and the output sink.
+
+:func:`run_translate` is the whole command as named steps:
+
+1. :func:`~sar2opt_geo.plan.prepare_translate` — validate options, input, model, bands, AOI;
+2. :func:`~sar2opt_geo.sampling.measure_scene` — scene statistics → the frozen job;
+3. :func:`open_work_state` — the resumable state beside the output (``.OUTPUT.work/``);
+4. :func:`execute` — run the graph of :mod:`sar2opt_geo.tasks`, feeding finished blocks to the
+   :class:`OutputSink` (a COG assembled while blocks finish, or a Zarr store) and the progress callback;
+5. the sink's file is renamed into place; the work state is removed on success, kept after an interruption
+   (for ``--resume``) and discarded after a deterministic failure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sar2opt_geo import __version__, io
+from sar2opt_geo.errors import InputError, Sar2OptError
+from sar2opt_geo.plan import PreparedTranslate, TranslateJob, TranslateOptions, prepare_translate
+from sar2opt_geo.radiometry import SceneStats
+from sar2opt_geo.sampling import measure_scene
+from sar2opt_geo.tasks import BlockDone, translate_graph
+from sar2opt_geo.tiling import BlockPlan
+from sar2opt_geo.workstate import WorkState, digest, fingerprint_file
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TranslateSummary:
+    output: str
+    tiles: int
+    evaluations: int  # model evaluations in this run (a resumed run counts only what it recomputed)
+    blocks: int
+    seconds: float
+    stats: SceneStats
+    input_scale: str
+    chunk: int
+
+
+def output_tags(prep: PreparedTranslate, job: TranslateJob) -> dict:
+    """The provenance tags written into the output (model and hash, adapter, radiometry, tiling...)."""
+    opts, grid, f = prep.options, job.grid, job.cond.filter
+    tags = {
+        "SAR2OPT_TOOL": f"sar2opt-geo {__version__}",
+        "SAR2OPT_MODEL": prep.meta.name or os.path.basename(opts.model),
+        "SAR2OPT_MODEL_HASH": job.model.digest,
+        "SAR2OPT_ADAPTER": os.path.basename(opts.lora) if opts.lora else "none",
+        "SAR2OPT_RADIOMETRY": job.radiometry.describe(),
+        "SAR2OPT_INPUT_SCALE": job.cond.input_scale,
+        "SAR2OPT_FILTER": f.to_dict() if f is not None else "none",
+        "SAR2OPT_TILING": {"tile": grid.tile, "overlap": grid.overlap, "blend": "raised-cosine"},
+        "SAR2OPT_BACKEND": job.model.backend,
+    }
+    if job.preprocess is not None:
+        tags["SAR2OPT_PREPROCESS"] = {
+            "profile": "sar2optical",
+            **job.preprocess.to_dict(),
+            "scene_stats": job.preprocess_stats,
+        }
+    return tags
+
+
+def job_fingerprint(job: TranslateJob, fmt: str) -> dict:
+    """What a saved work state must match for ``--resume``: input file, model and every option."""
+    f = job.cond.filter
+    return {
+        "input": fingerprint_file(job.cond.scene.path),
+        "model": job.model.digest,
+        "job": digest(
+            [
+                job.cond.bands,
+                job.cond.input_scale,
+                job.radiometry.to_dict(),
+                job.stats.to_dict(),
+                job.grid,
+                job.plan.chunk,
+                f.to_dict() if f is not None else None,
+                job.aoi_wkb,
+                fmt,
+                job.preprocess_stats,
+                job.preprocess.to_dict() if job.preprocess is not None else None,
+            ]
+        ),
+    }
+
+
+def open_work_state(job: TranslateJob, out: Path, fmt: str, tags: dict, resume: bool) -> WorkState:
+    """Create the work state beside ``out`` (or reopen it with ``resume`` when it matches the job)."""
+    ws = WorkState(out)
+    if not ws.begin(job_fingerprint(job, fmt), resume):
+        grid = job.grid
+        attrs = {"tags": {k: str(v) for k, v in tags.items()}}
+        io.create_block_store(ws.store, grid.height, grid.width, job.plan.chunk, attrs)
+    return ws
+
+
+class OutputSink:
+    """Where finished blocks go: a COG assembled from the block store while other blocks compute, or (for
+    Zarr) the block store copied at the end. Writes under a temporary name; :meth:`commit` renames it."""
+
+    def __init__(self, ws: WorkState, out: Path, fmt: str, geo: io.GeoProfile, plan: BlockPlan):
+        self.ws, self.out, self.fmt, self.geo, self.plan = ws, out, fmt, geo, plan
+        self.tmp = io.temporary_sibling(out, "partial")
+        self.cog: io.CogAssembler | None = None
+
+    def __enter__(self) -> OutputSink:
+        if self.fmt == "cog":
+            self.cog = io.CogAssembler(self.ws.store, self.tmp, self.geo).__enter__()
+        return self
+
+    def add(self, key: str) -> None:
+        """Block ``key`` ("BI-BJ") is in the block store."""
+        if self.cog is not None:
+            b = self.plan.block(*(int(v) for v in key.split("-")))
+            self.cog.add(b.row0, b.row1, b.col0, b.col1)
+
+    def commit(self) -> None:
+        if self.cog is not None:
+            self.cog.finish()
+        else:
+            io.store_to_zarr(self.ws.store, self.tmp, self.geo, chunk=self.plan.chunk)
+        io.replace_path(self.tmp, self.out)
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.cog is not None:
+                self.cog.__exit__(*exc)
+        finally:
+            io.remove_path(self.tmp)
+
+
+def execute(
+    job: TranslateJob, ws: WorkState, sink: OutputSink, executor, progress: Progress | None
+) -> tuple[int, int]:
+    """Run the blocks the work state does not hold yet; ``(evaluations now, evaluations before)``."""
+    records = ws.done_records()
+    dsk, finals, resources = translate_graph(job, str(ws.root), set(records))
+    tiles = {"done": sum(r["n_tiles"] for r in records.values()), "total": job.grid.count}
+    for key in records:
+        sink.add(key)
+    if progress is not None:
+        progress(tiles["done"], tiles["total"])
+
+    def on_result(key, res: BlockDone):
+        tiles["done"] += res.n_tiles
+        sink.add(res.key)
+        if progress is not None:
+            progress(tiles["done"], tiles["total"])
+
+    results = executor.run(dsk, finals, on_result, resources=resources)
+    return sum(r.n_eval for r in results.values()), sum(r["n_eval"] for r in records.values())
+
+
+def run_translate(
+    input_path: str,
+    output_path: str,
+    opts: TranslateOptions,
+    executor,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> TranslateSummary:
+    """Translate one scene. ``progress(n_tiles_done, n_tiles_total)`` is called as blocks finish."""
+    t0 = time.perf_counter()
+    out = io.check_output_path(output_path, overwrite)
+    prep = prepare_translate(input_path, opts, executor)
+    job = measure_scene(executor, prep)
+    tags = output_tags(prep, job)
+    fmt = prep.options.fmt
+    ws = open_work_state(job, out, fmt, tags, resume)
+    geo = io.GeoProfile.from_scene(prep.scene, tags)
+    try:
+        with OutputSink(ws, out, fmt, geo, job.plan) as sink:
+            n_eval, prior_eval = execute(job, ws, sink, executor, progress)
+            if n_eval + prior_eval == 0:
+                what = "no valid pixel inside the AOI (all nodata)" if job.aoi_wkb else (
+                    "all pixels are nodata; nothing to translate"
+                )
+                raise InputError(f"{prep.scene.path}: {what}")
+            sink.commit()
+    except Sar2OptError:
+        # a deterministic failure (bad data, bad adapter...): resuming would fail the same way
+        ws.discard()
+        raise
+    ws.discard()  # finished: the output is in place
+    return TranslateSummary(
+        output=str(out),
+        tiles=job.grid.count,
+        evaluations=n_eval,
+        blocks=job.plan.n_blocks,
+        seconds=time.perf_counter() - t0,
+        stats=job.stats,
+        input_scale=job.cond.input_scale,
+        chunk=job.plan.chunk,
+    )

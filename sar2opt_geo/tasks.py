@@ -1,0 +1,347 @@
+"""Translate, step 3 of 4 — the picklable Dask task bodies and the graph that wires them.
+
+Every function here is module-level and picklable and receives only small plans (a
+:class:`~sar2opt_geo.plan.Conditioning` or :class:`~sar2opt_geo.plan.TranslateJob`, indexes, paths); each
+reads its own pixels through :mod:`sar2opt_geo.io`. Per scene:
+
+1. sample tasks (:func:`sample_windows`, :func:`ci2_window`, :func:`preprocess_samples`) read a fixed lattice
+   of small windows; :mod:`sar2opt_geo.sampling` reduces them on the client to scene-level statistics.
+2. ``acc`` tasks (:func:`resumable_partial` → :func:`accumulate_block`), one per block that owns tiles: read
+   the block's tile extent (plus the filter halo, reflect-padded at the scene edges), convert radiometry with
+   the scene statistics, run the generator on every owned tile that has valid pixels (and touches the AOI),
+   and return the weighted partial sums Σw·y and Σw over that extent. Each tile is evaluated exactly once.
+3. ``out`` tasks (:func:`finish_block`), one per block: add the partial sums of the (at most four) ``acc``
+   blocks that reach it, normalise, apply the nodata/AOI mask, and write the uint8 block into the Zarr block
+   store of the work state.
+
+Only small results (counts) go back to the client; peak memory is a few blocks per worker thread whatever
+the scene size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from sar2opt_geo import io
+from sar2opt_geo.blend import normalise, tile_window
+from sar2opt_geo.filters import apply_filter, local_ci2_samples
+from sar2opt_geo.plan import Conditioning, TranslateJob
+from sar2opt_geo.radiometry import normalize, output_to_uint8, to_linear
+from sar2opt_geo.sar2optical import sar2optical_filter, sar2optical_halo, sar2optical_preprocess
+from sar2opt_geo.tiling import Block
+from sar2opt_geo.translate import predict_async
+from sar2opt_geo.workstate import WorkState
+
+
+@dataclass
+class Partial:
+    """Weighted partial sums of one block's tiles over its extent clipped to the scene."""
+
+    key: str
+    row0: int
+    col0: int
+    sum_wy: np.ndarray
+    sum_w: np.ndarray
+    valid: np.ndarray
+    n_eval: int
+    n_tiles: int
+
+
+@dataclass(frozen=True)
+class BlockDone:
+    key: str
+    n_tiles: int
+    n_eval: int
+
+
+# ------------------------------------------------------------------------------------- reading pixels
+
+
+def read_linear(
+    cond: Conditioning, row0: int, row1: int, col0: int, col1: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Linear intensity and validity for a window, speckle-filtered when asked (exact: reads the halo)."""
+    h = cond.halo
+    data, valid = io.read_window(cond.scene, row0 - h, row1 + h, col0 - h, col1 + h, cond.bands)
+    linear = to_linear(data, cond.input_scale)
+    linear = np.where(valid[None] & (linear > 0), linear, np.float32(0.0))
+    if cond.filter is not None:
+        linear = apply_filter(linear, valid, cond.filter)
+    if h:
+        linear = linear[:, h:-h, h:-h]
+        valid = valid[h:-h, h:-h]
+    return np.ascontiguousarray(linear), np.ascontiguousarray(valid)
+
+
+def to_u8_levels(x: np.ndarray, out_range: tuple[float, float]) -> np.ndarray:
+    a, b = out_range
+    return np.floor(np.clip((x - np.float32(a)) / np.float32(b - a), 0, 1) * np.float32(255.0)).astype(
+        np.uint8
+    )
+
+
+def model_input(job: TranslateJob, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Model input ``(channels, h, w)`` and validity for a window: radiometry with scene statistics, then,
+    with ``--preprocess sar2optical``, that project's 8-bit chain with scene-level statistics."""
+    rad = job.radiometry
+    if job.preprocess is None:
+        linear, valid = read_linear(job.cond, r0, r1, c0, c1)
+        return normalize(linear, valid, rad, job.stats), valid
+    ph = sar2optical_halo(job.preprocess)
+    linear, valid = read_linear(job.cond, r0 - ph, r1 + ph, c0 - ph, c1 + ph)
+    x = normalize(linear, valid, replace(rad, replicate_to=None), job.stats)
+    st = job.preprocess_stats or {}
+    u8 = sar2optical_preprocess(
+        to_u8_levels(x, rad.out_range),
+        job.preprocess,
+        global_variance=st.get("global_variance"),
+        stretch_bounds=st.get("stretch_bounds"),
+    )
+    a, b = rad.out_range
+    x = (np.float32(a) + u8.astype(np.float32) * np.float32((b - a) / 255.0)).astype(np.float32)
+    x[:, ~valid] = np.float32(a)
+    if ph:
+        x, valid = x[:, ph:-ph, ph:-ph], valid[ph:-ph, ph:-ph]
+    if rad.replicate_to and x.shape[0] == 1 and rad.replicate_to > 1:
+        x = np.repeat(x, rad.replicate_to, axis=0)
+    return np.ascontiguousarray(x), np.ascontiguousarray(valid)
+
+
+# --------------------------------------------------------------------------------------- sample tasks
+
+
+def sample_window(cond: Conditioning, row0: int, col0: int, size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(raw values of valid pixels (bands, n), linear values after filtering (bands, n), number of NaN/inf
+    pixels)`` of a window of the scene."""
+    r1, c1 = min(row0 + size, cond.scene.height), min(col0 + size, cond.scene.width)
+    raw, valid = io.read_window(cond.scene, row0, r1, col0, c1, cond.bands)
+    n_nonfinite = int((~np.isfinite(raw)).any(axis=0).sum())
+    if cond.filter is not None:
+        linear, _ = read_linear(cond, row0, r1, col0, c1)
+    else:
+        linear = to_linear(raw, cond.input_scale)
+    return raw[:, valid], np.maximum(linear[:, valid], 0), n_nonfinite
+
+
+def sample_windows(cond: Conditioning, corners: list, size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`sample_window` over several windows, concatenated."""
+    parts = [sample_window(cond, r, c, size) for r, c in corners]
+    return (
+        np.concatenate([p[0] for p in parts], axis=1),
+        np.concatenate([p[1] for p in parts], axis=1),
+        sum(p[2] for p in parts),
+    )
+
+
+def ci2_window(cond: Conditioning, row0: int, col0: int, window: int, size: int = 256) -> np.ndarray:
+    """Local Ci² samples of the homogeneous windows of a scene window (for ``--enl auto``)."""
+    r1, c1 = min(row0 + size, cond.scene.height), min(col0 + size, cond.scene.width)
+    linear, valid = read_linear(cond, row0, r1, col0, c1)
+    return local_ci2_samples(linear, valid, window)
+
+
+def preprocess_samples(job: TranslateJob, row0: int, col0: int, size: int, filtered: bool) -> np.ndarray:
+    """8-bit samples of the valid pixels of a window for the SAR2Optical scene statistics: before its
+    filter (``filtered=False``) or after it (with the scene's global variance already in ``job``)."""
+    ph = sar2optical_halo(job.preprocess) if filtered else 0
+    r1, c1 = min(row0 + size, job.cond.scene.height), min(col0 + size, job.cond.scene.width)
+    linear, valid = read_linear(job.cond, row0 - ph, r1 + ph, col0 - ph, c1 + ph)
+    u8 = to_u8_levels(
+        normalize(linear, valid, replace(job.radiometry, replicate_to=None), job.stats),
+        job.radiometry.out_range,
+    )
+    if filtered:
+        gv = (job.preprocess_stats or {}).get("global_variance")
+        u8 = sar2optical_filter(u8, job.preprocess.filter, job.preprocess.window, gv)
+        if ph:
+            u8, valid = u8[:, ph:-ph, ph:-ph], valid[ph:-ph, ph:-ph]
+    return u8[:, valid]
+
+
+# ------------------------------------------------------------------------------- model and blending
+
+
+def tiles_to_run(job: TranslateJob, block: Block, valid: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(i, j, local row, local col)`` of the tiles ``block`` owns that hold a valid pixel inside the
+    scene and touch the AOI; ``valid`` covers the block's tile extent."""
+    import shapely
+
+    grid = job.grid
+    r0, _, c0, _ = block.acc_bounds
+    in_scene = np.zeros(valid.shape, dtype=bool)
+    in_scene[: max(0, grid.height - r0), : max(0, grid.width - c0)] = True
+    valid_in = valid & in_scene
+    aoi = shapely.from_wkb(job.aoi_wkb) if job.aoi_wkb else None
+    if aoi is not None:
+        shapely.prepare(aoi)
+    T, S = grid.tile, grid.stride
+    todo = []
+    for i in range(block.ti0, block.ti1):
+        for j in range(block.tj0, block.tj1):
+            lr, lc = i * S - r0, j * S - c0
+            if not valid_in[lr : lr + T, lc : lc + T].any():
+                continue
+            if aoi is not None and not aoi.intersects(shapely.box(j * S, i * S, j * S + T, i * S + T)):
+                continue
+            todo.append((i, j, lr, lc))
+    return todo
+
+
+def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
+    """Run the generator on the tiles block ``(bi, bj)`` owns; return their weighted partial sums."""
+    block: Block = job.plan.block(bi, bj)
+    grid = job.grid
+    r0, r1, c0, c1 = block.acc_bounds
+    x, valid = model_input(job, r0, r1, c0, c1)
+    todo = tiles_to_run(job, block, valid)
+    T = grid.tile
+    sum_wy = np.zeros((3, r1 - r0, c1 - c0), dtype=np.float32)
+    sum_w = np.zeros((r1 - r0, c1 - c0), dtype=np.float32)
+    bs = max(1, job.batch_size)
+
+    def blend(batch, yb):
+        for (i, j, lr, lc), y in zip(batch, yb, strict=True):
+            w = tile_window(grid, i, j)
+            sum_wy[:, lr : lr + T, lc : lc + T] += y * w
+            sum_w[lr : lr + T, lc : lc + T] += w
+
+    pending = None  # software pipeline: the next batch runs while the previous one is blended
+    for k in range(0, len(todo), bs):
+        batch = todo[k : k + bs]
+        xb = np.stack([x[:, lr : lr + T, lc : lc + T] for _, _, lr, lc in batch])
+        fut = predict_async(job.model, xb, bs)
+        if pending is not None:
+            blend(pending[0], pending[1].result())
+        pending = (batch, fut)
+    if pending is not None:
+        blend(pending[0], pending[1].result())
+    hh, ww = min(r1, grid.height) - r0, min(c1, grid.width) - c0
+    return Partial(
+        key=block.key,
+        row0=r0,
+        col0=c0,
+        sum_wy=np.ascontiguousarray(sum_wy[:, :hh, :ww]),
+        sum_w=np.ascontiguousarray(sum_w[:hh, :ww]),
+        valid=np.ascontiguousarray(valid[:hh, :ww]),
+        n_eval=len(todo),
+        n_tiles=block.n_tiles,
+    )
+
+
+def _spill_strips(p: Partial, block: Block) -> dict[str, np.ndarray]:
+    """The parts of a partial that lie outside its own block (what neighbours need)."""
+    h, w = block.shape
+    return {
+        "right_wy": p.sum_wy[:, :, w:],
+        "right_w": p.sum_w[:, w:],
+        "right_valid": p.valid[:, w:],
+        "bottom_wy": p.sum_wy[:, h:, :],
+        "bottom_w": p.sum_w[h:, :],
+        "bottom_valid": p.valid[h:, :],
+        "shape": np.array(p.sum_w.shape),
+        "n_eval": np.array(p.n_eval),
+    }
+
+
+def _partial_from_spill(block: Block, z: dict[str, np.ndarray]) -> Partial:
+    hh, ww = (int(v) for v in z["shape"])
+    h, w = block.shape
+    sum_wy = np.zeros((3, hh, ww), np.float32)
+    sum_w = np.zeros((hh, ww), np.float32)
+    valid = np.zeros((hh, ww), bool)
+    sum_wy[:, :, w:], sum_w[:, w:], valid[:, w:] = z["right_wy"], z["right_w"], z["right_valid"]
+    sum_wy[:, h:, :], sum_w[h:, :], valid[h:, :] = z["bottom_wy"], z["bottom_w"], z["bottom_valid"]
+    return Partial(block.key, block.row0, block.col0, sum_wy, sum_w, valid, n_eval=0, n_tiles=block.n_tiles)
+
+
+def resumable_partial(job: TranslateJob, workdir: str, bi: int, bj: int) -> Partial:
+    """The partial sums of block ``(bi, bj)``: from the saved spill when the block is already finished
+    (its tiles are not evaluated again), else computed — and its spill saved for later resumes."""
+    ws = WorkState.at(workdir)
+    block = job.plan.block(bi, bj)
+    if ws.is_done(block.key):
+        z = ws.load_spill(block.key)
+        if z is not None:
+            return _partial_from_spill(block, z)
+    p = accumulate_block(job, bi, bj)
+    ws.save_spill(block.key, _spill_strips(p, block))
+    return p
+
+
+def overlap_add(block: Block, partials: tuple[Partial, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Σw·y, Σw, valid)`` over ``block``: the parts of the partial sums that fall inside it, added."""
+    h, w = block.shape
+    sum_wy = np.zeros((3, h, w), dtype=np.float32)
+    sum_w = np.zeros((h, w), dtype=np.float32)
+    valid = np.zeros((h, w), dtype=bool)
+    for p in partials:
+        pr0, pc0 = p.row0, p.col0
+        ph, pw = p.sum_w.shape
+        a0, a1 = max(block.row0, pr0), min(block.row1, pr0 + ph)
+        b0, b1 = max(block.col0, pc0), min(block.col1, pc0 + pw)
+        if a0 >= a1 or b0 >= b1:
+            continue
+        src = (slice(a0 - pr0, a1 - pr0), slice(b0 - pc0, b1 - pc0))
+        dst = (slice(a0 - block.row0, a1 - block.row0), slice(b0 - block.col0, b1 - block.col0))
+        sum_wy[(slice(None),) + dst] += p.sum_wy[(slice(None),) + src]
+        sum_w[dst] += p.sum_w[src]
+        valid[dst] = p.valid[src]
+    return sum_wy, sum_w, valid
+
+
+def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: Partial) -> BlockDone:
+    """Overlap-add the partial sums reaching block ``(bi, bj)``, normalise, mask and store it."""
+    block = job.plan.block(bi, bj)
+    ws = WorkState.at(workdir)
+    if ws.is_done(block.key):
+        # A re-execution (the first result was lost with its worker): the block is already on disk, and its
+        # own partial may now be spill-only (see resumable_partial), so it must not be written again.
+        rec = ws.done_record(block.key)
+        return BlockDone(key=block.key, n_tiles=int(rec["n_tiles"]), n_eval=int(rec["n_eval"]))
+    sum_wy, sum_w, valid = overlap_add(block, partials)
+    y, covered = normalise(sum_wy, sum_w)
+    rgb = output_to_uint8(y, job.radiometry.out_range)
+    mask = valid & covered
+    if job.aoi_wkb:
+        import shapely
+
+        from sar2opt_geo.aoi import rasterize_pixels
+
+        mask &= rasterize_pixels(
+            shapely.from_wkb(job.aoi_wkb), block.row0, block.row1, block.col0, block.col1
+        )
+    rgb[:, ~mask] = 0
+    io.write_store_block(ws.store, block.row0, block.col0, rgb, mask)
+    own = next((p for p in partials if p.key == block.key), None)
+    done = BlockDone(key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0)
+    ws.mark_done(block.key, {"n_tiles": done.n_tiles, "n_eval": done.n_eval})
+    return done
+
+
+# ----------------------------------------------------------------------------------------- the graph
+
+
+def translate_graph(job: TranslateJob, workdir: str, done: set[str] = frozenset()) -> tuple[dict, list, dict]:
+    """``(graph, final keys, resources per key)``: an ``out`` task per unfinished block and the ``acc``
+    tasks they need. On a GPU device the ``acc`` tasks (the only ones running the generator) require the
+    worker resource ``GPU=1``."""
+    token = job.model.digest[:8]
+    dsk, finals, resources = {}, [], {}
+    gpu = job.model.device.startswith("cuda")
+    for b in job.plan.blocks:
+        if b.key in done:
+            continue
+        deps = []
+        for c in job.plan.contributors(b):
+            k = (f"acc-{token}", c.bi, c.bj)
+            if k not in dsk:
+                dsk[k] = (resumable_partial, job, workdir, c.bi, c.bj)
+                if gpu:
+                    resources[k] = {"GPU": 1}
+            deps.append(k)
+        key = (f"out-{token}", b.bi, b.bj)
+        dsk[key] = (finish_block, job, workdir, b.bi, b.bj, *deps)
+        finals.append(key)
+    return dsk, finals, resources
