@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,287 @@ def test_dropout_off_makes_training_forward_deterministic(pairs, tmp_path):
         base=out / "generator.safetensors",
     )
     assert {m.p for m in ft_on.G.modules() if isinstance(m, torch.nn.Dropout)} == {0.5}
+
+
+# ------------------------------------------------------------------ interruption, resume, atomic checkpoints
+
+
+def _interrupt_at(monkeypatch, k: int, sig=signal.SIGTERM):
+    """Make the running process receive ``sig`` (a real signal, through the trainer's handler) right after
+    step ``k`` finished its update."""
+    orig = Run.train_step
+
+    def step(self, x, y):
+        losses = orig(self, x, y)
+        if self.step == k:
+            signal.raise_signal(sig)
+        return losses
+
+    monkeypatch.setattr(Run, "train_step", step)
+
+
+def _assert_same_state(dir_a, dir_b):
+    """Generator, discriminator and both optimisers bitwise equal."""
+    a, _ = load_generator(dir_a / "generator.safetensors")
+    b, _ = load_generator(dir_b / "generator.safetensors")
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    st_a = torch.load(dir_a / "training_state.pt", weights_only=True)
+    st_b = torch.load(dir_b / "training_state.pt", weights_only=True)
+    assert st_a["step"] == st_b["step"]
+    for part in ("G", "D"):
+        for k in st_a[part]:
+            assert torch.equal(st_a[part][k], st_b[part][k]), (part, k)
+    for part in ("opt_G", "opt_D"):
+        for i, s in st_a[part]["state"].items():
+            for k, v in s.items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(st_b[part]["state"][i][k])), (
+                    part,
+                    i,
+                    k,
+                )
+
+
+@pytest.mark.parametrize(("k", "sig"), [(1, signal.SIGTERM), (2, signal.SIGINT), (3, signal.SIGTERM)])
+def test_interrupt_at_any_step_then_resume_equals_uninterrupted(run4, pairs, tmp_path, monkeypatch, k, sig):
+    out4, _ = run4
+    out = tmp_path / "run"
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    _interrupt_at(monkeypatch, k, sig)
+    s = train(pairs, out, load_config(overrides=SMALL + ["steps=4"]))
+    assert s["interrupted"] == signal.Signals(sig).name and s["steps"] == k and s["stopped_early"]
+    assert s["resume"] == f"sar2opt-geo train pretrain --resume {out}"
+    assert torch.load(out / "training_state.pt", weights_only=True)["step"] == k
+    assert len((out / "losses.csv").read_text().splitlines()) == 1 + k
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # restored
+    monkeypatch.undo()
+    s = Run(None, out, resume=True).fit()
+    assert s["steps"] == 4 and s["interrupted"] is None and s["resume"] is None
+    _assert_same_state(out4, out)
+    assert (out / "losses.csv").read_text() == (out4 / "losses.csv").read_text()
+
+
+def test_resume_before_the_first_checkpoint(run4, pairs, tmp_path):
+    """A run killed before any checkpoint (run.json but no training_state.pt) resumes from step 0."""
+    out = tmp_path / "run"
+    train(pairs, out, load_config(overrides=SMALL + ["steps=2"]))
+    for name in ("training_state.pt", "generator.safetensors", "summary.json"):
+        (out / name).unlink()
+    s = Run(None, out, resume=True, overrides={"steps": 4}).fit()
+    assert s["steps"] == 4
+    _assert_same_state(run4[0], out)
+
+
+def test_failed_save_keeps_the_previous_checkpoint(pairs, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(pairs, out, load_config(overrides=SMALL + ["steps=2"]))
+    state = out / "training_state.pt"
+    before = state.read_bytes()
+    run = Run(None, out, resume=True, overrides={"steps": 4})
+    run.t0 = 0.0
+    run.step = 3
+
+    def half_write(obj, f, *a, **kw):
+        f.write(before[: len(before) // 2])  # a torn write, then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_write)
+    with pytest.raises(OSError):
+        run.save()
+    monkeypatch.undo()
+    assert state.read_bytes() == before
+    assert torch.load(state, weights_only=True)["step"] == 2
+    assert not list(out.glob(".*.tmp"))
+    assert Run(None, out, resume=True, overrides={"steps": 3}).fit()["steps"] == 3
+
+
+_SAVER = """
+import sys, torch
+from pathlib import Path
+from sar2opt_geo.training.trainer import _save_torch
+path = Path(sys.argv[1])
+i = 0
+print("ready", flush=True)
+while True:  # ~32 MB per version, each a constant tensor of its version number
+    i += 1
+    _save_torch({"version": i, "w": torch.full((8_000_000,), float(i))}, path)
+"""
+
+
+def test_kill_during_save_never_corrupts_the_last_checkpoint(tmp_path):
+    """SIGKILL a process that rewrites a 32 MB checkpoint in a loop, at several moments: the file at the
+    final path always loads and is one whole version."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "training_state.pt"
+    seen = set()
+    for delay in (0.7, 1.3, 2.1):
+        proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.kill()
+        proc.wait(30)
+        if not path.exists():
+            continue
+        st = torch.load(path, weights_only=True)
+        assert torch.equal(st["w"], torch.full((8_000_000,), float(st["version"])))
+        seen.add(st["version"])
+    assert seen, "no checkpoint was ever completed"
+
+
+def _pretrain_cmd(pairs, out, steps):
+    import sys
+
+    sets = sum((["--set", s] for s in SMALL + [f"steps={steps}"]), [])
+    return [
+        sys.executable,
+        "-m",
+        "sar2opt_geo",
+        "train",
+        "pretrain",
+        "--data",
+        str(pairs),
+        "--out",
+        str(out),
+        *sets,
+    ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_a_real_training_process_checkpoints_and_says_how_to_resume(pairs, tmp_path, sig):
+    """SIGTERM as a scheduler sends it; SIGINT as a script sends it to a background job (started with SIGINT
+    ignored, as a non-interactive shell starts `cmd &`)."""
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            _pretrain_cmd(pairs, out, 500),
+            stderr=err,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            if sig == signal.SIGINT
+            else None,
+        )
+        deadline = time.time() + 120
+        losses = out / "losses.csv"
+        while time.time() < deadline and not (losses.exists() and len(losses.read_text().splitlines()) >= 3):
+            assert proc.poll() is None, err_path.read_text()
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        rc = proc.wait(120)
+    msg = err_path.read_text()
+    assert rc == 128 + int(sig), msg
+    assert "Traceback" not in msg
+    step = torch.load(out / "training_state.pt", weights_only=True)["step"]
+    assert 2 <= step < 500
+    assert f"Interrupted by {signal.Signals(sig).name} at step {step}/500; checkpoint saved." in msg
+    assert f"Resume with: sar2opt-geo train pretrain --resume {out}" in msg
+    assert len((out / "losses.csv").read_text().splitlines()) == 1 + step
+    # the printed command continues the run (here for one more step)
+    res = subprocess.run(
+        [*_pretrain_cmd(pairs, out, 0)[:4], "--resume", str(out), "--set", f"steps={step + 1}", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "summary.json").read_text())["steps"] == step + 1
+
+
+# --------------------------------------------------------------------------- machine-fitting defaults, CLI
+
+
+def test_loader_worker_default_from_cores():
+    from sar2opt_geo.training.trainer import default_loader_workers, usable_cores
+
+    assert [default_loader_workers(c) for c in (1, 2, 3, 4, 5, 8, 64)] == [0, 0, 2, 3, 4, 4, 4]
+    assert default_loader_workers() == default_loader_workers(usable_cores())
+    assert load_config().num_workers is None  # null: from the cores
+    for name in ("pretrain", "finetune"):  # the shipped recipes do not hard-code a worker count
+        assert load_config(ROOT / "configs" / f"{name}.yaml").num_workers is None
+
+
+def test_too_many_loader_workers_warn_once_and_deprecated_alias(pairs, tmp_path, capsys):
+    import os
+
+    n = len(os.sched_getaffinity(0)) + 1
+    code, _, err = run_cli(
+        [
+            "train",
+            "pretrain",
+            "--data",
+            pairs,
+            "--out",
+            tmp_path / "w",
+            "--workers",
+            n,
+            *sum((["--set", s] for s in SMALL + ["steps=1"]), []),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert err.count("deprecated") == 1 and "--loader-workers" in err
+    assert err.count(f"num_workers={n} DataLoader processes") == 1
+    assert "This DataLoader will create" not in err
+    code, _, err = run_cli(
+        ["train", "pretrain", "--data", pairs, "--out", tmp_path / "x", "--loader-workers", "-1"], capsys
+    )
+    assert code == 2
+
+
+def test_help_texts(capsys):
+    code, out, _ = run_cli(["train", "pretrain", "--help"], capsys)
+    assert code == 0
+    out = " ".join(out.split())
+    assert out.count("[required unless --resume]") == 2 and "--loader-workers" in out
+    assert "--workers" not in out.replace("--loader-workers", "") and "-v, --verbose" in out
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_run_folder_in_the_data_folder_is_refused(pairs, tmp_path, capsys, inside):
+    before = sorted(p.relative_to(pairs) for p in Path(pairs).rglob("*"))
+    out = Path(pairs) / "runs" / "r" if inside else Path(pairs)
+    code, _, err = run_cli(["train", "pretrain", "--data", pairs, "--out", out, "--set", "steps=1"], capsys)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert ("inside the data folder" if inside else "is the data folder") in err
+    assert sorted(p.relative_to(pairs) for p in Path(pairs).rglob("*")) == before
+
+
+def test_eta_from_a_moving_window_after_warm_up():
+    """Fake clock: 3 slow warm-up steps, 0.5 s steps with jitter, a 10 s validation every 100 steps; after the
+    first minute the ETA is within 20 % of the time actually left; it follows a change of speed."""
+    import numpy as np
+
+    from sar2opt_geo.training.trainer import _Progress
+
+    now = [0.0]
+    total, every, val_s = 1000, 100, 10.0
+    p = _Progress(total, 0, True, window_s=60.0, clock=lambda: now[0])
+    rng = np.random.default_rng(0)
+    durations = [8.0, 4.0, 2.0] + list(0.5 * rng.uniform(0.8, 1.2, total - 3))
+    finish = sum(durations) + val_s * ((total - 1) // every)
+    etas = {}
+    for step in range(1, total + 1):
+        now[0] += durations[step - 1]
+        p.step_done(step)
+        etas[step] = (p.eta(step), finish - now[0])
+        if step % every == 0 and step < total:
+            now[0] += val_s
+            p.add_periodic("validation", every, val_s)
+    assert math.isnan(etas[2][0])  # no estimate during warm-up
+    for step, (eta, left) in etas.items():
+        if sum(durations[:step]) >= 60 and step < total - 10:
+            assert abs(eta - left) <= 0.2 * left, (step, eta, left)
+
+    # speed halves at step 200: a minute later the rate follows it
+    now[0] = 0.0
+    p = _Progress(400, 0, True, window_s=60.0, clock=lambda: now[0])
+    for step in range(1, 401):
+        now[0] += 0.5 if step <= 200 else 1.0
+        p.step_done(step)
+    assert p.rate() == pytest.approx(1.0)
