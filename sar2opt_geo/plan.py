@@ -160,7 +160,7 @@ def check_model_loads(opts: TranslateOptions, device: str, remote: bool) -> None
     CPU: the GPUs are the workers'."""
     local = "cpu" if remote else device
     if opts.backend == "torch":
-        from sar2opt_geo.models.checkpoint import get_cached_generator
+        from sar2opt_geo.models.cache import get_cached_generator
 
         get_cached_generator(opts.model, local, lora=opts.lora)
         return

@@ -92,7 +92,7 @@ def make_model_ref(
 
 
 def _torch_model(ref: ModelRef):
-    from sar2opt_geo.models.checkpoint import get_cached_generator
+    from sar2opt_geo.models.cache import get_cached_generator
 
     model, _meta = get_cached_generator(ref.path, ref.device, lora=ref.lora)
     if model.training:  # the cache hands out eval-mode models; never run BatchNorm/Dropout in train mode

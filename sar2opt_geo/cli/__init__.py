@@ -11,17 +11,10 @@ import sys
 
 import click
 
-import sar2opt_geo.cli.serve  # noqa: F401  (registers `serve`; its web stack is imported lazily)
-from sar2opt_geo.cli import synth, translate  # noqa: F401  (register subcommands)
+# importing a subcommand module registers its commands on the root group
+from sar2opt_geo.cli import demo, filter, jobs, model, synth, train, translate  # noqa: F401
 from sar2opt_geo.cli.base import cli
 from sar2opt_geo.errors import Sar2OptError
-
-for _optional in ("train", "model", "jobs", "filter", "demo"):
-    try:  # subcommand modules are added as their features land
-        __import__(f"sar2opt_geo.cli.{_optional}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"sar2opt_geo.cli.{_optional}":
-            raise
 
 
 def main(argv=None):

@@ -117,8 +117,9 @@ def _checkpoint_info(meta_dict: dict[str, Any]) -> dict[str, Any]:
 def describe_model_file(path: str | os.PathLike) -> dict[str, Any]:
     """What ``model info`` prints: a native checkpoint, a LoRA adapter, an ``.onnx`` export or (read with
     ``weights_only=True``) a foreign PyTorch checkpoint."""
-    from sar2opt_geo.models.checkpoint import META_KEY, _read_header_metadata, checkpoint_hash
+    from sar2opt_geo.models.checkpoint import META_KEY, checkpoint_hash
     from sar2opt_geo.models.lora import ADAPTER_META_KEY, read_adapter_metadata
+    from sar2opt_geo.models.metadata import read_header_metadata
 
     p = Path(path)
     if not p.exists():
@@ -131,7 +132,7 @@ def describe_model_file(path: str | os.PathLike) -> dict[str, Any]:
         return {**base, **_onnx_info(p)}
     if suffix in _TORCH_SUFFIXES:
         return {**base, **_foreign_info(p)}
-    header = _read_header_metadata(p)  # one-line ModelError for pickles, truncated or corrupt files
+    header = read_header_metadata(p)  # one-line ModelError for pickles, truncated or corrupt files
     base["sha256_16"] = checkpoint_hash(p)
     if META_KEY in header:
         from sar2opt_geo.models.checkpoint import read_metadata

@@ -7,13 +7,12 @@ modules which bands and radiometry the model expects. ``onnx_export`` names are 
 heavy to import).
 """
 
+from sar2opt_geo.models.cache import clear_model_cache, get_cached_generator
 from sar2opt_geo.models.checkpoint import (
     CheckpointMeta,
     checkpoint_hash,
     clean_state_dict,
-    clear_model_cache,
     count_parameters,
-    get_cached_generator,
     load_generator,
     read_metadata,
     save_checkpoint,

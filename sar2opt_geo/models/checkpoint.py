@@ -8,10 +8,10 @@ merged into the weights) and free-form ``provenance``.
 
 Why safetensors: loading never unpickles (no code execution from a downloaded file), the metadata can be read
 without touching the tensors, and files are memory-mappable. Written by hand here: the metadata schema, the
-strict key/shape check (:class:`~sar2opt_geo.errors.CheckpointKeyError` lists every problem), the
-sniffing that turns "this is a pickle / a truncated file" into one-line
-:class:`~sar2opt_geo.errors.ModelError` messages, atomic writes (temporary name + ``os.replace``), the
-file-hash cache and the per-process model cache used by worker processes.
+strict key/shape check (:class:`~sar2opt_geo.errors.CheckpointKeyError` lists every problem), atomic writes
+(temporary name + ``os.replace``) and the file-hash cache. Safe reading of safetensors headers and tensors
+lives in :mod:`~sar2opt_geo.models.metadata` (shared with LoRA adapters); the per-process model cache used
+by worker processes in :mod:`~sar2opt_geo.models.cache`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from sar2opt_geo.errors import CheckpointKeyError, ModelError
+from sar2opt_geo.models.metadata import read_header_metadata, read_state_dict
 from sar2opt_geo.models.registry import create_model, is_model, list_models
 
 __all__ = [
@@ -47,8 +47,6 @@ __all__ = [
     "file_sha256",
     "clean_state_dict",
     "count_parameters",
-    "get_cached_generator",
-    "clear_model_cache",
 ]
 
 FORMAT = "sar2opt-geo/1"
@@ -195,68 +193,16 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
 # -------------------------------------------------------------------------------------------- reading
 
 
-def _sniff(path: Path) -> None:
-    """Raise a one-line ModelError for files that are obviously not safetensors (before parsing them)."""
-    if not path.exists():
-        raise ModelError(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise ModelError(f"checkpoint is not a file: {path}")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head[:2] == b"PK":
-        raise ModelError(
-            f"{path.name} is a PyTorch (zip/pickle) checkpoint, not a native .safetensors one; "
-            "convert it with `convert_checkpoint` (it is never unpickled here)"
-        )
-    n = int.from_bytes(head[:8], "little")
-    looks_safetensors = len(head) > 8 and head[8:9] == b"{" and 0 < n and 8 + n <= size
-    # a pickle starts with PROTO (0x80) and a protocol number; a safetensors header length may also start
-    # with the byte 0x80 (1 file in 32), so only a file that is not a plausible safetensors header is one
-    if head[:1] == b"\x80" and not looks_safetensors:
-        raise ModelError(
-            f"{path.name} is a Python pickle, not a native .safetensors checkpoint; refusing to load"
-        )
-    if size < 10:
-        raise ModelError(f"{path.name} is not a safetensors checkpoint (file too small: {size} bytes)")
-    if n <= 0 or 8 + n > size:
-        raise ModelError(f"{path.name} is not a valid safetensors file (corrupt or truncated header)")
-
-
-def _safe_error(path: Path, exc: BaseException) -> ModelError:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ModelError(f"{path.name} is not a readable safetensors checkpoint (corrupt or truncated?): {msg}")
-
-
-def _read_header_metadata(path: Path) -> dict[str, str]:
-    _sniff(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise _safe_error(path, exc) from None
-
-
 def read_metadata(path: str | os.PathLike) -> CheckpointMeta:
     """Read a native checkpoint's metadata without loading its tensors."""
     p = Path(path)
-    md = _read_header_metadata(p)
+    md = read_header_metadata(p)
     if META_KEY not in md:
         raise ModelError(
             f"{p.name} is a safetensors file without sar2opt-geo metadata (not a native checkpoint); "
             "convert it with `convert_checkpoint`"
         )
     return CheckpointMeta.from_json(md[META_KEY])
-
-
-def read_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file (never unpickles); errors become :class:`ModelError`."""
-    p = Path(path)
-    _sniff(p)
-    try:
-        return load_file(str(p), device=str(device))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise _safe_error(p, exc) from None
 
 
 def load_generator(
@@ -304,50 +250,3 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: CheckpointM
         tmp.unlink(missing_ok=True)
         raise
     return p
-
-
-# ----------------------------------------------------------------------------------------- model cache
-
-_MODEL_CACHE: dict[tuple[str, str, str | None], tuple[nn.Module, CheckpointMeta]] = {}
-_MODEL_LOCK = threading.RLock()
-
-
-def _device_key(device: str | torch.device) -> str:
-    d = torch.device(device)
-    if d.type == "cuda" and d.index is None:
-        d = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
-    return str(d)
-
-
-def get_cached_generator(
-    path: str | os.PathLike, device: str | torch.device = "cpu", lora: str | os.PathLike | None = None
-) -> tuple[nn.Module, CheckpointMeta]:
-    """Per-process cache of loaded generators, keyed by (checkpoint hash, device, adapter hash).
-
-    Worker processes call this for every task; the weights are read once per process. With ``lora`` (an
-    adapter file) the adapter is applied and merged exactly into the weights, and the returned ``meta.lora``
-    describes it. The returned model is shared and in eval mode: callers must not modify or train it.
-    Thread-safe (loading happens under a lock, so concurrent first calls load once).
-    """
-    key = (checkpoint_hash(path), _device_key(device), checkpoint_hash(lora) if lora is not None else None)
-    with _MODEL_LOCK:
-        hit = _MODEL_CACHE.get(key)
-        if hit is not None:
-            return hit
-        model, meta = load_generator(path, device="cpu")
-        if lora is not None:
-            from sar2opt_geo.models.lora import apply_adapter, merge_lora, read_adapter_metadata
-
-            apply_adapter(model, lora, expected_base_hash=key[0])
-            merge_lora(model)
-            info = read_adapter_metadata(lora)
-            meta = CheckpointMeta.from_dict({**meta.to_dict(), "lora": {**info, "adapter_hash": key[2]}})
-        model.to(device).eval()
-        _MODEL_CACHE[key] = (model, meta)
-        return model, meta
-
-
-def clear_model_cache() -> None:
-    """Drop every cached model (e.g. between tests or to release GPU memory)."""
-    with _MODEL_LOCK:
-        _MODEL_CACHE.clear()

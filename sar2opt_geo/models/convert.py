@@ -37,13 +37,13 @@ from sar2opt_geo.errors import ModelError
 from sar2opt_geo.models.checkpoint import (
     META_KEY,
     CheckpointMeta,
-    _read_header_metadata,
     clean_state_dict,
     file_sha256,
     load_state_dict_strict,
     read_state_dict,
     save_checkpoint,
 )
+from sar2opt_geo.models.metadata import read_header_metadata
 from sar2opt_geo.models.registry import create_model
 
 __all__ = [
@@ -249,7 +249,7 @@ def convert_checkpoint(
     src = Path(src_path)
     native: CheckpointMeta | None = None
     if src.suffix.lower() == ".safetensors" and src.is_file():
-        header = _read_header_metadata(src)
+        header = read_header_metadata(src)
         if META_KEY in header:
             native = CheckpointMeta.from_json(header[META_KEY])
     sd = load_foreign_state_dict(src)

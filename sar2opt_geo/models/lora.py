@@ -49,6 +49,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from sar2opt_geo.errors import CheckpointKeyError, ModelError
+from sar2opt_geo.models.metadata import read_header_metadata, read_state_dict
 
 __all__ = [
     "ADAPTER_FORMAT",
@@ -422,10 +423,8 @@ def save_adapter(
 
 def read_adapter_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The adapter's JSON description, without loading its tensors."""
-    from sar2opt_geo.models.checkpoint import _read_header_metadata
-
     p = Path(path)
-    md = _read_header_metadata(p)
+    md = read_header_metadata(p)
     if ADAPTER_META_KEY not in md:
         raise ModelError(f"{p.name} is not a sar2opt-geo LoRA adapter (no {ADAPTER_META_KEY!r} metadata)")
     try:
@@ -441,8 +440,6 @@ def read_adapter_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], LoRAConfig]:
     """Adapter weights and a :class:`LoRAConfig` whose ``target`` lists the exact wrapped module names."""
-    from sar2opt_geo.models.checkpoint import read_state_dict
-
     info = read_adapter_metadata(path)
     state = read_state_dict(path)
     config = LoRAConfig(
