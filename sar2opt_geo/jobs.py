@@ -2,145 +2,284 @@
 
 A spec (``version: 1``) names its inputs (paths and globs relative to the spec's directory), where and how
 the outputs are written, the model and the translate options, and per-scene overrides. It is validated by
-hand against :data:`SCHEMA` so every problem is reported with its path in the document (``tiling.overlap:
-expected an integer, got str``; ``tilling: unknown key``).
+pydantic models (:class:`JobDocument`: strict types, unknown keys refused, defaults from
+:mod:`sar2opt_geo.defaults`); a validation error becomes one line naming the spec file, the dotted place
+of the first bad key and what was expected (``job.yaml: tiling.overlap: expected an integer, got str
+('64')``).
+Every path (inputs, model, adapter, output dir) is made absolute against the spec's folder before anything
+reaches a worker. A job whose outputs would land on its inputs (same path, a symbolic or hard link to one,
+inside an input's ``.SAFE`` product folder) or on its model is refused when its scenes are resolved.
 
 Progress lives in ``<output dir>/.sar2opt-job.json`` (per scene: pending / running / done / failed, error,
-tiles done / total, timestamps), rewritten atomically as blocks finish. A failing scene does not stop the
-others. ``status`` reads that file and the scenes' own work state (``.OUTPUT.work/done/``) to report how far
-each scene got, even after the submitting process died.
+tiles done / total, timestamps and the scene's *fingerprint*), rewritten atomically as blocks finish. The
+fingerprint of a scene digests its input (real path, size, mtime), the model's and adapter's content hashes
+and every translate option that changes pixels. The same file keeps a ledger of the outputs this tool
+finished, each with its fingerprint and the file's identity (device, inode, size, mtime): a scene is *done*
+only when its output is the very file the ledger says was made with the scene's current fingerprint. So
+``submit --resume`` redoes outputs made by another spec, model or input (and says so), and ``status`` and
+``submit`` agree on every scene: *running* / *partial* / *failed* come only from this job's own records
+(same fingerprint), never from an output or work folder some other run left. Written by hand: the ledger
+(plain JSON, atomic renames); schema validation is pydantic's.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import glob
+import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import string
 import time
-from dataclasses import dataclass, field, replace
+import types
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal, Union, get_args, get_origin
 
-from sar2opt_geo.errors import JobSpecError, Sar2OptError, UsageError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from sar2opt_geo import defaults
+from sar2opt_geo.errors import InputError, JobSpecError, Sar2OptError, UsageError
 
 log = logging.getLogger(__name__)
 
 STATE_NAME = ".sar2opt-job.json"
-STATES = ("pending", "running", "done", "failed")
-FORMATS = ("cog", "zarr")
-INPUT_SCALES = ("auto", "linear", "db", "amplitude", "dn")
-BACKENDS = ("torch", "onnx")
+STATES = ("pending", "running", "done", "failed", "partial", "interrupted")
+FORMATS = defaults.OUTPUT_FORMATS
+INPUT_SCALES = defaults.INPUT_SCALES
+BACKENDS = defaults.BACKENDS
 PATTERN_FIELDS = ("stem", "name", "index")
-
+#: Translate options left out of a scene's fingerprint: where and how fast it runs, not what it computes.
+NOT_IN_FINGERPRINT = ("device", "batch_size")
 # ------------------------------------------------------------------------------------------------ schema
 
-_INT, _NUM, _STR, _BOOL = "an integer", "a number", "a string", "true or false"
+
+def _fail(kind: str, message: str) -> PydanticCustomError:
+    """A validation error whose text is ``message`` as is (no placeholder formatting)."""
+    return PydanticCustomError(kind, "{message}", {"message": message})
 
 
-def _is(kind: str, v) -> bool:
-    if kind == _INT:
-        return isinstance(v, int) and not isinstance(v, bool)
-    if kind == _NUM:
-        return isinstance(v, int | float) and not isinstance(v, bool)
-    if kind == _STR:
-        return isinstance(v, str)
-    if kind == _BOOL:
-        return isinstance(v, bool)
-    raise AssertionError(kind)
+class _Strict(BaseModel):
+    """Strict, closed, immutable: ``"64"`` is not an integer, ``true`` is not a number, unknown keys fail."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-TILING_KEYS = {"tile_size": _INT, "overlap": _INT, "chunk_size": _INT, "batch_size": _INT}
-FILTER_KEYS = {"name": _STR, "window": _INT, "enl": (_NUM, "auto"), "damping": _NUM}
-OUTPUT_KEYS = {"dir": _STR, "pattern": _STR, "format": FORMATS}
-# keys a scene override may set (everything that is per scene; not inputs/output/version)
-SCENE_KEYS = {
-    "model": (_STR, None),
-    "lora": (_STR, None),
-    "filter": ("filter", None),
-    "tiling": "tiling",
-    "device": _STR,
-    "backend": BACKENDS,
-    "input_scale": INPUT_SCALES,
-    "bands": (_STR, None),
-}
-TOP_KEYS = {"version": _INT, "inputs": "inputs", "output": "output", **SCENE_KEYS, "overrides": "overrides"}
+class TilingSpec(_Strict):
+    tile_size: int = Field(defaults.TILE_SIZE, ge=1)
+    overlap: int = Field(defaults.OVERLAP, ge=0)
+    chunk_size: int = Field(defaults.CHUNK_SIZE, ge=1)
+    batch_size: int = Field(defaults.BATCH_SIZE, ge=1)
+
+
+class FilterOptions(_Strict):
+    name: str
+    window: int = defaults.FILTER_WINDOW
+    enl: float | Literal["auto"] = float(defaults.FILTER_ENL)
+    damping: float = defaults.FILTER_DAMPING
+
+    @model_validator(mode="after")
+    def _valid_filter(self) -> FilterOptions:
+        """The speckle filter registry's own checks (name, odd window, enl > 0, ...)."""
+        self.to_filter_spec()
+        return self
+
+    def to_filter_spec(self):
+        try:
+            from sar2opt_geo.filters import make_filter_spec
+        except ImportError:
+            raise _fail("filter", "speckle filters are not available in this installation") from None
+        try:
+            return make_filter_spec(self.name, window=self.window, enl=self.enl, damping=self.damping)
+        except UsageError as exc:
+            raise _fail("filter", str(exc)) from None
+
+
+def _check_device(v: str) -> str:
+    if v in defaults.DEVICES or re.fullmatch(r"cuda:\d+", v):
+        return v
+    raise _fail("device", f"expected auto, cpu or cuda[:N], got {v!r}")
+
+
+class SceneOptions(_Strict):
+    """What a scene is translated with: the job's top level, or one ``overrides`` entry (only the keys it
+    sets count; a ``tiling`` override merges into the job's tiling)."""
+
+    model: str | None = None
+    lora: str | None = None
+    filter: FilterOptions | None = None
+    tiling: TilingSpec = TilingSpec()
+    device: Annotated[str, AfterValidator(_check_device)] = defaults.DEVICES[0]
+    backend: Literal[defaults.BACKENDS] | None = None  # None: onnx for an .onnx model, else torch
+    input_scale: Literal[defaults.INPUT_SCALES] = "auto"
+    bands: str | None = None
+
+    def merged(self, override: SceneOptions) -> SceneOptions:
+        """These options with the keys ``override`` sets replaced (its tiling keys merged)."""
+        upd = {k: getattr(override, k) for k in override.model_fields_set}
+        if "tiling" in upd:
+            t = override.tiling
+            upd["tiling"] = self.tiling.model_copy(update={k: getattr(t, k) for k in t.model_fields_set})
+        return self.model_copy(update=upd)
+
+
+class OutputSpec(_Strict):
+    dir: str
+    pattern: str | None = None  # None: {stem}_optical.tif (cog) or {stem}_optical.zarr (zarr)
+    format: Literal[defaults.OUTPUT_FORMATS] = "cog"
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, pattern: str | None) -> str | None:
+        if pattern is None:
+            return None
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
+        except ValueError as exc:
+            raise _fail("pattern", str(exc)) from None
+        bad = [f for f in fields if f not in PATTERN_FIELDS]
+        if bad:
+            raise _fail("pattern", f"unknown field {{{bad[0]}}} (fields: {', '.join(PATTERN_FIELDS)})")
+        if not fields or "/" in pattern or os.sep in pattern:
+            raise _fail("pattern", "must be a file name using {stem}, {name} or {index}")
+        return pattern
+
+    @property
+    def file_pattern(self) -> str:
+        return self.pattern or ("{stem}_optical.tif" if self.format == "cog" else "{stem}_optical.zarr")
+
+
+def _as_list(v):
+    return [v] if isinstance(v, str) else v
+
+
+def _non_empty(v: list[str]) -> list[str]:
+    if not v:
+        raise _fail("inputs", "expected a non-empty list of paths or globs, got an empty list")
+    return v
+
+
+def _version(v: int) -> int:
+    if v != 1:
+        raise _fail("version", f"only version 1 is supported (got {v})")
+    return v
+
+
+class JobDocument(SceneOptions):
+    """A whole job spec (``version: 1``)."""
+
+    version: Annotated[int, AfterValidator(_version)]
+    inputs: Annotated[list[str], BeforeValidator(_as_list), AfterValidator(_non_empty)]
+    output: OutputSpec
+    overrides: dict[str, SceneOptions] | None = None
+
+    def scene_options(self) -> SceneOptions:
+        """The job-wide scene options (the top-level keys)."""
+        return SceneOptions(**{k: getattr(self, k) for k in SceneOptions.model_fields})
+
+
+# ------------------------------------------------------------------ pydantic errors → one located line
+
+
+def _describe(tp) -> str:
+    """What a type annotation accepts, in words (``a string or null``, ``'cog' or 'zarr'``)."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _describe(get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if origin is list:
+        return "a list" + (" of strings" if get_args(tp) == (str,) else "")
+    if origin is dict or (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return "a mapping"
+    return {
+        type(None): "null",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _unwrap(tp):
+    """The annotation without ``Annotated[...]`` and without ``| None``."""
+    if get_origin(tp) is Annotated:
+        return _unwrap(get_args(tp)[0])
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if get_origin(tp) in (Union, types.UnionType) and len(args) == 1:
+        return _unwrap(args[0])
+    return tp
+
+
+def _locate(doc, loc: tuple) -> tuple[str, object, object, type[BaseModel]]:
+    """Follow a pydantic error location through the document and the models: ``(dotted path, annotation
+    of the last step, the value found there, the model holding the last key)``. Union member tags that
+    pydantic adds to locations (``enl.float``) are not steps in the document and end the walk."""
+    parts: list[str] = []
+    node, tp, holder = doc, JobDocument, JobDocument
+    for part in loc:
+        t = _unwrap(tp)
+        if isinstance(part, int) and get_origin(t) is list and isinstance(node, list) and part < len(node):
+            parts[-1] += f"[{part}]"
+            node, tp = node[part], get_args(t)[0]
+        elif get_origin(t) is dict and isinstance(node, dict) and part in node:
+            parts.append(str(part))
+            node, tp = node[part], get_args(t)[1]
+        elif isinstance(t, type) and issubclass(t, BaseModel) and isinstance(part, str):
+            parts.append(part)
+            holder = t
+            tp = t.model_fields[part].annotation if part in t.model_fields else None
+            node = node.get(part) if isinstance(node, dict) else None
+        else:
+            break
+    return ".".join(parts), tp, node, holder
 
 
 def _tname(v) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def _where(path: str) -> str:
-    return path or "(top level)"
+def _error_line(doc, err: dict) -> tuple[str, str]:
+    """``(dotted path, what is wrong)`` for one pydantic error."""
+    path, tp, value, holder = _locate(doc, err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        return path, "missing (required)"
+    if kind == "extra_forbidden":
+        return path, f"unknown key (allowed: {', '.join(holder.model_fields)})"
+    if kind in ("greater_than_equal", "greater_than"):
+        op, lim = (">=", err["ctx"]["ge"]) if "ge" in err["ctx"] else (">", err["ctx"]["gt"])
+        return path, f"must be {op} {lim} (got {value!r})"
+    if kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "model_attributes_type"):
+        return path, f"expected {_describe(tp)}, got {_tname(value)} ({value!r})"
+    return path, err["msg"].removeprefix("Value error, ")
 
 
-def _mapping(doc, path: str, allowed: dict, src: str, required: tuple = ()) -> dict:
-    if not isinstance(doc, dict):
-        raise JobSpecError(f"{src}: {_where(path)}: expected a mapping, got {_tname(doc)}")
-    for k in doc:
-        if not isinstance(k, str) or k not in allowed:
-            raise JobSpecError(
-                f"{src}: {path + '.' if path else ''}{k}: unknown key (allowed: {', '.join(allowed)})"
-            )
-    for k in required:
-        if k not in doc:
-            raise JobSpecError(f"{src}: {path + '.' if path else ''}{k}: missing (required)")
-    return doc
-
-
-def _check_value(v, kind, path: str, src: str):
-    """Check ``v`` against ``kind``: a type name, a tuple of choices (type names, literals or None)."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    for k in kinds:
-        if k is None and v is None:
-            return v
-        if isinstance(k, str) and k in (_INT, _NUM, _STR, _BOOL) and _is(k, v):
-            return v
-        if not isinstance(k, str) or k not in (_INT, _NUM, _STR, _BOOL):
-            if k is not None and v == k and type(v) is type(k):
-                return v
-    want = " or ".join(
-        "null" if k is None else (k if k in (_INT, _NUM, _STR, _BOOL) else repr(k)) for k in kinds
-    )
-    raise JobSpecError(f"{src}: {path}: expected {want}, got {_tname(v)} ({v!r})")
-
-
-def _check_tiling(doc, path, src) -> dict:
-    _mapping(doc, path, TILING_KEYS, src)
-    for k, v in doc.items():
-        _check_value(v, TILING_KEYS[k], f"{path}.{k}", src)
-        if v < (0 if k == "overlap" else 1):
-            raise JobSpecError(f"{src}: {path}.{k}: must be {'>= 0' if k == 'overlap' else '>= 1'} (got {v})")
-    return dict(doc)
-
-
-def _check_filter(doc, path, src) -> dict:
-    _mapping(doc, path, FILTER_KEYS, src, required=("name",))
-    for k, v in doc.items():
-        _check_value(v, FILTER_KEYS[k], f"{path}.{k}", src)
-    return dict(doc)
-
-
-def _check_scene_opts(doc: dict, prefix: str, src: str) -> dict:
-    """Per-scene options (top level or an override), each checked; returns the keys present."""
-    out = {}
-    for k, kind in SCENE_KEYS.items():
-        if k not in doc:
-            continue
-        v, path = doc[k], f"{prefix}{k}"
-        if kind == "tiling":
-            out[k] = _check_tiling(v, path, src)
-        elif kind == ("filter", None):
-            out[k] = None if v is None else _check_filter(v, path, src)
-        else:
-            out[k] = _check_value(v, kind, path, src)
-        if k == "device" and not (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")):
-            raise JobSpecError(f"{src}: {path}: expected auto, cpu or cuda[:N], got {v!r}")
-    return out
+def _spec_error(src: str, doc, exc: ValidationError) -> JobSpecError:
+    """The first problem (by its place in the spec) as one line, plus how many more there are."""
+    lines: dict[str, str] = {}
+    for err in exc.errors():
+        path, what = _error_line(doc, err)
+        lines.setdefault(path, what)  # a union gives one error per member: keep the first per place
+    (path, what), more = next(iter(lines.items())), len(lines) - 1
+    return JobSpecError(f"{src}: {path or '(top level)'}: {what}" + (f" (and {more} more)" if more else ""))
 
 
 # ---------------------------------------------------------------------------------------------- objects
@@ -152,7 +291,7 @@ class Scene:
     key: str  # how the spec names it (relative to the spec directory when possible)
     input: str  # absolute
     output: str  # absolute
-    options: object  # pipeline.TranslateOptions
+    options: object  # the pipeline's TranslateOptions (every path in it absolute)
 
     @property
     def label(self) -> str:
@@ -162,13 +301,13 @@ class Scene:
 @dataclass
 class JobSpec:
     path: str
-    base: Path
+    base: Path  # the spec's folder (absolute): relative paths in the spec are relative to it
     inputs: list[str]
     output_dir: Path
     pattern: str
     fmt: str
-    options: dict  # the top-level per-scene options (SCENE_KEYS), already checked
-    overrides: dict[str, dict] = field(default_factory=dict)
+    options: SceneOptions  # the job-wide options
+    overrides: dict[str, SceneOptions] = field(default_factory=dict)
 
     @property
     def state_path(self) -> Path:
@@ -176,10 +315,11 @@ class JobSpec:
 
     def scenes(self) -> list[Scene]:
         """Resolve the inputs (globs sorted), outputs and overrides into scenes. Errors name the culprit:
-        a glob or path matching nothing, two scenes writing one output, an override matching no scene."""
+        a glob or path matching nothing, two scenes writing one output, an override matching no scene, an
+        output that would land on an input or on the model."""
         seen: dict[str, str] = {}
         for entry in self.inputs:
-            full = entry if os.path.isabs(entry) else str(self.base / entry)
+            full = self._abs(entry)
             if glob.has_magic(entry):
                 matches = sorted(p for p in glob.glob(full, recursive=True) if os.path.isfile(p))
                 if not matches:
@@ -203,22 +343,27 @@ class JobSpec:
                     f"(output.pattern {self.pattern!r}); use {{index}} or {{name}} to tell them apart"
                 )
             outputs[out] = key
-            opts = dict(self.options)
+            opts = self.options
             for okey, ov in self.overrides.items():
                 if self._override_matches(okey, path, seen[path]):
                     used_overrides.add(okey)
-                    for k, v in ov.items():
-                        opts[k] = {**opts.get("tiling", {}), **v} if k == "tiling" else v
-            scenes.append(Scene(index, key, path, out, self._translate_options(opts, f"{key}: ")))
+                    opts = opts.merged(ov)
+            scenes.append(Scene(index, key, path, out, self._translate_options(opts)))
         unused = [k for k in self.overrides if k not in used_overrides]
         if unused:
             raise JobSpecError(f"{self.path}: overrides.{unused[0]}: matches none of the job's scenes")
+        self._refuse_collisions(scenes)
         return scenes
+
+    def _abs(self, p: str) -> str:
+        """``p`` as an absolute path: ``~`` expanded, relative paths taken from the spec's folder."""
+        p = os.path.expanduser(p)
+        return os.path.abspath(p if os.path.isabs(p) else self.base / p)
 
     def _key(self, path: str, entry: str) -> str:
         """The scene's name: as the spec wrote it (absolute entries stay absolute, relative ones are
         relative to the spec's directory)."""
-        if os.path.isabs(entry):
+        if os.path.isabs(os.path.expanduser(entry)):
             return path
         try:
             return os.path.relpath(path, self.base)
@@ -226,54 +371,73 @@ class JobSpec:
             return path
 
     def _override_matches(self, okey: str, path: str, entry: str) -> bool:
-        full = okey if os.path.isabs(okey) else str(self.base / okey)
+        full = self._abs(okey)
         if glob.has_magic(okey):
-            return fnmatch.fnmatch(path, os.path.abspath(full))
-        return os.path.abspath(full) == path or okey == entry
+            return fnmatch.fnmatch(path, full)
+        return full == path or okey == entry
 
-    def _translate_options(self, o: dict, prefix: str = ""):
-        from sar2opt_geo.cli.base import DEFAULT_MODEL
+    def _translate_options(self, o: SceneOptions):
         from sar2opt_geo.plan import TranslateOptions
 
-        def rel(p):
-            return None if p is None else str(p if os.path.isabs(p) else self.base / p)
-
-        t = o.get("tiling", {})
+        t = o.tiling
         return TranslateOptions(
-            model=rel(o.get("model")) or str(DEFAULT_MODEL),
-            lora=rel(o.get("lora")),
-            tile_size=t.get("tile_size", 256),
-            overlap=t.get("overlap", 64),
-            chunk_size=t.get("chunk_size", 2048),
-            batch_size=t.get("batch_size", 8),
-            device=o.get("device", "auto"),
-            backend=o.get("backend"),
-            input_scale=o.get("input_scale", "auto"),
-            bands=o.get("bands"),
-            filter=_filter_spec(o.get("filter"), f"{self.path}: {prefix}filter"),
+            model=self._abs(o.model) if o.model else str(defaults.BUNDLED_MODEL),
+            lora=self._abs(o.lora) if o.lora else None,
+            tile_size=t.tile_size,
+            overlap=t.overlap,
+            chunk_size=t.chunk_size,
+            batch_size=t.batch_size,
+            device=o.device,
+            backend=o.backend,
+            input_scale=o.input_scale,
+            bands=o.bands,
+            filter=o.filter.to_filter_spec() if o.filter is not None else None,
             fmt=self.fmt,
         )
 
+    def _refuse_collisions(self, scenes: list[Scene]) -> None:
+        """The input is sacred: no output may be, or replace, an input or the model of this job."""
+        protected = [(f"input {s.key!r}", s.input) for s in scenes]
+        for s in scenes:
+            for kind, p in (("model", s.options.model), ("LoRA adapter", s.options.lora)):
+                if p and (f"{kind} {p}", p) not in protected:
+                    protected.append((f"{kind} {p}", p))
+        for s in scenes:
+            for what, path in protected:
+                why = _collision(s.output, path)
+                if why:
+                    raise JobSpecError(
+                        f"{self.path}: the output of scene {s.key!r}, {s.output}, {why} {what}; "
+                        "the job would destroy it: change output.dir or output.pattern"
+                    )
 
-def _filter_spec(d: dict | None, where: str):
-    if d is None:
-        return None
+
+def _collision(output: str, protected: str) -> str | None:
+    """How writing ``output`` would destroy ``protected`` (a file, or a folder holding it), or None."""
+    out_real, p_real = os.path.realpath(output), os.path.realpath(protected)
+    if os.path.abspath(output) == os.path.abspath(protected):
+        return "is"
+    if out_real == p_real:
+        return "is (through a symbolic link)"
     try:
-        from sar2opt_geo.filters import make_filter_spec
-    except ImportError:
-        raise JobSpecError(f"{where}: speckle filters are not available in this installation") from None
-    try:
-        return make_filter_spec(
-            d["name"], window=d.get("window", 7), enl=d.get("enl", 4.4), damping=d.get("damping", 2.0)
-        )
-    except UsageError as exc:
-        raise JobSpecError(f"{where}: {exc}") from None
+        if os.path.exists(output) and os.path.samefile(output, protected):
+            return "is (a hard link to)"
+    except OSError:
+        pass
+    if p_real.startswith(out_real.rstrip(os.sep) + os.sep):
+        return "is a folder holding"  # e.g. a Zarr output replacing the folder that holds the input
+    for folder in Path(p_real).parents:
+        if folder.name.upper().endswith(".SAFE") and out_real.startswith(str(folder) + os.sep):
+            return f"is inside the product folder {folder} of"
+    return None
 
 
 def load_job(path: str | os.PathLike) -> JobSpec:
     """Parse and validate a job spec (schema, option values, pattern fields). Inputs are not resolved
     here (see :meth:`JobSpec.scenes`), so a spec can be checked anywhere."""
     import yaml
+
+    from sar2opt_geo.tiling import TileGrid
 
     src = str(path)
     try:
@@ -286,76 +450,93 @@ def load_job(path: str | os.PathLike) -> JobSpec:
         raise JobSpecError(f"{src}: not valid YAML ({' '.join(str(exc).split())})") from None
     if doc is None:
         raise JobSpecError(f"{src}: the job spec is empty")
-    _mapping(doc, "", TOP_KEYS, src, required=("version", "inputs", "output"))
-    if _check_value(doc["version"], _INT, "version", src) != 1:
-        raise JobSpecError(f"{src}: version: only version 1 is supported (got {doc['version']})")
-    inputs = doc["inputs"]
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not isinstance(inputs, list) or not inputs:
-        raise JobSpecError(
-            f"{src}: inputs: expected a non-empty list of paths or globs, got {_tname(inputs)}"
-        )
-    for i, v in enumerate(inputs):
-        _check_value(v, _STR, f"inputs[{i}]", src)
-    out = _mapping(doc["output"], "output", OUTPUT_KEYS, src, required=("dir",))
-    _check_value(out["dir"], _STR, "output.dir", src)
-    fmt = _check_value(out.get("format", "cog"), FORMATS, "output.format", src)
-    pattern = out.get("pattern", "{stem}_optical.tif" if fmt == "cog" else "{stem}_optical.zarr")
-    _check_value(pattern, _STR, "output.pattern", src)
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
-    except ValueError as exc:
-        raise JobSpecError(f"{src}: output.pattern: {exc}") from None
-    bad = [f for f in fields if f not in PATTERN_FIELDS]
-    if bad:
-        raise JobSpecError(
-            f"{src}: output.pattern: unknown field {{{bad[0]}}} (fields: {', '.join(PATTERN_FIELDS)})"
-        )
-    if not fields or "/" in pattern or os.sep in pattern:
-        raise JobSpecError(
-            f"{src}: output.pattern: must be a file name using {{stem}}, {{name}} or {{index}}"
-        )
-
-    options = _check_scene_opts(doc, "", src)
-    overrides = doc.get("overrides") or {}
-    if not isinstance(overrides, dict):
-        raise JobSpecError(
-            f"{src}: overrides: expected a mapping of scene -> options, got {_tname(overrides)}"
-        )
-    checked = {}
-    for key, ov in overrides.items():
-        p = f"overrides.{key}"
-        if not isinstance(key, str):
-            raise JobSpecError(f"{src}: {p}: scene keys must be strings")
-        _mapping(ov, p, SCENE_KEYS, src)
-        checked[key] = _check_scene_opts(ov, p + ".", src)
-        if not any(key == e or fnmatch.fnmatch(key, e) or fnmatch.fnmatch(e, key) for e in inputs):
-            raise JobSpecError(f"{src}: {p}: matches none of the inputs ({', '.join(inputs)})")
+        job = JobDocument.model_validate(doc)
+    except ValidationError as exc:
+        raise _spec_error(src, doc, exc) from None
+    overrides = job.overrides or {}
+    for key in overrides:
+        if not any(key == e or fnmatch.fnmatch(key, e) or fnmatch.fnmatch(e, key) for e in job.inputs):
+            raise JobSpecError(
+                f"{src}: overrides.{key}: matches none of the inputs ({', '.join(job.inputs)})"
+            )
     base = Path(path).resolve().parent
+    options = job.scene_options()
     spec = JobSpec(
         path=src,
         base=base,
-        inputs=list(inputs),
-        output_dir=base / out["dir"],
-        pattern=pattern,
-        fmt=fmt,
+        inputs=list(job.inputs),
+        output_dir=base / os.path.expanduser(job.output.dir),
+        pattern=job.output.file_pattern,
+        fmt=job.output.format,
         options=options,
-        overrides=checked,
+        overrides=dict(overrides),
     )
-    # option values the pipeline would refuse later: refuse them now, with their place in the spec
-    for where, o in [("", options)] + [(f"overrides.{k}.", {**options, **v}) for k, v in checked.items()]:
-        t = {**options.get("tiling", {}), **o.get("tiling", {})}
+    # tilings the pipeline would refuse later (odd overlap, overlap >= tile): refuse them now, located
+    for where, o in [("", options)] + [(f"overrides.{k}.", options.merged(v)) for k, v in overrides.items()]:
         try:
-            from sar2opt_geo.tiling import TileGrid
-
-            TileGrid(1, 1, t.get("tile_size", 256), t.get("overlap", 64))
+            TileGrid(1, 1, o.tiling.tile_size, o.tiling.overlap)
         except UsageError as exc:
             raise JobSpecError(
                 f"{src}: {where}tiling: {str(exc).replace('--', '').replace('-', '_')}"
             ) from None
-        _filter_spec(o.get("filter"), f"{src}: {where}filter")
     return spec
+
+
+# ----------------------------------------------------------------------------------------- fingerprints
+
+
+def _file_identity(path: str) -> dict:
+    """Which file ``path`` is right now: replaced, rewritten or touched, it is another one."""
+    st = os.stat(path)
+    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@lru_cache(maxsize=64)
+def _content_hash(path: str, identity: tuple) -> str:  # identity: the cache key changes with the file
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _hash_file(path: str) -> str:
+    try:
+        return _content_hash(os.path.realpath(path), tuple(_file_identity(path).values()))
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror or exc})") from None
+
+
+def scene_fingerprint(scene: Scene) -> str:
+    """What the scene's output must have been made from: the input (real path, size, mtime), the content
+    hashes of the model and adapter, and every translate option except :data:`NOT_IN_FINGERPRINT`."""
+    opts = {}
+    for f in fields(scene.options):
+        if f.name in NOT_IN_FINGERPRINT:
+            continue
+        v = getattr(scene.options, f.name)
+        if f.name in ("model", "lora") and v is not None:
+            v = _hash_file(v)
+        elif hasattr(v, "to_dict"):
+            v = v.to_dict()
+        opts[f.name] = v
+    try:
+        st = os.stat(scene.input)
+    except OSError as exc:
+        raise InputError(f"{scene.input}: cannot read ({exc.strerror or exc})") from None
+    ident = {"path": os.path.realpath(scene.input), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    doc = json.dumps({"input": ident, "options": opts}, sort_keys=True, default=str)
+    return hashlib.sha256(doc.encode()).hexdigest()[:32]
+
+
+def output_fingerprint(output: str, ledger: dict) -> str | None:
+    """The fingerprint ``output`` was made with, when the ledger knows this very file; else None."""
+    rec = ledger.get(output)
+    if not rec or not os.path.exists(output):
+        return None
+    try:
+        same = rec.get("identity") == _file_identity(output)
+    except OSError:
+        return None
+    return rec.get("fingerprint") if same else None
 
 
 # ------------------------------------------------------------------------------------------- job state
@@ -366,10 +547,16 @@ def _now() -> str:
 
 
 class JobState:
-    """``<output dir>/.sar2opt-job.json``, rewritten atomically (temporary file + rename)."""
+    """``<output dir>/.sar2opt-job.json``, rewritten atomically (temporary file + rename).
 
-    def __init__(self, path: Path, spec_path: str, scenes: list[Scene]):
+    ``scenes``: this run's record per scene (with its fingerprint); ``outputs``: the ledger of finished
+    outputs (fingerprint and file identity), carried over from earlier runs for outputs that still exist.
+    :attr:`previous` is the document an earlier run left (or ``{}``)."""
+
+    def __init__(self, path: Path, spec_path: str, scenes: list[Scene], fingerprints: dict[str, str | None]):
         self.path = Path(path)
+        self.previous = read_state(self.path) or {}
+        ledger = self.previous.get("outputs")
         self.doc = {
             "spec": os.path.abspath(spec_path),
             "host": socket.gethostname(),
@@ -381,6 +568,7 @@ class JobState:
                     "index": s.index,
                     "input": s.input,
                     "output": s.output,
+                    "fingerprint": fingerprints.get(s.key),
                     "state": "pending",
                     "error": None,
                     "tiles_done": 0,
@@ -391,8 +579,15 @@ class JobState:
                 }
                 for s in scenes
             },
+            "outputs": {
+                k: v for k, v in (ledger if isinstance(ledger, dict) else {}).items() if os.path.exists(k)
+            },
         }
         self._last = 0.0
+
+    @property
+    def outputs(self) -> dict:
+        return self.doc["outputs"]
 
     def scene(self, key: str) -> dict:
         return self.doc["scenes"][key]
@@ -402,6 +597,15 @@ class JobState:
         now = time.monotonic()
         if force or now - self._last >= 0.5:  # progress ticks: at most two writes a second
             self.write()
+
+    def record_output(self, key: str, output: str, fingerprint: str, **fields) -> None:
+        """The scene is done: its output file is in the ledger with its fingerprint (one write)."""
+        self.outputs[output] = {
+            "fingerprint": fingerprint,
+            "identity": _file_identity(output),
+            "made": _now(),
+        }
+        self.update(key, state="done", **fields)
 
     def write(self) -> None:
         self._last = time.monotonic()
@@ -414,9 +618,10 @@ class JobState:
 
 def read_state(path: Path) -> dict | None:
     try:
-        return json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 # ----------------------------------------------------------------------------------------------- submit
@@ -430,6 +635,11 @@ class SceneResult:
     evaluations: int | None = None
     tiles: int | None = None
     seconds: float = 0.0
+    note: str | None = None  # why a scene was skipped or redone
+
+
+SKIPPED = "made with this job's model, options and input"
+REDONE = "the existing output was not made with this job's model, options and input"
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -442,6 +652,17 @@ def _describe_error(exc: BaseException) -> str:
 def _client_lost(executor) -> bool:
     client = getattr(executor, "client", None)
     return client is not None and client.status not in ("running", "connecting")
+
+
+def _fingerprints(scenes: list[Scene]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Each scene's fingerprint, and the reason for those that cannot be computed (unreadable model...)."""
+    fps, errors = {}, {}
+    for sc in scenes:
+        try:
+            fps[sc.key] = scene_fingerprint(sc)
+        except Sar2OptError as exc:
+            fps[sc.key], errors[sc.key] = None, str(exc)
+    return fps, errors
 
 
 def run_job(
@@ -457,25 +678,36 @@ def run_job(
     and the job goes on; a lost cluster connection fails the remaining scenes. ``on_scene(result)`` is called
     as each scene ends; ``progress_factory(scene)`` may return a ``progress(done, total)`` callback.
 
-    With ``resume``, scenes whose output exists are done, and unfinished ones continue from their work
-    state; without it an existing output fails its scene (unless ``overwrite``)."""
+    With ``resume``, a scene whose output carries its fingerprint is done; an existing output made otherwise
+    is redone (the result's ``note`` says why); a scene this job left unfinished continues from its work
+    state. Without it an existing output fails its scene (unless ``overwrite``)."""
     from sar2opt_geo.run import run_translate
 
     scenes = spec.scenes()
     spec.output_dir.mkdir(parents=True, exist_ok=True)
-    state = JobState(spec.state_path, spec.path, scenes)
+    fps, fp_errors = _fingerprints(scenes)
+    state = JobState(spec.state_path, spec.path, scenes, fps)
     state.write()
+    before = state.previous.get("scenes", {}) if isinstance(state.previous.get("scenes"), dict) else {}
     results = []
     lost = None
     for sc in scenes:
-        if lost is not None:
-            res = SceneResult(sc, "failed", lost)
-            state.update(sc.key, state="failed", error=lost, finished=_now())
-        elif resume and not overwrite and os.path.exists(sc.output):
-            res = SceneResult(sc, "done", None)
-            state.update(sc.key, state="done", error=None, finished=_now(), note="output already existed")
+        fp = fps[sc.key]
+        if lost is not None or sc.key in fp_errors:
+            err = lost or fp_errors[sc.key]
+            res = SceneResult(sc, "failed", err)
+            state.update(sc.key, state="failed", error=err, finished=_now())
+        elif resume and not overwrite and output_fingerprint(sc.output, state.outputs) == fp:
+            res = SceneResult(sc, "done", None, note=SKIPPED)
+            state.update(sc.key, state="done", error=None, finished=_now(), note=SKIPPED)
         else:
-            res = _run_scene(sc, executor, state, run_translate, resume, overwrite, progress_factory)
+            redo = resume and not overwrite and os.path.exists(sc.output)
+            # continue from work state only if this job (same fingerprint) left it
+            mine = before.get(sc.key, {}).get("fingerprint") == fp
+            res = _run_scene(
+                sc, executor, state, run_translate, resume and mine, overwrite or redo, progress_factory, fp
+            )
+            res.note = REDONE if redo else None
             if res.state == "failed" and _client_lost(executor):
                 lost = f"not run: the cluster connection was lost (during {sc.key})"
         results.append(res)
@@ -484,7 +716,7 @@ def run_job(
     return results
 
 
-def _run_scene(sc, executor, state, run_translate, resume, overwrite, progress_factory) -> SceneResult:
+def _run_scene(sc, executor, state, run_translate, resume, overwrite, progress_factory, fp) -> SceneResult:
     t0 = time.perf_counter()
     state.update(sc.key, state="running", error=None, started=_now(), finished=None)
     cb = progress_factory(sc) if progress_factory else None
@@ -495,8 +727,6 @@ def _run_scene(sc, executor, state, run_translate, resume, overwrite, progress_f
             cb(done, total)
 
     try:
-        if not os.path.exists(sc.options.model):
-            raise UsageError(f"model {sc.options.model} does not exist")
         summary = run_translate(
             sc.input, sc.output, sc.options, executor, overwrite=overwrite, resume=resume, progress=progress
         )
@@ -512,9 +742,10 @@ def _run_scene(sc, executor, state, run_translate, resume, overwrite, progress_f
         close = getattr(cb, "close", None)
         if close is not None:
             close()
-    state.update(
+    state.record_output(
         sc.key,
-        state="done",
+        sc.output,
+        fp,
         error=None,
         finished=_now(),
         tiles_done=summary.tiles,
@@ -535,6 +766,7 @@ class SceneStatus:
     tiles_done: int | None = None
     tiles_total: int | None = None
     error: str | None = None
+    note: str | None = None
 
     def progress(self) -> str:
         if self.tiles_total:
@@ -556,50 +788,60 @@ def _pid_alive(pid: int) -> bool:
 
 
 def job_status(spec: JobSpec) -> list[SceneStatus]:
-    """Each scene's state: the job state file's word, corrected by what is on disk — an existing output
-    is done; a work directory (``.OUTPUT.work/done/``) gives the tiles finished so far; a scene recorded as
-    running by a process that no longer exists (same host) is reported as interrupted."""
+    """Each scene's state, by the same rules ``submit`` follows: *done* when its output is the file the
+    ledger says was made with the scene's fingerprint; *running*, *failed*, *partial* (work state of an
+    interrupted run, its finished blocks counted) or *interrupted* only from this job's own record of the
+    scene (same fingerprint); *pending* otherwise, even when an output made some other way exists."""
     from sar2opt_geo.workstate import WorkState
 
     doc = read_state(spec.state_path) or {}
-    recorded = doc.get("scenes", {})
+    recorded = doc.get("scenes") if isinstance(doc.get("scenes"), dict) else {}
+    ledger = doc.get("outputs") if isinstance(doc.get("outputs"), dict) else {}
     dead = (
         doc.get("host") == socket.gethostname()
         and isinstance(doc.get("pid"), int)
         and not _pid_alive(doc["pid"])
     )
+    scenes = spec.scenes()
+    fps, fp_errors = _fingerprints(scenes)
     out = []
-    for sc in spec.scenes():
+    for sc in scenes:
+        fp = fps[sc.key]
         r = recorded.get(sc.key, {})
+        if fp is None or r.get("fingerprint") != fp:
+            r = {}  # another spec's, model's or input's record says nothing about this scene
         st = SceneStatus(
             sc.key, sc.output, r.get("state", "pending"), r.get("tiles_done"), r.get("tiles_total")
         )
-        st.error = r.get("error")
+        st.error = r.get("error") or fp_errors.get(sc.key)
         ws = WorkState(sc.output)
-        if os.path.exists(sc.output) and not ws.root.exists():
+        running = st.state == "running" and not dead
+        if not running and fp is not None and output_fingerprint(sc.output, ledger) == fp:
             st.state, st.error = "done", None
-            if st.tiles_total:
-                st.tiles_done = st.tiles_total
-        elif ws.root.exists():
+            st.tiles_done = st.tiles_total
+        elif st.state in ("running", "failed") and ws.root.exists():
             st.tiles_done = sum(int(v.get("n_tiles", 0)) for v in ws.done_records().values())
             st.tiles_total = st.tiles_total or _tile_total(sc)
-            if st.state != "failed" and (st.state != "running" or dead):
+            if st.state == "running" and dead:
                 st.state = "partial"
         elif st.state == "running" and dead:
             st.state = "interrupted"
+        elif st.state == "done":  # recorded done, but its output is gone or was replaced since
+            st.state, st.tiles_done = "pending", None
+        if st.state == "pending" and os.path.exists(sc.output):
+            st.note = "an output exists, not made with this job's model, options and input: it will be redone"
         out.append(st)
     return out
 
 
 def _tile_total(sc: Scene) -> int | None:
+    from sar2opt_geo.io import open_scene
+    from sar2opt_geo.tiling import TileGrid
+
     try:
-        import rasterio
-
-        from sar2opt_geo.tiling import TileGrid
-
-        with rasterio.open(sc.input) as src:
-            return TileGrid(src.height, src.width, sc.options.tile_size, sc.options.overlap).count
-    except Exception:  # status is best effort: an unreadable input just shows no total
+        info = open_scene(sc.input, allow_ungeoreferenced=True)
+        return TileGrid(info.height, info.width, sc.options.tile_size, sc.options.overlap).count
+    except Sar2OptError:  # status is best effort: an unreadable input just shows no total
         return None
 
 

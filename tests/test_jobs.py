@@ -12,9 +12,9 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from sar2opt_geo import io
+from sar2opt_geo import defaults, io
 from sar2opt_geo.errors import JobSpecError
-from sar2opt_geo.jobs import STATE_NAME, job_status, load_job
+from sar2opt_geo.jobs import STATE_NAME, JobState, job_status, load_job, run_job, scene_fingerprint
 
 JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 
@@ -187,8 +187,16 @@ def test_submit_failing_scene_does_not_stop_others(job_scenes, tiny_model_path, 
     assert code == 1 and "3 of 3 scenes failed" in err
 
 
+def _record(job, sc, pid: int, **fields) -> None:
+    """The job state file as a run of this job (same fingerprints) leaves it, from process ``pid``."""
+    state = JobState(job.state_path, str(job.path), [sc], {sc.key: scene_fingerprint(sc)})
+    state.doc["pid"] = pid
+    state.update(sc.key, **fields)
+
+
 def test_status_counts_work_dir_records(job_scenes, tiny_model_path, tmp_path, capsys):
-    """A scene with a work directory (interrupted run) shows the tiles of its finished blocks."""
+    """A scene this job left unfinished shows the tiles of its finished blocks; a work folder that this job
+    did not leave (no record with this scene's fingerprint) is not this job's progress."""
     from sar2opt_geo.tiling import TileGrid
     from sar2opt_geo.workstate import WorkState
 
@@ -201,15 +209,20 @@ def test_status_counts_work_dir_records(job_scenes, tiny_model_path, tmp_path, c
     ws.begin({"x": 1}, resume=False)
     ws.mark_done("0-0", {"n_tiles": 1, "n_eval": 1})
     ws.mark_done("0-1", {"n_tiles": 1, "n_eval": 1})
+    assert job_status(job)[0].state == "pending"  # no record of this job: someone else's work folder
+    dead = 2**22 + 12345
+    _record(job, sc, dead, state="running")
     (st,) = job_status(job)
     assert st.state == "partial"
     assert (st.tiles_done, st.tiles_total) == (2, TileGrid(260, 300).count)
     code, out, _ = run_cli(["status", spec], capsys)
     assert code == 0 and "partial" in out and f"2/{TileGrid(260, 300).count} tiles" in out
-    # a state file saying "running" from a process that is gone reads as interrupted / partial
-    state = {"host": os.uname().nodename, "pid": 2**22 + 12345, "scenes": {sc.key: {"state": "running"}}}
-    (tmp_path / "out" / STATE_NAME).write_text(json.dumps(state))
-    assert job_status(job)[0].state == "partial"
+    _record(job, sc, os.getpid(), state="running")  # a live submitting process: running
+    assert job_status(job)[0].state == "running"
+    # the same record made with other options is another job's: pending
+    other = load_job(write_spec(tmp_path, {**doc, "tiling": {"chunk_size": 384}}, name="other.yaml"))
+    assert job_status(other)[0].state == "pending"
+    _record(job, sc, dead, state="running")
     ws.discard()
     assert job_status(job)[0].state == "interrupted"
 
@@ -239,3 +252,173 @@ def test_submit_dry_run_lists_scenes(tmp_path, scenes_dir, capsys):
     code, out, _ = run_cli(["submit", spec, "--dry-run"], capsys)
     assert code == 0
     assert "000_a.tif" in out and "002_special.tif" in out
+
+
+# --------------------------------------------------------------------------- defaults, errors, paths
+
+
+def test_defaults_come_from_the_defaults_module(tmp_path, scenes_dir):
+    (sc, *_) = load_job(write_spec(tmp_path, base_doc(filter={"name": "lee"}))).scenes()
+    o = sc.options
+    assert (o.tile_size, o.overlap, o.chunk_size, o.batch_size) == (
+        defaults.TILE_SIZE,
+        defaults.OVERLAP,
+        defaults.CHUNK_SIZE,
+        defaults.BATCH_SIZE,
+    )
+    assert o.chunk_size == 1024 and o.model == str(defaults.BUNDLED_MODEL) and o.device == "auto"
+    assert (o.filter.window, float(o.filter.enl), o.filter.damping) == (
+        defaults.FILTER_WINDOW,
+        float(defaults.FILTER_ENL),
+        defaults.FILTER_DAMPING,
+    )
+
+
+def test_several_errors_report_the_first_and_count_the_rest(tmp_path):
+    path = write_spec(tmp_path, base_doc(tiling={"tile_size": 0, "overlap": "x"}, device="tpu"))
+    with pytest.raises(JobSpecError) as exc:
+        load_job(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: tiling.tile_size: must be >= 1 (got 0)") and msg.endswith("(and 2 more)")
+    assert "\n" not in msg
+
+
+def test_cli_reports_a_bad_spec_in_one_line(tmp_path, capsys):
+    spec = write_spec(tmp_path, base_doc(tiling={"overlap": "64"}))
+    for cmd in (["submit", spec, "--dry-run"], ["status", spec]):
+        code, out, err = run_cli(cmd, capsys)
+        assert code == 1 and out == ""
+        assert err == f"Error: {spec}: tiling.overlap: expected an integer, got str ('64')\n"
+
+
+def test_relative_paths_are_absolute_from_the_spec_folder(tmp_path, scenes_dir, monkeypatch):
+    """Workers have another working directory: every path leaves load_job absolute, taken from the
+    spec's folder, whatever the current directory and however the spec itself was named."""
+    (tmp_path / "models").mkdir()
+    doc = base_doc(model="models/m.safetensors", lora="models/a.safetensors", inputs=["scenes/a.tif"])
+    write_spec(tmp_path, doc)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (sc,) = load_job(Path("..") / "job.yaml").scenes()
+    assert sc.input == str(tmp_path / "scenes" / "a.tif")
+    assert sc.output == str(tmp_path / "out" / "a_optical.tif")
+    assert sc.options.model == str(tmp_path / "models" / "m.safetensors")
+    assert sc.options.lora == str(tmp_path / "models" / "a.safetensors")
+    assert all(os.path.isabs(p) for p in (sc.input, sc.output, sc.options.model, sc.options.lora))
+
+
+# ------------------------------------------------------------------------------- the input is sacred
+
+
+def _collides(tmp_path, doc, *names):
+    spec = write_spec(tmp_path, doc)
+    with pytest.raises(JobSpecError) as exc:
+        load_job(spec).scenes()
+    msg = str(exc.value)
+    assert "\n" not in msg and "would destroy" in msg and all(n in msg for n in names), msg
+    return msg
+
+
+def test_outputs_landing_on_inputs_are_refused(tmp_path, scenes_dir, capsys):
+    # the same path: output dir = the inputs' folder, pattern = the input's name
+    doc = base_doc(output={"dir": "scenes", "pattern": "{name}"})
+    msg = _collides(tmp_path, doc, str(scenes_dir / "a.tif"), "input 'scenes/a.tif'")
+    assert " is input " in msg
+    code, out, err = run_cli(["submit", write_spec(tmp_path, doc), "--dry-run"], capsys)
+    assert code == 1 and "->" not in out and err.startswith("Error: ") and err.count("\n") == 1
+    # through a symbolic link to the inputs' folder
+    (tmp_path / "linked").symlink_to(scenes_dir)
+    msg = _collides(tmp_path, base_doc(output={"dir": "linked", "pattern": "{name}"}), "linked/a.tif")
+    assert "symbolic link" in msg
+    # a hard link of an input where an output goes
+    (tmp_path / "out").mkdir()
+    os.link(scenes_dir / "b.tif", tmp_path / "out" / "b.tif")
+    doc = base_doc(output={"dir": "out", "pattern": "{name}"})
+    assert "hard link" in _collides(tmp_path, doc, "input 'scenes/b.tif'")
+
+
+def test_outputs_inside_an_input_product_folder_are_refused(tmp_path):
+    safe = tmp_path / "S1A_IW_GRDH_1SDV_20240101T000000.SAFE"
+    (safe / "measurement").mkdir(parents=True)
+    (safe / "measurement" / "s1a-iw-grd-vv.tiff").write_bytes(b"")
+    doc = {"version": 1, "inputs": [f"{safe.name}/measurement/*.tiff"], "output": {"dir": safe.name}}
+    msg = _collides(tmp_path, doc, "product folder", str(safe))
+    assert "s1a-iw-grd-vv_optical.tif" in msg
+
+
+def test_output_onto_the_model_is_refused(tmp_path, scenes_dir):
+    (tmp_path / "out").mkdir()
+    doc = base_doc(model="out/a_optical.tif", inputs=["scenes/a.tif"])
+    _collides(tmp_path, doc, "model", str(tmp_path / "out" / "a_optical.tif"))
+    # distinct paths do not collide
+    assert load_job(write_spec(tmp_path, base_doc(output={"dir": "scenes", "pattern": "{stem}_rgb.tif"})))
+
+
+# ------------------------------------------------------------------ fingerprints: resume and status
+
+
+def _states(job) -> list[str]:
+    return [s.state for s in job_status(job)]
+
+
+def test_resume_redoes_stale_outputs_and_status_agrees(tmp_path, tiny_model_path, capsys):
+    """Issue 12: an interrupted `submit --overwrite` with a changed spec, then `submit --resume`: the scenes
+    the interrupted run did not reach hold the old spec's outputs and must be redone; `status` calls them
+    pending (not done) all along, and the running scene running."""
+    from sar2opt_geo.distributed import make_executor
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    scenes = tmp_path / "scenes"
+    for i, name in enumerate(("a", "b", "c")):
+        sar, _ = write_scene(tmp_path / f"synth{i}", SceneSpec(width=200, height=180, seed=20 + i))
+        scenes.mkdir(exist_ok=True)
+        os.replace(sar, scenes / f"{name}.tif")
+    doc = base_doc(model=tiny_model_path, device="cpu", tiling={"chunk_size": 192})
+    spec = write_spec(tmp_path, doc)
+    code, out, _ = run_cli(["submit", spec, "-q"], capsys)
+    assert code == 0 and "3 of 3 scenes done" in out
+    outs = [tmp_path / "out" / f"{n}_optical.tif" for n in "abc"]
+    assert _states(load_job(spec)) == ["done"] * 3
+
+    # the spec changes (a speckle filter): the existing outputs are not this spec's
+    write_spec(tmp_path, {**doc, "filter": {"name": "boxcar", "window": 3}})
+    job = load_job(spec)
+    code, out, _ = run_cli(["status", spec], capsys)
+    assert _states(job) == ["pending"] * 3 and "will be redone" in out
+    seen = {}
+
+    def progress_factory(sc):
+        def progress(done, total):
+            seen.setdefault(sc.key, _states(job))
+
+        return progress
+
+    def on_scene(res):  # Ctrl-C once the first scene is finished
+        seen["after " + res.scene.key] = _states(job)
+        raise KeyboardInterrupt
+
+    with make_executor() as ex, pytest.raises(KeyboardInterrupt):
+        run_job(job, ex, overwrite=True, on_scene=on_scene, progress_factory=progress_factory)
+    assert seen["scenes/a.tif"] == ["running", "pending", "pending"]
+    assert seen["after scenes/a.tif"] == ["done", "pending", "pending"]
+    assert _states(job) == ["done", "pending", "pending"]
+    mtimes = [p.stat().st_mtime_ns for p in outs]
+
+    code, out, err = run_cli(["submit", spec, "--resume"], capsys)
+    assert code == 0 and "3 of 3 scenes done" in out
+    assert "skipped scenes/a.tif" in err and "made with this job's model, options and input" in err
+    assert err.count("redone: the existing output was not made with this job's") == 2
+    assert outs[0].stat().st_mtime_ns == mtimes[0]
+    assert all(p.stat().st_mtime_ns != m for p, m in zip(outs[1:], mtimes[1:], strict=True))
+    for p in outs:  # every output now made with the filter
+        assert "boxcar" in io.read_raster(p)[1]["tags"]["SAR2OPT_FILTER"]
+    assert _states(job) == ["done"] * 3
+
+    # a changed input (newer file) makes its output stale too; an output replaced by hand is not done
+    os.utime(scenes / "c.tif", ns=(time.time_ns(), time.time_ns()))
+    outs[0].write_bytes(outs[0].read_bytes())
+    assert _states(job) == ["pending", "done", "pending"]
+    code, out, err = run_cli(["submit", spec, "--resume"], capsys)
+    assert code == 0 and "skipped scenes/b.tif" in err and err.count("redone:") == 2
+    assert _states(job) == ["done"] * 3

@@ -48,11 +48,11 @@ def submit(job, scheduler, workers, resume, overwrite, dry_run, quiet, verbose):
         if quiet:
             return
         if res.state == "done" and res.tiles is None:
-            click.echo(f"skipped {res.scene.key}: {res.scene.output} already exists", err=True)
+            click.echo(f"skipped {res.scene.key}: {res.scene.output} already exists, {res.note}", err=True)
         elif res.state == "done":
             click.echo(
                 f"done    {res.scene.key} -> {res.scene.output}: {res.evaluations} of {res.tiles} tiles "
-                f"evaluated in {res.seconds:.1f} s",
+                f"evaluated in {res.seconds:.1f} s" + (f" (redone: {res.note})" if res.note else ""),
                 err=True,
             )
         else:
@@ -88,8 +88,8 @@ def status(job, as_json):
     click.echo(f"{'scene':<{width}}  {'state':<11}  progress")
     for r in rows:
         line = f"{r.key:<{width}}  {r.state:<11}  {r.progress()}"
-        if r.error:
-            line += f"  ({r.error})"
+        if r.error or r.note:
+            line += f"  ({r.error or r.note})"
         click.echo(line)
     counts = {}
     for r in rows:
