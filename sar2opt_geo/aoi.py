@@ -2,8 +2,11 @@
 
 GeoJSON coordinates are WGS84 (RFC 7946) unless the file carries the legacy ``crs`` member
 (``{"type": "name", "properties": {"name": "EPSG:32633"}}``), as GDAL/QGIS still write. The polygon is
-reprojected with ``rasterio.warp.transform_geom`` and mapped to (col, row) pixel coordinates with the scene's
-affine transform, or with GDAL's GCP transformer for GCP-georeferenced scenes. Geometry work is shapely's.
+clipped to the scene's surroundings and densified in its own CRS (``shapely.segmentize``, vertices every
+:data:`DENSIFY_PIXELS` scene pixels: a straight edge in one CRS is a curve in another, and moving only its
+end points would cut it short by many pixels), reprojected with ``rasterio.warp.transform_geom`` and mapped
+to (col, row) pixel coordinates with the scene's affine transform, or with GDAL's GCP transformer for
+GCP-georeferenced scenes. Geometry work is shapely's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from shapely.geometry import box, mapping, shape
 
 from sar2opt_geo.errors import InputError
 from sar2opt_geo.io import SceneInfo
+
+#: Longest AOI edge, in scene pixels, that is reprojected as a straight segment (longer edges get vertices
+#: this far apart first). A chord of a few pixels differs from the projected curve by far less than a pixel.
+DENSIFY_PIXELS = 4.0
 
 
 def load_aoi(path: str | Path) -> tuple[shapely.Geometry, str]:
@@ -65,7 +72,13 @@ def aoi_to_pixels(geom: shapely.Geometry, crs: str, scene: SceneInfo) -> shapely
     if target is None:
         raise InputError("--aoi needs a georeferenced input")
     try:
-        g = shape(transform_geom(CRS.from_user_input(crs), CRS.from_wkt(target), mapping(geom)))
+        src, dst = CRS.from_user_input(crs), CRS.from_wkt(target)
+        # an affine transform maps straight lines to straight lines: same CRS needs no densification
+        if src != dst or scene.transform is None:
+            geom = densify_for(geom, src, dst, scene)
+        g = shape(transform_geom(src, dst, mapping(geom)))
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"cannot reproject the AOI from {crs} ({exc})") from None
     if scene.transform is not None:
@@ -86,6 +99,37 @@ def aoi_to_pixels(geom: shapely.Geometry, crs: str, scene: SceneInfo) -> shapely
     if pix.is_empty or pix.area == 0:
         raise InputError("the AOI does not intersect the scene")
     return pix
+
+
+def _scene_bounds(scene: SceneInfo) -> tuple[float, float, float, float]:
+    """The scene's bounding box in its own CRS (from its corners, or from its GCPs)."""
+    if scene.transform is not None:
+        a = scene.affine
+        xs, ys = zip(*(a * (c, r) for c in (0, scene.width) for r in (0, scene.height)), strict=True)
+    else:
+        xs, ys = [g[2] for g in scene.gcps], [g[3] for g in scene.gcps]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def densify_for(geom: shapely.Geometry, src, dst, scene: SceneInfo) -> shapely.Geometry:
+    """``geom`` (in ``src``) clipped to the scene's surroundings and with vertices at most
+    :data:`DENSIFY_PIXELS` scene pixels apart, so that moving its vertices into ``dst`` follows the curves
+    its edges become there. The clip (the scene's box in ``src`` plus 10 % on every side) bounds the work
+    for AOIs much larger than the scene."""
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = transform_bounds(dst, src, *_scene_bounds(scene), densify_pts=21)
+    span_x = right - left if right > left else right + 360.0 - left  # a box across the antimeridian
+    span = max(span_x, top - bottom)
+    if not span > 0:
+        return geom
+    if right > left:
+        m = 0.1 * span
+        geom = geom.intersection(box(left - m, bottom - m, right + m, top + m))
+        if geom.is_empty:
+            raise InputError("the AOI does not intersect the scene")
+    step = span / max(scene.width, scene.height) * DENSIFY_PIXELS
+    return shapely.segmentize(geom, step)
 
 
 def tile_intersects(aoi_prepared: shapely.Geometry, row0: int, col0: int, size: int) -> bool:
