@@ -281,7 +281,7 @@ async def translate_submit(request: Request):
                 sample=sample,
                 model_id=str(form.get("model") or "bundled"),
                 lora_id=str(form.get("lora") or "") or None,
-                preprocess=str(form.get("preprocess") or "none"),
+                preprocess=str(form.get("preprocess") or "model"),
             )
         )
     finally:
@@ -328,6 +328,7 @@ async def jobs(request: Request):
                         "tiles_done": r.tiles_done,
                         "tiles_total": r.tiles_total,
                         "error": r.error,
+                        "note": r.note,
                         "scene_id": sid if (ready and r.state == "done") else None,
                     }
                 )

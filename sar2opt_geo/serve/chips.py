@@ -42,7 +42,9 @@ MAX_CHIP_SIDE = 1024
 MAX_SCENE_PIXELS = 2048 * 2048
 #: Shipped sample chips (synthetic Sentinel-1-like, made by :func:`sar2opt_geo.synth.write_pairs`).
 SAMPLE_COUNT = 4
-PREPROCESSING = ("none", "filter", "sar2optical")
+#: "model": what the checkpoint declares; "none": nothing; "filter": a Lee 7×7 speckle filter (plus what the
+#: checkpoint declares); "sar2optical": the SAR2Optical profile.
+PREPROCESSING = ("model", "none", "filter", "sar2optical")
 #: dB range of the 8-bit chip stretch (SEN1-2 preparation).
 CHIP_DB = (-25.0, 0.0)
 
@@ -227,7 +229,7 @@ class TranslateService:
         sample: int | None = None,
         model_id: str | None = None,
         lora_id: str | None = None,
-        preprocess: str = "none",
+        preprocess: str = "model",
     ) -> ChipJob:
         model, lora = self.models.resolve(model_id, lora_id)
         if preprocess not in PREPROCESSING:
@@ -338,6 +340,7 @@ class TranslateService:
                 input_scale=job.input_scale,
                 filter=filt,
                 preprocess=prep,
+                checkpoint_preprocess=job.preprocess != "none",
                 allow_ungeoreferenced=job.kind == "chip",
             )
             out = jdir / "result.tif"

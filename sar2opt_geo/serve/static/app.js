@@ -269,7 +269,7 @@ async function loadJobs() {
       el('tr', {}, ...['scene', 'state', 'progress', 'error', 'output'].map((h) => el('th', {}, h))),
       ...spec.scenes.map((s) => el('tr', {},
         el('td', {}, s.key), el('td', { class: 'state-' + s.state }, s.state), el('td', {}, s.progress),
-        el('td', { class: 'error' }, s.error || ''),
+        el('td', { class: 'error' }, s.error || s.note || ''),
         el('td', {}, s.scene_id
           ? el('a', { href: '#scene=' + s.scene_id, class: 'open-map', onclick: async (e) => { e.preventDefault(); showTab('map'); await loadScenes(s.scene_id); } }, 'open in map')
           : '')))))));

@@ -1,0 +1,525 @@
+"""Endpoint tests of ``sar2opt-geo serve`` (no browser): tiles with known pixels, nodata transparency, 404
+outside the scene, point values, the upload → translate → download round trip, jobs, system, every refusal
+(path traversal, /vsicurl/, non-raster and oversized uploads), tiles answering while a translate runs, and
+the temporary folder removed at shutdown.
+
+The known-pixel scene is written in Web Mercator exactly on the zoom-13 tile grid (512² px = one zoom-12
+tile), so a zoom-13 tile is a plain quadrant of the raster and every tile pixel is predictable.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("rio_tiler")
+pytest.importorskip("httpx")
+
+import morecantile  # noqa: E402
+from PIL import Image  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from sar2opt_geo import io  # noqa: E402
+from sar2opt_geo.serve import chips  # noqa: E402
+from sar2opt_geo.serve.app import AppState, create_app  # noqa: E402
+
+TMS = morecantile.tms.get("WebMercatorQuad")
+Z12 = TMS.tile(15.0, 49.6, 12)
+SIZE = 512
+COLLAR = 64  # SAR columns 0..63 are nodata
+MASKED_ROWS = 32  # translated rows 0..31 are masked
+
+
+def _grid_profile() -> io.GeoProfile:
+    b = TMS.xy_bounds(Z12)
+    res = (b.right - b.left) / SIZE
+    return io.GeoProfile(
+        SIZE, SIZE, crs_wkt=TMS.rasterio_crs.to_wkt(), transform=(res, 0, b.left, 0, -res, b.top)
+    )
+
+
+def _sar_db() -> np.ndarray:
+    cols = np.arange(SIZE, dtype=np.float32)
+    return np.broadcast_to(-25 + 25 * cols / (SIZE - 1), (SIZE, SIZE)).astype(np.float32)
+
+
+def _rgb() -> np.ndarray:
+    r, c = np.mgrid[0:SIZE, 0:SIZE]
+    return np.stack([c // 2, r // 2, np.full_like(r, 200)]).astype(np.uint8)
+
+
+def write_known_scene(folder: Path) -> Path:
+    """``folder/sar.tif`` (linear σ⁰, dB ramp along columns, nodata collar), ``translated.tif`` (RGB with a
+    masked top strip) and ``optical.tif`` (RGB), all on the same Web-Mercator grid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    geo = _grid_profile()
+    lin = np.power(10, _sar_db() / 10).astype(np.float32)
+    lin[:, :COLLAR] = 0
+    with io.GeoTiffWriter(folder / "sar.tif", geo, 1, "float32", nodata=0.0, band_descriptions=["VV"]) as w:
+        w.write(0, 0, lin[None])
+    valid = np.ones((SIZE, SIZE), bool)
+    valid[:MASKED_ROWS] = False
+    tr = io.GeoProfile(**{**geo.__dict__, "tags": {"SAR2OPT_MODEL": "test"}})
+    with io.GeoTiffWriter(folder / "translated.tif", tr, 3, "uint8", internal_mask=True) as w:
+        w.write(0, 0, _rgb(), valid)
+    with io.GeoTiffWriter(folder / "optical.tif", geo, 3, "uint8", internal_mask=True) as w:
+        w.write(0, 0, 255 - _rgb(), np.ones((SIZE, SIZE), bool))
+    return folder
+
+
+def _png(content: bytes) -> np.ndarray:
+    return np.asarray(Image.open(_io.BytesIO(content)).convert("RGBA"))
+
+
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory) -> Path:
+    return write_known_scene(tmp_path_factory.mktemp("serve") / "demo")
+
+
+@pytest.fixture()
+def client(scene_dir):
+    app = create_app([str(scene_dir)])
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def _scene(client) -> dict:
+    (scene,) = [s for s in client.get("/api/scenes").json() if s["name"] == "demo"]
+    return scene
+
+
+def _wait(client, jid: str, timeout: float = 120) -> dict:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        job = client.get(f"/api/translate/{jid}").json()
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"translate job {jid} did not finish")
+
+
+# ----------------------------------------------------------------------------------------------- scenes
+
+
+def test_demo_folder_is_one_scene_with_three_layers(client):
+    scene = _scene(client)
+    assert [lay["name"] for lay in scene["layers"]] == ["sar", "translated", "optical"]
+    assert scene["layers"][0]["kind"] == "sar" and scene["layers"][1]["kind"] == "rgb"
+    w, s, e, n = TMS.bounds(Z12)
+    assert scene["bounds"] == pytest.approx([w, s, e, n], abs=1e-6)
+
+
+def test_sar_tile_has_the_expected_grey_and_a_transparent_collar(client):
+    sid = _scene(client)["id"]
+    r = client.get(f"/tiles/{sid}/sar/13/{2 * Z12.x}/{2 * Z12.y}.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    px = _png(r.content)
+    assert px.shape == (256, 256, 4)
+    assert (px[:, :COLLAR, 3] == 0).all()  # nodata collar transparent
+    assert (px[:, COLLAR:, 3] == 255).all()
+    expected = np.clip((_sar_db()[:256, :256] + 25) * 255 / 25, 0, 255)
+    got = px[:, :, 0].astype(float)
+    assert np.abs(got[:, COLLAR:] - expected[:, COLLAR:]).max() <= 1
+    assert (px[:, :, 0] == px[:, :, 1]).all() and (px[:, :, 1] == px[:, :, 2]).all()  # grey
+
+
+def test_sar_tile_stretch_and_colormap(client):
+    sid = _scene(client)["id"]
+    t = f"/tiles/{sid}/sar/13/{2 * Z12.x + 1}/{2 * Z12.y}.png"
+    narrow = _png(client.get(t + "?min=-10&max=-5").content)
+    db = _sar_db()[:256, 256:]
+    expected = np.clip((db + 10) * 255 / 5, 0, 255)
+    assert np.abs(narrow[:, :, 0] - expected).max() <= 1
+    coloured = _png(client.get(t + "?cmap=viridis").content)
+    assert not (coloured[:, :, 0] == coloured[:, :, 2]).all()  # not grey any more
+    stats = client.get(f"/api/scenes/{sid}/stats").json()
+    assert stats["input_scale"] == "linear"
+    lo, hi = stats["auto"][0]
+    valid = _sar_db()[:, COLLAR:]
+    assert lo == pytest.approx(np.percentile(valid, 2), abs=0.5)
+    assert hi == pytest.approx(np.percentile(valid, 98), abs=0.5)
+    assert client.get(t + "?stretch=auto").status_code == 200
+
+
+def test_rgb_tile_pixels_and_mask(client):
+    sid = _scene(client)["id"]
+    px = _png(client.get(f"/tiles/{sid}/translated/13/{2 * Z12.x}/{2 * Z12.y}.png").content)
+    rgb = _rgb()[:, :256, :256]
+    assert (px[:MASKED_ROWS, :, 3] == 0).all()
+    assert (px[MASKED_ROWS:, :, 3] == 255).all()
+    assert (np.moveaxis(px[MASKED_ROWS:, :, :3], -1, 0) == rgb[:, MASKED_ROWS:]).all()
+
+
+def test_overview_zoom_tile_and_tile_outside_the_scene(client):
+    sid = _scene(client)["id"]
+    z10 = TMS.tile(15.0, 49.6, 10)
+    px = _png(client.get(f"/tiles/{sid}/optical/10/{z10.x}/{z10.y}.png").content)
+    assert 0 < (px[:, :, 3] > 0).mean() < 0.2  # the scene is a small part of a zoom-10 tile
+    r = client.get(f"/tiles/{sid}/sar/13/{2 * Z12.x + 5}/{2 * Z12.y}.png")
+    assert r.status_code == 404 and r.json() == {"error": "tile outside the scene"}
+    assert client.get(f"/tiles/{sid}/sar/13/{2**13}/0.png").status_code == 404
+    assert client.get(f"/tiles/{sid}/elevation/13/{2 * Z12.x}/{2 * Z12.y}.png").status_code == 404
+
+
+def test_point_values(client):
+    sid = _scene(client)["id"]
+    b = TMS.xy_bounds(Z12)
+    res = (b.right - b.left) / SIZE
+    x, y = b.left + (300.5) * res, b.top - (100.5) * res  # pixel row 100, col 300
+    lon, lat = TMS.lnglat(x, y)
+    v = client.get(f"/api/scenes/{sid}/point?lon={lon}&lat={lat}").json()
+    assert v["layers"]["sar"]["db"]["VV"] == pytest.approx(_sar_db()[100, 300], abs=0.01)
+    assert v["layers"]["translated"]["rgb"] == _rgb()[:, 100, 300].tolist()
+    x2 = b.left + 10.5 * res  # inside the SAR collar, inside the translated mask? no: row 100 is valid
+    lon2, _ = TMS.lnglat(x2, y)
+    v2 = client.get(f"/api/scenes/{sid}/point?lon={lon2}&lat={lat}").json()
+    assert v2["layers"]["sar"] == {"nodata": True}
+    assert client.get(f"/api/scenes/{sid}/point?lon=-120&lat=10").status_code == 404
+    assert client.get(f"/api/scenes/{sid}/point?lon=abc&lat=10").status_code == 400
+
+
+def test_gcp_only_input_is_warped_on_the_fly(tmp_path):
+    """A GCP-only SAR raster (as raw GRD) is placed on the map like the same scene with CRS + transform."""
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    spec = SceneSpec(width=512, height=512, seed=3)
+    write_scene(tmp_path / "gcp", spec, gcps=True)
+    write_scene(tmp_path / "grid", spec, gcps=False)
+    app = create_app([str(tmp_path / "gcp"), str(tmp_path / "grid")])
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        scenes = {s["name"]: s for s in c.get("/api/scenes").json()}
+        sar = scenes["gcp"]["layers"][0]
+        assert sar["name"] == "sar" and sar["gcps"] is True
+        assert sar["bounds"] == pytest.approx(scenes["grid"]["layers"][0]["bounds"], abs=2e-4)
+        w, s, e, n = sar["bounds"]
+        z = sar["maxzoom"] - 1
+        t = TMS.tile((w + e) / 2, (s + n) / 2, z)
+        a = _png(c.get(f"/tiles/{scenes['gcp']['id']}/sar/{z}/{t.x}/{t.y}.png").content)
+        b = _png(c.get(f"/tiles/{scenes['grid']['id']}/sar/{z}/{t.x}/{t.y}.png").content)
+    both = (a[:, :, 3] == 255) & (b[:, :, 3] == 255)
+    assert both.sum() > 1000
+
+    def blocks(img):  # 8 x 8 block means (speckle averaged out), only fully valid blocks
+        v = np.where(both, img[:, :, 0], 0).astype(float).reshape(32, 8, 32, 8).mean(axis=(1, 3))
+        return v[both.reshape(32, 8, 32, 8).all(axis=(1, 3))]
+
+    assert blocks(a).size >= 50
+    assert np.corrcoef(blocks(a), blocks(b))[0, 1] > 0.9
+
+
+# --------------------------------------------------------------------------------------------- security
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/tiles/..%2F..%2Fetc%2Fpasswd/sar/13/0/0.png",
+        "/tiles/%2Fetc%2Fpasswd/sar/13/0/0.png",
+        "/tiles/%2Fvsicurl%2Fhttp%3A%2F%2Fexample.com%2Fa.tif/sar/1/0/0.png",
+        "/api/scenes/..%2F..%2Fetc%2Fpasswd/stats",
+        "/api/scenes/%2Fvsicurl%2Fhttp:%2F%2Fexample.com%2Fx.tif/point?lon=0&lat=0",
+        "/static/../../../../etc/passwd",
+        "/static/%2e%2e/%2e%2e/app.py",
+        "/api/translate/..%2F..%2Fetc/result.png",
+        "/api/samples/..%2F0.png",
+    ],
+)
+def test_paths_and_urls_from_requests_are_never_opened(client, monkeypatch, url):
+    import rasterio
+
+    opened = []
+    real_open = rasterio.open
+
+    def spy(path, *a, **k):
+        opened.append(str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(rasterio, "open", spy)
+    r = client.get(url)
+    assert r.status_code in (400, 404)
+    assert "root:" not in r.text
+    assert not [p for p in opened if "passwd" in p or "vsicurl" in p or "example.com" in p]
+
+
+def test_model_ids_are_identifiers_not_paths(client, tmp_path):
+    for model in ("/etc/passwd", "../weights/default.safetensors", "/vsicurl/http://example.com/m.onnx"):
+        r = client.post("/api/translate", data={"sample": "0", "model": model})
+        assert r.status_code == 404 and "unknown model" in r.json()["error"]
+    r = client.post("/api/translate", data={"sample": "0", "lora": "/tmp/adapter.safetensors"})
+    assert r.status_code == 404
+    assert client.get("/api/system?model=/etc/passwd").status_code == 404
+
+
+def test_foreign_host_header_is_refused(client):
+    assert client.get("/api/scenes", headers={"host": "evil.example.com"}).status_code == 400
+    assert client.get("/api/scenes", headers={"host": "127.0.0.1:8765"}).status_code == 200
+
+
+def test_page_and_security_headers(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "leaflet.js" in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    for src in ("http://", "https://", "//unpkg", "//cdn"):
+        assert src not in r.text
+    for asset in ("/static/app.js", "/static/vendor/leaflet-1.9.4/leaflet.js", "/static/VENDORED.md"):
+        assert client.get(asset).status_code == 200
+
+
+# ------------------------------------------------------------------------------------- translate / upload
+
+
+def _chip_png(size=96, seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(40, 220, size=(size, size), dtype=np.uint8)
+    buf = _io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_chip_upload_translate_download_round_trip(client):
+    r = client.post("/api/translate", files={"file": ("my chip.png", _chip_png(), "image/png")})
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["id"])
+    assert job["state"] == "done", job
+    assert (job["width"], job["height"]) == (96, 96)
+    d = client.get(job["download"])
+    assert d.status_code == 200 and d.headers["content-type"] == "image/png"
+    assert "my%20chip_result.png" in d.headers["content-disposition"]
+    out = np.asarray(Image.open(_io.BytesIO(d.content)))
+    assert out.shape == (96, 96, 3) and out.std() > 1
+    assert client.get(job["files"]["input.png"]).status_code == 200
+    tif = client.get(job["files"]["result.tif"])
+    assert tif.status_code == 200 and tif.content[:4] in (b"II*\x00", b"II+\x00")
+
+
+def test_sample_translate_with_preprocessing(client):
+    samples = client.get("/api/samples").json()
+    assert len(samples) == chips.SAMPLE_COUNT
+    assert client.get(samples[0]["url"]).headers["content-type"] == "image/png"
+    r = client.post("/api/translate", data={"sample": "1", "preprocess": "filter"})
+    job = _wait(client, r.json()["id"])
+    assert job["state"] == "done" and job["preprocess"] == "filter"
+    assert _png(client.get(job["download"]).content).shape == (256, 256, 4)
+
+
+def test_geotiff_upload_gives_a_cog_on_the_same_grid_and_a_map_scene(client, tmp_path):
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    sar, _ = write_scene(tmp_path / "up", SceneSpec(width=300, height=260, seed=5))
+    r = client.post("/api/translate", files={"file": ("scene.tif", sar.read_bytes(), "image/tiff")})
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["id"])
+    assert job["state"] == "done" and job["kind"] == "geotiff", job
+    assert job["download"].endswith("result.tif")
+    got = tmp_path / "result.tif"
+    got.write_bytes(client.get(job["download"]).content)
+    data, meta = io.read_raster(got)
+    _, src_meta = io.read_raster(sar)
+    assert data.shape == (3, 260, 300) and meta["crs"] == src_meta["crs"]
+    assert meta["transform"] == src_meta["transform"] and meta["overviews"] is not None
+    scene = [s for s in client.get("/api/scenes").json() if s["id"] == job["scene_id"]]
+    assert scene and [lay["name"] for lay in scene[0]["layers"]] == ["sar", "translated"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "message"),
+    [
+        (b"hello, this is text", 400, "not a PNG, JPEG or TIFF"),
+        (b"\x89PNG\r\n\x1a\n" + b"garbage" * 20, 400, "not a readable image"),
+        (b"II*\x00" + b"\x00" * 64, 400, "not a readable raster"),
+        (b"", 400, "empty upload"),
+    ],
+)
+def test_bad_uploads_are_refused_with_a_message(client, payload, status, message):
+    r = client.post("/api/translate", files={"file": ("x.bin", payload, "application/octet-stream")})
+    assert r.status_code == status and message in r.json()["error"], r.text
+    assert "/" not in r.json()["error"].split(":")[0]  # no server path in the message
+
+
+def test_oversized_uploads_point_to_translate(scene_dir):
+    app = create_app([str(scene_dir)], max_upload_bytes=50_000)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        big = np.random.default_rng(1).integers(0, 255, (400, 400), dtype=np.uint8)
+        buf = _io.BytesIO()
+        Image.fromarray(big).save(buf, format="PNG")
+        r = c.post("/api/translate", files={"file": ("big.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 413 and "sar2opt-geo translate" in r.json()["error"]
+    with TestClient(create_app([str(scene_dir)]), base_url="http://127.0.0.1") as c:
+        wide = Image.fromarray(np.zeros((8, chips.MAX_CHIP_SIDE + 1), np.uint8))
+        buf = _io.BytesIO()
+        wide.save(buf, format="PNG")
+        r = c.post("/api/translate", files={"file": ("wide.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 413 and "sar2opt-geo translate" in r.json()["error"]
+
+
+def test_bad_form_values_are_refused(client):
+    assert client.post("/api/translate", data={"sample": "0", "preprocess": "magic"}).status_code == 400
+    assert client.post("/api/translate", data={"sample": "99"}).status_code == 404
+    assert client.post("/api/translate", data={"sample": "x"}).status_code == 400
+    assert client.post("/api/translate", data={}).status_code == 400
+    assert client.get("/api/translate/nope").status_code == 404
+    sid = _scene(client)["id"]
+    t = f"/tiles/{sid}/sar/13/{2 * Z12.x}/{2 * Z12.y}.png"
+    for q in ("?cmap=jet2", "?stretch=log", "?min=0&max=-5", "?min=nan", "?mode=b7", "?mode=false"):
+        assert client.get(t + q).status_code == 400, q
+
+
+def test_tiles_keep_answering_while_a_translate_runs(client, monkeypatch):
+    import sar2opt_geo.run as run
+
+    release, started = threading.Event(), threading.Event()
+    real = run.run_translate
+
+    def held(*a, **k):
+        started.set()
+        assert release.wait(60)
+        return real(*a, **k)
+
+    monkeypatch.setattr(run, "run_translate", held)
+    sid = _scene(client)["id"]
+    jid = client.post("/api/translate", data={"sample": "2"}).json()["id"]
+    assert started.wait(30)
+    try:
+        t0 = time.perf_counter()
+        for dx in range(2):
+            for layer in ("sar", "translated", "optical"):
+                r = client.get(f"/tiles/{sid}/{layer}/13/{2 * Z12.x + dx}/{2 * Z12.y}.png")
+                assert r.status_code == 200
+        assert time.perf_counter() - t0 < 30
+        assert client.get(f"/api/translate/{jid}").json()["state"] == "running"
+    finally:
+        release.set()
+    assert _wait(client, jid)["state"] == "done"
+
+
+# ----------------------------------------------------------------------------------------- jobs, system
+
+
+def test_jobs_table_reports_status_and_links_finished_outputs(tmp_path):
+    """The same states as ``sar2opt-geo status``: a scene translated by ``run_job`` is done (with a link
+    to the map), a broken input failed with its error."""
+    import yaml
+
+    from sar2opt_geo.distributed import ThreadedExecutor
+    from sar2opt_geo.jobs import job_status, load_job, run_job
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    (tmp_path / "scenes").mkdir()
+    write_scene(tmp_path / "s", SceneSpec(width=256, height=256, seed=4))
+    shutil.copy(tmp_path / "s" / "sar.tif", tmp_path / "scenes" / "a.tif")
+    (tmp_path / "scenes" / "b.tif").write_bytes(b"II*\x00 not really a tiff")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "inputs": ["scenes/*.tif"],
+                "output": {"dir": "out/", "pattern": "{stem}_optical.tif", "format": "cog"},
+            }
+        )
+    )
+    run_job(load_job(spec), ThreadedExecutor())
+    expected = {r.key: r for r in job_status(load_job(spec))}
+    assert expected["scenes/a.tif"].state == "done" and expected["scenes/b.tif"].state == "failed"
+    with TestClient(create_app(job_specs=[str(spec)]), base_url="http://127.0.0.1") as c:
+        (job,) = c.get("/api/jobs").json()
+        rows = {r["key"]: r for r in job["scenes"]}
+        for key, st in expected.items():
+            assert (rows[key]["state"], rows[key]["progress"], rows[key]["error"]) == (
+                st.state,
+                st.progress(),
+                st.error,
+            )
+        assert rows["scenes/a.tif"]["scene_id"] and rows["scenes/b.tif"]["scene_id"] is None
+        sid = rows["scenes/a.tif"]["scene_id"]
+        (scene,) = [s for s in c.get("/api/scenes").json() if s["id"] == sid]
+        assert [lay["name"] for lay in scene["layers"]] == ["sar", "translated"]
+        lay = scene["layers"][1]
+        w, s, e, n = lay["bounds"]
+        t = TMS.tile((w + e) / 2, (s + n) / 2, lay["maxzoom"])
+        px = _png(c.get(f"/tiles/{sid}/translated/{t.z}/{t.x}/{t.y}.png").content)
+        assert (px[:, :, 3] == 255).any()
+
+
+def test_system_panel(client):
+    s = client.get("/api/system").json()
+    assert "cpu" in s["devices"] and s["versions"]["gdal"] and s["versions"]["torch"]
+    assert s["model"]["id"] == "bundled" and s["model"]["architecture"] == "unet_sar2optical"
+    assert s["model"]["radiometry"] and s["model"]["input_bands"] == ["VV"]
+    assert s["adapter"] is None
+
+
+def test_models_folder_offers_checkpoints_onnx_and_adapters(scene_dir, tmp_path):
+    from sar2opt_geo.defaults import BUNDLED_MODEL
+
+    (tmp_path / "m").mkdir()
+    shutil.copy(BUNDLED_MODEL, tmp_path / "m" / "copy.safetensors")
+    (tmp_path / "m" / "broken.safetensors").write_bytes(b"not a checkpoint")
+    with TestClient(create_app([], models_dir=str(tmp_path / "m")), base_url="http://127.0.0.1") as c:
+        m = c.get("/api/models").json()
+        labels = {x["label"]: x for x in m["models"]}
+        assert "copy.safetensors" in labels and "broken.safetensors" not in labels
+        r = c.post("/api/translate", data={"sample": "0", "model": labels["copy.safetensors"]["id"]})
+        assert _wait(c, r.json()["id"])["state"] == "done"
+        assert any("broken.safetensors" in s for s in c.get("/api/system").json()["skipped"])
+
+
+def test_temporary_folder_is_removed_at_shutdown(scene_dir):
+    state = AppState([str(scene_dir)])
+    with TestClient(create_app(state=state), base_url="http://127.0.0.1") as c:
+        r = c.post("/api/translate", files={"file": ("c.png", _chip_png(64), "image/png")})
+        _wait(c, r.json()["id"])
+        assert state.tmp.exists() and any(state.tmp.rglob("result.png"))
+    assert not state.tmp.exists()
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_errors_are_one_line(tmp_path, monkeypatch):
+    from sar2opt_geo.cli import main
+
+    def run(args):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        return e.value.code
+
+    assert run(["serve", str(tmp_path / "missing")]) == 1
+    assert run(["serve", "--jobs", str(tmp_path / "nojob.yaml")]) == 1
+    assert run(["serve", "--port", "0"]) == 2
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "rio_tiler" else real(n, *a))
+    assert run(["serve", str(tmp_path)]) == 1
+
+
+def test_cli_port_in_use_and_non_loopback_warning(tmp_path, monkeypatch, capsys):
+    import socket
+
+    import uvicorn
+
+    from sar2opt_geo.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            main(["serve", str(tmp_path), "--port", str(port)])
+        assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: cannot listen on 127.0.0.1:") and err.count("\n") == 1
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    with pytest.raises(SystemExit) as e:
+        main(["serve", str(tmp_path), "--host", "0.0.0.0", "--port", str(port)])
+    assert e.value.code == 0 and calls[0]["host"] == "0.0.0.0"
+    assert "Warning: binding 0.0.0.0" in capsys.readouterr().err
