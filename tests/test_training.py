@@ -385,8 +385,13 @@ def test_signal_to_a_real_training_process_checkpoints_and_says_how_to_resume(pa
     assert f"Resume with: sar2opt-geo train pretrain --resume {out}" in msg
     assert len((out / "losses.csv").read_text().splitlines()) == 1 + step
     # the printed command continues the run (here for one more step)
+    import shlex
+    import sys
+
+    printed = shlex.split(msg.split("Resume with: ", 1)[1].splitlines()[0])
+    assert printed[0] == "sar2opt-geo"
     res = subprocess.run(
-        [*_pretrain_cmd(pairs, out, 0)[:4], "--resume", str(out), "--set", f"steps={step + 1}", "-q"],
+        [sys.executable, "-m", "sar2opt_geo", *printed[1:], "--set", f"steps={step + 1}", "-q"],
         capture_output=True,
         text=True,
         timeout=300,
