@@ -228,3 +228,33 @@ def test_synthetic_calibration_xml_parses_with_xarray_sentinel(product):
     lut = prod.bands[0].calibration
     assert np.allclose(ds["sigmaNought"].values, np.stack(lut.luts["sigma0"]), rtol=1e-7)
     assert np.array_equal(ds["line"].values, lut.lines.astype(int))
+
+
+def test_processor_denoised_product_is_not_denoised_twice(product, tmp_path):
+    p = tmp_path / product.safe.name
+    shutil.copytree(product.safe, p)
+    for ann in (p / "annotation").glob("*.xml"):
+        text = ann.read_text()
+        ann.write_text(
+            text.replace("<thermalNoiseCorrectionPerformed>false<", "<thermalNoiseCorrectionPerformed>true<")
+        )
+    prod = open_product(p)
+    assert all(b.noise_removed for b in prod.bands)
+    den, _ = prod.read_window(None, 0, 50, 0, 60)
+    raw, _ = prod.read_window(None, 0, 50, 0, 60, denoise=False)
+    assert np.array_equal(den, raw)
+    ref, _ = open_product(product.safe).read_window(None, 0, 50, 0, 60, denoise=False)
+    assert np.array_equal(raw, ref)
+
+
+def test_stripmap_file_names(product, tmp_path):
+    """SM products name their files by beam (s1..s6): s1a-s3-grd-vv-...; found by the same patterns."""
+    p = tmp_path / product.safe.name.replace("_IW_", "_S3_")
+    shutil.copytree(product.safe, p)
+    for f in list(p.rglob("*s1a-iw-grd-*")):
+        f.rename(f.with_name(f.name.replace("s1a-iw-grd-", "s1a-s3-grd-")))
+    prod = open_product(p)
+    assert prod.polarisations == ("VV", "VH")
+    a, _ = prod.read_window(None, 3, 40, 5, 70)
+    b, _ = open_product(product.safe).read_window(None, 3, 40, 5, 70)
+    assert np.array_equal(a, b)
