@@ -185,10 +185,12 @@ def test_floor_and_nodata_are_documented_values(product):
     assert np.all(out[:, 1:] > 0) and np.all(out[:, 0] == 0)
 
 
-@pytest.mark.parametrize("variant", ["legacy", "EW"])
-def test_legacy_noise_vectors_and_ew_swath_blocks(tmp_path, variant):
+@pytest.mark.parametrize("variant", ["legacy", "EW", "S1C"])
+def test_legacy_noise_vectors_ew_swath_blocks_and_no_azimuth_vectors(tmp_path, variant):
     if variant == "legacy":
         spec = replace(SPEC, width=300, height=200, noise_format="legacy", ipf_version="002.72")
+    elif variant == "S1C":
+        spec = replace(SPEC, width=300, height=200, mission="S1C", noise_format="range_only")
     else:
         spec = replace(SPEC, width=300, height=200, mode="EW", pixel_spacing=40.0, polarisations=("VV",))
     paths = write_product(tmp_path, spec, truth=False)
@@ -197,6 +199,10 @@ def test_legacy_noise_vectors_and_ew_swath_blocks(tmp_path, variant):
     if variant == "legacy":
         assert noise.legacy and noise.azimuth == ()
         assert prod.ipf_version == "002.72"
+    elif variant == "S1C":
+        assert prod.mission == "S1C" and not noise.legacy and noise.azimuth == ()
+        rows, cols = np.arange(0, 200, 7), np.arange(0, 300, 11)
+        assert np.array_equal(noise.evaluate(rows, cols), noise.range_noise(rows, cols))  # eta_az = 1
     else:
         assert prod.mode == "EW" and prod.resolution == "M"
         assert len(noise.azimuth) == 10 and len({b.swath for b in noise.azimuth}) == 5

@@ -17,8 +17,9 @@ GDAL's convention: GCP (row, col) is a point in continuous image coordinates, th
 Radiometry follows ESA's definitions with IW-like LUTs: ``A_β`` = 474 (constant), ``A_σ = A_β/√sin θ``
 (≈ 560–665 across range), ``A_γ = A_β/√tan θ``, incidence θ from 30.3° to 46° across the image; noise
 range vectors per subswath (IW 3, EW 5) of 1,400–2,800 DN² on line grids with differing pixel grids,
-azimuth vectors per swath block (1.0–1.14, EW with two blocks per swath), or the pre-IPF-2.9
-``noiseVector`` list. DN = round(√(A_σ²·σ⁰ + n·η)), n = 1 (``thermal_noise="mean"``: the reader's
+azimuth vectors per swath block (1.0–1.14, EW with two blocks per swath) unless left out
+(``noise_format="range_only"``), or the pre-IPF-2.9 ``noiseVector`` list.
+DN = round(√(A_σ²·σ⁰ + n·η)), n = 1 (``thermal_noise="mean"``: the reader's
 denoised σ⁰ equals the simulator's within the DN quantisation) or a Gamma(4.4) factor of mean 1
 (``"random"``: realistic noise). A few near/far-range columns per line are DN 0 (no data), as in real GRDs.
 
@@ -57,7 +58,7 @@ THETA_NEAR, THETA_FAR = 30.3, 46.0
 NOISE_LOOKS = 4.4
 MODES = {"IW": 3, "EW": 5}
 PASSES = ("ASCENDING", "DESCENDING")
-NOISE_FORMATS = ("ipf3", "legacy")
+NOISE_FORMATS = ("ipf3", "range_only", "legacy")
 THERMAL_NOISE = ("mean", "random")
 _START = dt.datetime(2023, 5, 17, 5, 41, 2, 123456)
 _LINE_TIME = 1.496569996245720e-03
@@ -79,7 +80,9 @@ class ProductSpec:
     centre: tuple[float, float] = (510000.0, 5490000.0)  # UTM easting/northing of the image centre
     crs: str = "EPSG:32633"
     thermal_noise: str = "mean"
-    noise_format: str = "ipf3"  # "legacy": pre-IPF-2.9 noiseVector list, no azimuth vectors
+    # "ipf3": range and azimuth vectors; "range_only": noiseRangeVector list without azimuth vectors (as
+    # products that carry none); "legacy": the pre-IPF-2.9 noiseVector list
+    noise_format: str = "ipf3"
     ipf_version: str = "003.61"
     border: bool = True  # DN-0 columns at near and far range
 
@@ -534,7 +537,7 @@ def _noise_xml(spec: ProductSpec, pol: str, noise: NoiseLUT) -> str:
     body = f"""  <{vec_tag}List count="{len(vecs)}">
 {"".join(vecs)}  </{vec_tag}List>
 """
-    if not legacy:
+    if spec.noise_format == "ipf3":
         blocks = []
         for b in noise.azimuth:
             blocks.append(
