@@ -1,7 +1,9 @@
 """Against a real cluster: a scheduler and two worker processes on 127.0.0.1, started by these tests as
 separate processes (as an operator would) and stopped at the end.
 
-- a worker killed mid-job: the job completes, output identical to a clean run;
+- a worker killed mid-job while it holds partial sums that unfinished blocks still need: those tiles are
+  evaluated again elsewhere (seen in the probe model's own evaluation log), the job completes, output
+  identical to a clean run;
 - the client killed mid-job: ``--resume`` finishes it, identical output, finished blocks not recomputed;
 - the final path never holds a partial file;
 - model tasks submitted with ``resources={"GPU": 1}`` keep that restriction on the scheduler and run only
@@ -83,7 +85,8 @@ class Cluster:
     def add_worker(self, *extra: str):
         return self._spawn(
             ["worker", self.address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"]
-            + ["--host", "127.0.0.1", *extra],
+            # the probe architecture is registered in every worker process, restarted ones too
+            + ["--host", "127.0.0.1", "--preload", "probe_models", *extra],
             "worker",
         )
 
@@ -204,29 +207,62 @@ def test_device_resolution_uses_the_workers_gpus(cluster):
         assert resolve_device("cpu", ex) == "cpu"
 
 
-def test_worker_killed_mid_job(cluster, ft_scene, tiny_model_path, clean_run, tmp_path):
-    from distributed import Client
+@pytest.fixture(scope="module")
+def probe_scene(tmp_path_factory):
+    from probe_models import write_position_scene
 
-    clean, clean_summary = clean_run
-    out = tmp_path / "killed.tif"
+    return write_position_scene(tmp_path_factory.mktemp("probe") / "pos.tif", 600, 700)
+
+
+def held_partials(dask_scheduler=None):
+    """``acc`` results in memory: ``(bi, bj, state of the block's own out task, workers holding it)``."""
+    rows = []
+    for key, ts in dask_scheduler.tasks.items():
+        if isinstance(key, tuple) and str(key[0]).startswith("acc-") and ts.state == "memory":
+            own = dask_scheduler.tasks.get(("out-" + str(key[0])[4:],) + tuple(key[1:]))
+            rows.append((key[1], key[2], own.state if own else None, sorted(w.address for w in ts.who_has)))
+    return rows
+
+
+def test_worker_killed_mid_job(cluster, probe_scene, tmp_path):
+    """Kill a worker that holds, alone, the partial sums of a block whose own output is not computed yet:
+    that work is lost, so the block's tile must be evaluated again on another worker (the probe model logs
+    every evaluation with its process id), and the output still equals a clean run."""
+    from distributed import Client
+    from probe_models import read_log, save_probe
+
+    clean_out, out = tmp_path / "clean.tif", tmp_path / "killed.tif"
+    log = tmp_path / "evals.log"
+    model = save_probe(tmp_path / "probe.safetensors", "field", log=log)
+    probe_opts = TranslateOptions(model=model, device="cpu", chunk_size=CHUNK, input_scale="linear")
     killed = {}
     with Client(cluster.address, timeout=30, set_as_default=False) as client:
         client.wait_for_workers(2, timeout=60)
-        victim_addr, victim_pid = sorted(worker_pids(client).items())[0]
+        clean = run_translate(probe_scene, str(clean_out), probe_opts, ClientExecutor(client))
+        assert clean.evaluations == clean.tiles == 12  # no nodata; chunk = stride: one tile per block
+        log.unlink()
+        pids = worker_pids(client)
 
         def progress(done, total):
-            if done > 0 and not killed:
-                os.kill(victim_pid, signal.SIGKILL)  # the worker process (its nanny restarts it)
-                killed["at"] = done
+            if done == 0 or killed:
+                return
+            for bi, bj, own_state, holders in client.run_on_scheduler(held_partials):
+                if own_state in ("waiting", "queued", "no-worker") and len(holders) == 1:
+                    os.kill(pids[holders[0]], signal.SIGKILL)  # the worker process (its nanny restarts it)
+                    killed.update(at=done, block=(bi, bj), pid=pids[holders[0]])
+                    return
 
-        s = run_translate(
-            ft_scene, str(out), opts(tiny_model_path), ClientExecutor(client), progress=progress
-        )
+        s = run_translate(probe_scene, str(out), probe_opts, ClientExecutor(client), progress=progress)
         assert killed and killed["at"] < s.tiles
-        # the nanny brings the worker back for the next tests
-        client.wait_for_workers(2, timeout=60)
-    data, _ = io.read_raster(out)
-    assert (data == clean).all()
+        # the nanny brings the worker back for the next tests (it imports torch again: allow for a busy host)
+        client.wait_for_workers(2, timeout=180)
+    evals = read_log(log)
+    bi, bj = killed["block"]
+    lost = [pid for pid, r0, c0, _ in evals if (r0, c0) == (bi * CHUNK, bj * CHUNK)]
+    assert lost[0] == killed["pid"] and len(lost) >= 2 and killed["pid"] not in lost[1:]
+    assert len(evals) > s.tiles  # some work was done twice
+    assert len({(r0, c0) for _, r0, c0, _ in evals}) == s.tiles
+    assert (io.read_raster(out)[0] == io.read_raster(clean_out)[0]).all()
     assert io.validate_cog(out)[0]
     assert not WorkState(out).root.exists()
 
