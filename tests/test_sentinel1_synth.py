@@ -264,3 +264,15 @@ def test_stripmap_file_names(product, tmp_path):
     a, _ = prod.read_window(None, 3, 40, 5, 70)
     b, _ = open_product(product.safe).read_window(None, 3, 40, 5, 70)
     assert np.array_equal(a, b)
+
+
+def test_synthetic_luts_are_iw_like(product):
+    prod = open_product(product.safe)
+    rows, cols = np.arange(prod.height), np.arange(prod.width)
+    a = prod.calibration_lut("VV", "sigma0", rows, cols)
+    assert 555 < a.min() < 565 and 660 < a.max() < 670  # A_sigma across an IW swath
+    assert np.allclose(prod.calibration_lut("VV", "beta0", rows[:3], cols[:3]), 474.0)
+    for band in prod.polarisations:
+        db = 10 * np.log10(prod.noise_equivalent(band, rows, cols))
+        assert -29.0 < db.min() and db.max() < -20.0
+        assert db.max() - db.min() > 5  # subswath edges noisier than their centres

@@ -16,7 +16,8 @@ GDAL's convention: GCP (row, col) is a point in continuous image coordinates, th
 
 Radiometry follows ESA's definitions with IW-like LUTs: ``A_β`` = 474 (constant), ``A_σ = A_β/√sin θ``
 (≈ 560–665 across range), ``A_γ = A_β/√tan θ``, incidence θ from 30.3° to 46° across the image; noise
-range vectors per subswath (IW 3, EW 5) of 1,400–2,800 DN² on line grids with differing pixel grids,
+range vectors per subswath (IW 3, EW 5) of 520–3,100 DN² (noise-equivalent σ⁰ about −28.5 to −20.5 dB, as
+real IW products) on line grids with differing pixel grids,
 azimuth vectors per swath block (1.0–1.14, EW with two blocks per swath) unless left out
 (``noise_format="range_only"``), or the pre-IPF-2.9 ``noiseVector`` list.
 DN = round(√(A_σ²·σ⁰ + n·η)), n = 1 (``thermal_noise="mean"``: the reader's
@@ -214,8 +215,8 @@ class ProductSpec:
             for i, (_, first, last) in enumerate(self.swaths):
                 sel = (px >= first) & (px <= last)
                 u = (px[sel] - first) / max(last - first, 1)
-                base = (1400.0 + 120.0 * i) * pol_gain * (1.0 + 0.08 * ln / self.height)
-                eta[sel] = base * (1.0 + 0.9 * (2 * u - 1) ** 2)
+                base = (600.0 - 40.0 * i) * pol_gain * (1.0 + 0.08 * ln / self.height)
+                eta[sel] = base * (1.0 + 2.8 * (2 * u - 1) ** 2)  # high at the subswath edges
             pixels.append(px)
             luts.append(_r7(eta))
         blocks = []
