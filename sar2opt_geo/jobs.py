@@ -682,6 +682,7 @@ def run_job(
     is redone (the result's ``note`` says why); a scene this job left unfinished continues from its work
     state. Without it an existing output fails its scene (unless ``overwrite``)."""
     from sar2opt_geo.run import run_translate
+    from sar2opt_geo.workstate import WorkState
 
     scenes = spec.scenes()
     spec.output_dir.mkdir(parents=True, exist_ok=True)
@@ -702,8 +703,8 @@ def run_job(
             state.update(sc.key, state="done", error=None, finished=_now(), note=SKIPPED)
         else:
             redo = resume and not overwrite and os.path.exists(sc.output)
-            # continue from work state only if this job (same fingerprint) left it
-            mine = before.get(sc.key, {}).get("fingerprint") == fp
+            # continue from work state only if this job (same fingerprint) left it; other state is discarded
+            mine = before.get(sc.key, {}).get("fingerprint") == fp and WorkState(sc.output).root.exists()
             res = _run_scene(
                 sc, executor, state, run_translate, resume and mine, overwrite or redo, progress_factory, fp
             )
@@ -731,7 +732,7 @@ def _run_scene(sc, executor, state, run_translate, resume, overwrite, progress_f
             sc.input, sc.output, sc.options, executor, overwrite=overwrite, resume=resume, progress=progress
         )
     except KeyboardInterrupt:
-        state.update(sc.key, state="failed", error="interrupted", finished=_now())
+        state.update(sc.key, state="interrupted", error=None, finished=_now())
         raise
     except Exception as exc:  # one scene's failure, whatever it is, must not stop the others
         log.debug("scene %s failed", sc.key, exc_info=True)
@@ -816,15 +817,16 @@ def job_status(spec: JobSpec) -> list[SceneStatus]:
         st.error = r.get("error") or fp_errors.get(sc.key)
         ws = WorkState(sc.output)
         running = st.state == "running" and not dead
+        stopped = st.state == "interrupted" or (st.state == "running" and dead)
         if not running and fp is not None and output_fingerprint(sc.output, ledger) == fp:
             st.state, st.error = "done", None
             st.tiles_done = st.tiles_total
-        elif st.state in ("running", "failed") and ws.root.exists():
+        elif st.state in ("running", "failed", "interrupted") and ws.root.exists():
             st.tiles_done = sum(int(v.get("n_tiles", 0)) for v in ws.done_records().values())
             st.tiles_total = st.tiles_total or _tile_total(sc)
-            if st.state == "running" and dead:
+            if stopped:
                 st.state = "partial"
-        elif st.state == "running" and dead:
+        elif stopped:
             st.state = "interrupted"
         elif st.state == "done":  # recorded done, but its output is gone or was replaced since
             st.state, st.tiles_done = "pending", None

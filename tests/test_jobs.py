@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -422,3 +423,47 @@ def test_resume_redoes_stale_outputs_and_status_agrees(tmp_path, tiny_model_path
     code, out, err = run_cli(["submit", spec, "--resume"], capsys)
     assert code == 0 and "skipped scenes/b.tif" in err and err.count("redone:") == 2
     assert _states(job) == ["done"] * 3
+
+
+def test_resume_continues_only_this_jobs_work_state(tmp_path, tiny_model_path, capsys):
+    """A scene interrupted mid-way continues from its finished blocks under `--resume`; after a spec change
+    the same work folder is another job's: the scene starts over instead of failing on it."""
+    from sar2opt_geo.distributed import make_executor
+    from sar2opt_geo.synth import SceneSpec, write_scene
+    from sar2opt_geo.workstate import WorkState
+
+    sar, _ = write_scene(tmp_path / "synth", SceneSpec(width=300, height=260, seed=31))
+    (tmp_path / "scenes").mkdir()
+    os.replace(sar, tmp_path / "scenes" / "a.tif")
+    doc = base_doc(model=tiny_model_path, device="cpu", tiling={"chunk_size": 192})
+    spec = write_spec(tmp_path, doc)
+
+    def interrupt_after_first_block(sc):
+        def progress(done, total):
+            if 0 < done < total:
+                raise KeyboardInterrupt
+
+        return progress
+
+    def interrupted_run():
+        with make_executor() as ex, pytest.raises(KeyboardInterrupt):
+            run_job(load_job(spec), ex, progress_factory=interrupt_after_first_block)
+        (sc,) = load_job(spec).scenes()
+        assert WorkState(sc.output).done_records()
+        assert job_status(load_job(spec))[0].state == "partial"  # Ctrl-C'd, its finished blocks kept
+
+    interrupted_run()
+    code, out, err = run_cli(["submit", spec, "--resume"], capsys)
+    assert code == 0
+    evaluated, tiles = map(int, re.search(r"(\d+) of (\d+) tiles evaluated", err).groups())
+    assert 0 < evaluated < tiles  # the finished blocks' tiles were not evaluated again
+
+    (tmp_path / "out" / "a_optical.tif").unlink()
+    interrupted_run()
+    write_spec(tmp_path, {**doc, "filter": {"name": "boxcar", "window": 3}})
+    assert job_status(load_job(spec))[0].state == "pending"  # the work folder is the old spec's
+    code, out, err = run_cli(["submit", spec, "--resume"], capsys)
+    assert code == 0, err
+    evaluated, tiles = map(int, re.search(r"(\d+) of (\d+) tiles evaluated", err).groups())
+    assert evaluated == tiles
+    assert "boxcar" in io.read_raster(tmp_path / "out" / "a_optical.tif")[1]["tags"]["SAR2OPT_FILTER"]
