@@ -158,3 +158,31 @@ def test_bad_band_calibration_and_missing_noise(copy):
     assert "\n" not in str(exc.value)
     data, valid = prod.read_window(("VV",), 0, 10, 0, 10, denoise=False)
     assert data.shape == (1, 10, 10) and valid.any()
+
+
+def test_every_dropped_or_garbled_element_reads_or_fails_in_one_line(tmp_path):
+    """Drop, or replace the text of, each element kind of every XML file in turn: the product either
+    still reads or is refused with a one-line error — never another exception."""
+    import re
+
+    from sar2opt_geo.errors import Sar2OptError
+
+    safe = write_product(tmp_path, replace(SPEC, polarisations=("VV",)), truth=False).safe
+    outcomes = {"read": 0, "refused": 0}
+    for path in sorted(p for p in safe.rglob("*") if p.suffix in (".xml", ".safe")):
+        original = path.read_text()
+        for tag in sorted(set(re.findall(r"<([A-Za-z0-9:]+)[ >]", original))):
+            dropped = re.sub(rf"<{tag}[ >].*?</{tag}>", "", original, count=1, flags=re.S)
+            garbled = re.sub(rf"(<{tag}(?: [^>]*)?>)([^<]+)(</{tag}>)", r"\1abc\3", original, count=1)
+            for variant in {dropped, garbled} - {original}:
+                path.write_text(variant)
+                try:
+                    prod = open_product(safe)
+                    prod.read_window(None, 0, 80, 0, 96)
+                    prod.read_window(None, 0, 80, 0, 96, "gamma0", False)
+                    outcomes["read"] += 1
+                except Sar2OptError as exc:
+                    assert "\n" not in str(exc), (path.name, tag, str(exc))
+                    outcomes["refused"] += 1
+        path.write_text(original)
+    assert outcomes["refused"] > 50 and outcomes["read"] > 50

@@ -122,8 +122,9 @@ def parse_calibration(data: bytes, name: str) -> CalibrationLUT:
     line_arr = np.array(lines, dtype=np.float64)
     if np.any(np.diff(line_arr) <= 0):
         raise InputError(f"{name}: calibrationVector lines are not increasing")
-    const_el = root.find("calibrationInformation/absoluteCalibrationConstant")
-    const = float(const_el.text) if const_el is not None and const_el.text else 1.0
+    info = root.find("calibrationInformation")
+    has_const = info is not None and info.find("absoluteCalibrationConstant") is not None
+    const = number(info, "absoluteCalibrationConstant", name) if has_const else 1.0
     return CalibrationLUT(
         lines=line_arr,
         pixels=tuple(pixels),
