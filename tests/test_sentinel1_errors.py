@@ -186,3 +186,13 @@ def test_every_dropped_or_garbled_element_reads_or_fails_in_one_line(tmp_path):
                     outcomes["refused"] += 1
         path.write_text(original)
     assert outcomes["refused"] > 50 and outcomes["read"] > 50
+
+
+def test_vsizip_paths_that_name_no_product_member(safe, tmp_path):
+    z = tmp_path / "p.zip"
+    shutil.make_archive(str(z.with_suffix("")), "zip", safe.parent, safe.name)
+    _refused(f"/vsizip/{tmp_path}/missing.zip/x", "no such file")
+    _refused(f"/vsizip/{z}/OTHER.SAFE", "not OTHER.SAFE")
+    _refused(f"/vsizip/{z}/{safe.name}/annotation/x.xml", "not a Sentinel-1 product member")
+    _refused(f"/vsizip/{z}/{safe.name}/measurement/s1a-iw-grd-hh-x.tiff", "no such member")
+    assert open_product(f"/vsizip/{z}/{safe.name}").polarisations == ("VV", "VH")

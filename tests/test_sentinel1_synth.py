@@ -110,7 +110,9 @@ def test_all_input_forms_read_the_same_pixels(product, tmp_path):
     for tif in (cog / "measurement").glob("*.tiff"):
         tif.rename(tif.with_name(tif.stem + "-cog.tiff"))
     (vv_tiff,) = list((safe / "measurement").glob("*-vv-*.tiff"))
-    forms = [safe, safe / "manifest.safe", product.zip, vv_tiff, aws, cog]
+    vsizip = f"/vsizip/{product.zip}"
+    forms = [safe, safe / "manifest.safe", product.zip, vv_tiff, aws, cog, vsizip, f"{vsizip}/{safe.name}"]
+    forms.append(f"{vsizip}/{safe.name}/measurement/{vv_tiff.name}")
     for form in forms:
         prod = open_product(form)
         assert "VV" in prod.polarisations
@@ -119,6 +121,7 @@ def test_all_input_forms_read_the_same_pixels(product, tmp_path):
         assert np.array_equal(v, ref_valid), form
         assert prod.shape == ref.shape and prod.gcps == ref.gcps
     assert open_product(vv_tiff).polarisations == ("VV",)
+    assert open_product(forms[-1]).polarisations == ("VV",)
     assert open_product(product.zip).bands[0].measurement.startswith("/vsizip/")
     # the zip was read in place: nothing was unpacked beside it
     assert sorted(p.name for p in product.zip.parent.iterdir()) == sorted([safe.name, product.zip.name])

@@ -2,7 +2,8 @@
 
 Accepted inputs: a ``NAME.SAFE`` folder (or any folder laid out like one), its ``manifest.safe``, the
 downloaded ``NAME.zip`` holding one top-level ``NAME.SAFE/`` (read in place: XML through :mod:`zipfile`,
-rasters through GDAL's ``/vsizip/``; nothing is unpacked), a measurement tiff inside a SAFE (only that
+rasters through GDAL's ``/vsizip/``; nothing is unpacked; GDAL's ``/vsizip/NAME.zip/NAME.SAFE/...`` notation
+is understood too), a measurement tiff inside a SAFE (only that
 polarisation is opened; its sibling annotation is found), the renamed layouts of public cloud copies
 (``measurement/iw-vv.tiff``, ``annotation/iw-vv.xml``, ``annotation/calibration/calibration-iw-vv.xml``,
 ``.../noise-iw-vv.xml``) and the ``-cog.tiff`` measurement names of COG SAFE products.
@@ -117,6 +118,8 @@ class ProductFiles:
 def locate(path: str | os.PathLike) -> tuple[Container, str | None]:
     """The container of the product at ``path`` and the polarisation a measurement tiff input restricts
     the product to (None for the whole product)."""
+    if str(path).startswith("/vsizip/"):
+        return _locate_vsizip(str(path))
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such file or directory")
@@ -144,6 +147,36 @@ def locate(path: str | os.PathLike) -> tuple[Container, str | None]:
         f"{path}: not a Sentinel-1 product (expected a SAFE folder, its manifest.safe, the product .zip or a "
         "measurement tiff inside a SAFE)"
     )
+
+
+def _locate_vsizip(path: str) -> tuple[Container, str | None]:
+    """``/vsizip/PRODUCT.zip[/NAME.SAFE[/manifest.safe | /measurement/FILE.tiff]]`` (GDAL's notation)."""
+    m = re.match(r"^/vsizip/(.+?\.zip)(?:/(.*))?$", path, re.IGNORECASE)
+    if m is None:
+        raise InputError(f"{path}: not a /vsizip/ path to a Sentinel-1 product .zip")
+    zip_path, member = m.group(1), (m.group(2) or "").strip("/")
+    if not os.path.isfile(zip_path):
+        raise InputError(f"{zip_path}: no such file")
+    container, _ = locate(zip_path)
+    if not member:
+        return container, None
+    parts = member.split("/")
+    if parts[0] + "/" != container.prefix:
+        raise InputError(f"{path}: the zip holds {container.prefix.rstrip('/')}, not {parts[0]}")
+    rest = [q.lower() for q in parts[1:]]
+    if rest in ([], ["manifest.safe"]):
+        return container, None
+    mm = MEASUREMENT_RE.match(parts[-1])
+    if len(rest) == 2 and rest[0] == MEASUREMENT_DIR and mm:
+        if member not in _names(zip_path):
+            raise InputError(f"{path}: no such member in the zip")
+        return container, mm.group("pol").upper()
+    raise InputError(f"{path}: not a Sentinel-1 product member (SAFE folder, manifest or measurement tiff)")
+
+
+def _names(zip_path: str) -> list[str]:
+    with _open_zip(zip_path) as zf:
+        return zf.namelist()
 
 
 def discover(path: str | os.PathLike) -> ProductFiles:
