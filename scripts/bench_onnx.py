@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sar2opt_geo.cli.base import DEFAULT_MODEL  # noqa: E402
+from sar2opt_geo.defaults import BUNDLED_MODEL as DEFAULT_MODEL  # noqa: E402
 
 
 def build_model(kind: str):

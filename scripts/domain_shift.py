@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sar2opt_geo.defaults import BUNDLED_MODEL  # noqa: E402
 from sar2opt_geo.io import read_png, write_png  # noqa: E402
 from sar2opt_geo.models.checkpoint import count_parameters, load_generator  # noqa: E402
 from sar2opt_geo.synth import write_pairs  # noqa: E402
@@ -91,7 +92,7 @@ def picture(models: dict, gf3_test: Path, pre_test: Path, out: Path, n: int = 3)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default=str(ROOT / "sar2opt_geo" / "weights" / "default.safetensors"))
+    ap.add_argument("--base", default=str(BUNDLED_MODEL))
     ap.add_argument("--work", default="/tmp/sar2opt_shift")
     ap.add_argument("--train", type=int, default=200, help="gf3 fine-tuning pairs")
     ap.add_argument("--test", type=int, default=48, help="held-out gf3 pairs")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sar2opt_geo import io, tasks
-from sar2opt_geo.cli.base import DEFAULT_MODEL
+from sar2opt_geo.defaults import BUNDLED_MODEL as DEFAULT_MODEL
 from sar2opt_geo.distributed import ThreadedExecutor
 from sar2opt_geo.plan import TranslateOptions
 from sar2opt_geo.run import run_translate

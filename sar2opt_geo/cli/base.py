@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import click
 
 from sar2opt_geo import __version__
 from sar2opt_geo.errors import UsageError
-
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -43,6 +40,28 @@ class Progress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
+
+
+def given(ctx: click.Context, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) the user set on the command line, as ``--opt-name``."""
+    from click.core import ParameterSource
+
+    out = []
+    for name in names:
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+            out.append("--" + name.replace("_", "-"))
+    return out
+
+
+def bundled_model_or(model: str | None) -> str:
+    """``--model`` or, without it, the bundled model (a usage error when it is not installed)."""
+    from sar2opt_geo.defaults import BUNDLED_MODEL
+
+    if model:
+        return model
+    if not BUNDLED_MODEL.exists():
+        raise UsageError(f"model {BUNDLED_MODEL} does not exist (no bundled model installed; pass --model)")
+    return str(BUNDLED_MODEL)
 
 
 def filter_spec_from(filter_name, window, enl, damping):

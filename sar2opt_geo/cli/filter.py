@@ -7,8 +7,11 @@ import click
 from sar2opt_geo.cli.base import Progress, cli, filter_spec_from, setup_logging
 from sar2opt_geo.cli.options import (
     allow_ungeo_opt,
+    apply,
     bands_opt,
     chunk_opt,
+    filter_name_opt,
+    filter_params,
     input_scale_opt,
     overwrite_opt,
     quiet_opt,
@@ -22,15 +25,8 @@ from sar2opt_geo.errors import UsageError
 @cli.command("filter")
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())
-@click.option(
-    "--filter",
-    "filter_name",
-    required=True,
-    help="boxcar, median, gaussian, bilateral, lee, kuan, enhanced_lee, frost, gamma_map or refined_lee.",
-)
-@click.option("--window", type=int, default=7, show_default=True, help="Filter window (odd, >= 3).")
-@click.option("--enl", default="4.4", show_default=True, help="Equivalent number of looks, or 'auto'.")
-@click.option("--damping", type=float, default=2.0, show_default=True, help="Frost/enhanced Lee damping.")
+@filter_name_opt(True, "Speckle filter.")
+@apply(filter_params)
 @bands_opt
 @input_scale_opt
 @chunk_opt

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from sar2opt_geo.cli.base import Progress, cli
-from sar2opt_geo.cli.options import overwrite_opt, quiet_opt
+from sar2opt_geo.cli.options import overwrite_opt, quiet_opt, seed_opt
+from sar2opt_geo.defaults import TILE_SIZE
 from sar2opt_geo.errors import OutputError, UsageError
 
 
@@ -18,14 +19,20 @@ def synth():
 
 @synth.command("scene")
 @click.argument("outdir", type=click.Path(file_okay=False))
-@click.option("--width", type=int, default=3000, show_default=True)
-@click.option("--height", type=int, default=2500, show_default=True)
+@click.option("--width", type=int, default=3000, show_default=True, help="Scene width in pixels.")
+@click.option("--height", type=int, default=2500, show_default=True, help="Scene height in pixels.")
 @click.option("--bands", default="VV", show_default=True, help="VV or VV,VH.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--crs", default="EPSG:32633", show_default=True)
+@seed_opt
+@click.option("--crs", default="EPSG:32633", show_default=True, help="CRS of the scene's map grid.")
 @click.option("--gcps", is_flag=True, help="Georeference sar.tif by GCPs (EPSG:4326) like raw GRD products.")
 @click.option("--no-footprint", is_flag=True, help="No nodata collar.")
-@click.option("--domain", type=click.Choice(["s1", "gf3"]), default="s1", show_default=True)
+@click.option(
+    "--domain",
+    type=click.Choice(["s1", "gf3"]),
+    default="s1",
+    show_default=True,
+    help="s1: Sentinel-1-like; gf3: Gaofen-3-like (finer, other speckle and radiometry).",
+)
 @overwrite_opt
 @quiet_opt
 def synth_scene(outdir, width, height, bands, seed, crs, gcps, no_footprint, domain, overwrite, quiet):
@@ -67,8 +74,8 @@ def synth_scene(outdir, width, height, bands, seed, crs, gcps, no_footprint, dom
     show_default=True,
     help="s1: Sentinel-1-like; gf3: Gaofen-3-like (finer, other speckle and radiometry).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--tile-size", type=int, default=256, show_default=True)
+@seed_opt
+@click.option("--tile-size", type=int, default=TILE_SIZE, show_default=True, help="Tile side in pixels.")
 @overwrite_opt
 @quiet_opt
 def synth_pairs(outdir, count, domain, seed, tile_size, overwrite, quiet):

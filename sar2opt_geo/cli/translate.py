@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from sar2opt_geo.cli.base import DEFAULT_MODEL, Progress, cli, filter_spec_from, setup_logging
+from sar2opt_geo.cli.base import Progress, bundled_model_or, cli, filter_spec_from, given, setup_logging
 from sar2opt_geo.cli.options import (
     allow_ungeo_opt,
     apply,
     bands_opt,
+    batch_opt,
     chunk_opt,
+    device_opt,
     filter_opts,
+    format_opt,
     input_scale_opt,
+    model_path,
     overlap_opt,
     overwrite_opt,
     quiet_opt,
@@ -23,7 +26,11 @@ from sar2opt_geo.cli.options import (
     verbose_opt,
     workers_opt,
 )
+from sar2opt_geo.defaults import BACKENDS
 from sar2opt_geo.errors import UsageError
+from sar2opt_geo.sar2optical import SAR2OPTICAL_FILTERS
+
+PROFILE_OPTIONS = ("preprocess_filter", "preprocess_window", "gamma")
 
 
 def preprocess_profile(name, filter_name, window, gamma):
@@ -40,18 +47,19 @@ def preprocess_profile(name, filter_name, window, gamma):
 @click.argument("output", type=click.Path())
 @click.option(
     "--model",
+    type=model_path,
     default=None,
     help="Native checkpoint (.safetensors) or an .onnx file from `model export-onnx`. "
     "Default: the bundled model.",
 )
-@click.option("--lora", default=None, help="LoRA adapter merged into the model at load.")
+@click.option("--lora", type=model_path, default=None, help="LoRA adapter merged into the model at load.")
 @tile_opt
 @overlap_opt
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@batch_opt
+@device_opt
 @click.option(
     "--backend",
-    type=click.Choice(["torch", "onnx"]),
+    type=click.Choice(BACKENDS),
     default=None,
     help="Inference engine. Default: onnx for an .onnx model, else torch.",
 )
@@ -65,24 +73,45 @@ def preprocess_profile(name, filter_name, window, gamma):
     "--preprocess",
     type=click.Choice(["none", "sar2optical"]),
     default=None,
-    help="Preprocessing profile before the model (default: what the checkpoint declares).",
+    help="Preprocessing profile before the model (default: what the checkpoint declares; none: no profile).",
 )
 @click.option(
     "--preprocess-filter",
+    type=click.Choice(SAR2OPTICAL_FILTERS),
     default="lee",
     show_default=True,
-    help="SAR2Optical profile filter: lee, frost, median, gaussian, bilateral or none.",
+    help="SAR2Optical profile filter (only with --preprocess sar2optical).",
 )
-@click.option("--preprocess-window", type=int, default=5, show_default=True)
-@click.option("--gamma", type=float, default=1.0, show_default=True, help="SAR2Optical profile gamma.")
-@click.option("--aoi", default=None, help="GeoJSON polygon (any CRS): only tiles touching it are processed.")
-@click.option("--format", "fmt", type=click.Choice(["cog", "zarr"]), default="cog", show_default=True)
+@click.option(
+    "--preprocess-window",
+    type=int,
+    default=5,
+    show_default=True,
+    help="SAR2Optical profile filter window, odd >= 3 (only with --preprocess sar2optical).",
+)
+@click.option(
+    "--gamma",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="SAR2Optical profile gamma (only with --preprocess sar2optical).",
+)
+@click.option(
+    "--aoi",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="GeoJSON polygon: only tiles touching it are processed, pixels outside it are nodata. Plain "
+    "GeoJSON is EPSG:4326 longitude/latitude (RFC 7946) unless the file carries a `crs` member.",
+)
+@format_opt
 @allow_ungeo_opt
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its saved work state.")
 @overwrite_opt
 @quiet_opt
 @verbose_opt
+@click.pass_context
 def translate(
+    ctx,
     input,
     output,
     model,
@@ -119,12 +148,10 @@ def translate(
     from sar2opt_geo.run import run_translate
 
     setup_logging(verbose, quiet)
-    model = model or str(DEFAULT_MODEL)
-    if not Path(model).exists():
-        raise UsageError(
-            f"model {model} does not exist"
-            + ("" if model != str(DEFAULT_MODEL) else " (no bundled model installed; pass --model)")
-        )
+    stray = given(ctx, *PROFILE_OPTIONS)
+    if stray and preprocess != "sar2optical":
+        raise UsageError(f"{', '.join(stray)}: only valid with --preprocess sar2optical")
+    model = bundled_model_or(model)
     opts = TranslateOptions(
         model=model,
         tile_size=tile_size,
