@@ -83,7 +83,7 @@ function sideLabel(name) {
 }
 
 function render() {
-  if (state.sbs) { state.sbs.remove(); state.sbs = null; }
+  if (state.sbs) { state.swipe = state.sbs._range.value; state.sbs.remove(); state.sbs = null; }
   for (const side of ['left', 'right']) { if (state[side]) { map.removeLayer(state[side]); state[side] = null; } }
   if (!state.scene || !state.scene.layers.length) { $('label-left').textContent = 'no scene'; $('label-right').textContent = ''; return; }
   const ln = $('left').value, rn = $('right').value;
@@ -91,6 +91,9 @@ function render() {
   if (rn && rn !== ln) {
     state.right = tileLayer(rn, 'right').addTo(map);
     state.sbs = L.control.sideBySide(state.left, state.right).addTo(map);
+    if (state.swipe !== undefined) { state.sbs._range.value = state.swipe; state.sbs._updateClip(); }  // keep the swipe where it was
+    // a swipe drag ends with a mouseup over the map, which the browser turns into a map click: ignore that one
+    L.DomEvent.on(state.sbs._range, 'mousedown touchstart', () => { state.swiping = true; });
     window.sar2opt.sbs = state.sbs;
   } else {
     state.loaded.right = true;
@@ -168,8 +171,10 @@ $('zoom-scene').addEventListener('click', zoomToScene);
 
 map.on('mousemove', (e) => { $('cursor').textContent = e.latlng.lat.toFixed(5) + ', ' + e.latlng.lng.toFixed(5); });
 map.on('mouseout', () => { $('cursor').textContent = ''; });
+document.addEventListener('mouseup', () => { if (state.swiping) setTimeout(() => { state.swiping = false; }, 0); });
+document.addEventListener('touchend', () => { if (state.swiping) setTimeout(() => { state.swiping = false; }, 0); });
 map.on('click', async (e) => {
-  if (!state.scene) return;
+  if (!state.scene || state.swiping) return;
   const q = new URLSearchParams({ lon: e.latlng.lng.toFixed(7), lat: e.latlng.lat.toFixed(7) });
   let text;
   try {
