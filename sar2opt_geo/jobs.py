@@ -553,7 +553,14 @@ class JobState:
     outputs (fingerprint and file identity), carried over from earlier runs for outputs that still exist.
     :attr:`previous` is the document an earlier run left (or ``{}``)."""
 
-    def __init__(self, path: Path, spec_path: str, scenes: list[Scene], fingerprints: dict[str, str | None]):
+    def __init__(
+        self,
+        path: Path,
+        spec_path: str,
+        scenes: list[Scene],
+        fingerprints: dict[str, str | None],
+        overwrite: bool = False,
+    ):
         self.path = Path(path)
         self.previous = read_state(self.path) or {}
         ledger = self.previous.get("outputs")
@@ -561,6 +568,7 @@ class JobState:
             "spec": os.path.abspath(spec_path),
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "overwrite": overwrite,  # while this run lives, its pending scenes will be redone
             "started": _now(),
             "updated": _now(),
             "scenes": {
@@ -687,7 +695,7 @@ def run_job(
     scenes = spec.scenes()
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     fps, fp_errors = _fingerprints(scenes)
-    state = JobState(spec.state_path, spec.path, scenes, fps)
+    state = JobState(spec.state_path, spec.path, scenes, fps, overwrite=overwrite)
     state.write()
     before = state.previous.get("scenes", {}) if isinstance(state.previous.get("scenes"), dict) else {}
     results = []
@@ -818,7 +826,10 @@ def job_status(spec: JobSpec) -> list[SceneStatus]:
         ws = WorkState(sc.output)
         running = st.state == "running" and not dead
         stopped = st.state == "interrupted" or (st.state == "running" and dead)
-        if not running and fp is not None and output_fingerprint(sc.output, ledger) == fp:
+        # a live `submit --overwrite` will redo the scenes it has not reached: pending, as it says
+        redo = bool(doc.get("overwrite")) and not dead and st.state == "pending" and bool(r)
+        carries = fp is not None and output_fingerprint(sc.output, ledger) == fp
+        if carries and not (running or redo):
             st.state, st.error = "done", None
             st.tiles_done = st.tiles_total
         elif st.state in ("running", "failed", "interrupted") and ws.root.exists():
@@ -831,7 +842,11 @@ def job_status(spec: JobSpec) -> list[SceneStatus]:
         elif st.state == "done":  # recorded done, but its output is gone or was replaced since
             st.state, st.tiles_done = "pending", None
         if st.state == "pending" and os.path.exists(sc.output):
-            st.note = "an output exists, not made with this job's model, options and input: it will be redone"
+            st.note = (
+                "the running `submit --overwrite` will replace its output"
+                if carries
+                else "an output exists, not made with this job's model, options and input: it will be redone"
+            )
         out.append(st)
     return out
 

@@ -424,6 +424,19 @@ def test_resume_redoes_stale_outputs_and_status_agrees(tmp_path, tiny_model_path
     assert code == 0 and "skipped scenes/b.tif" in err and err.count("redone:") == 2
     assert _states(job) == ["done"] * 3
 
+    # a live `submit --overwrite` of the same spec: the scenes it has not reached are pending (it will
+    # replace them), although their outputs carry the fingerprint; once its process is gone they are done
+    seen.clear()
+    with make_executor() as ex, pytest.raises(KeyboardInterrupt):
+        run_job(job, ex, overwrite=True, on_scene=on_scene, progress_factory=progress_factory)
+    assert seen["scenes/a.tif"] == ["running", "pending", "pending"]
+    assert seen["after scenes/a.tif"] == ["done", "pending", "pending"]
+    doc = json.loads((tmp_path / "out" / STATE_NAME).read_text())
+    (tmp_path / "out" / STATE_NAME).write_text(json.dumps({**doc, "pid": 2**22 + 12345}))
+    assert _states(job) == ["done"] * 3
+    code, out, err = run_cli(["submit", spec, "--resume"], capsys)
+    assert code == 0 and err.count("skipped") == 3
+
 
 def test_resume_continues_only_this_jobs_work_state(tmp_path, tiny_model_path, capsys):
     """A scene interrupted mid-way continues from its finished blocks under `--resume`; after a spec change
