@@ -40,23 +40,27 @@ SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "f
 
 
 @dataclass(frozen=True)
-class SceneInfo:
-    """What a task needs to know about an input raster, without holding its pixels (picklable)."""
+class Georef:
+    """Where a raster's pixels are on Earth: the one georeferencing type of the package.
 
-    path: str
+    Used by reading (:class:`SceneInfo` is a ``Georef`` plus file facts), planning (AOI → pixels, bounds) and
+    writing (:class:`GeoProfile` is a ``Georef`` plus output tags). Either a CRS and an affine transform, or
+    ground control points in ``gcp_crs_wkt`` (raw GRD products), or nothing (pixel space). Plain strings and
+    tuples, so it pickles small into every Dask task.
+
+    A small frozen dataclass rather than odc-geo's ``GeoBox``/``GCPGeoBox``: the translate path only copies
+    georeferencing from an input to an output on the same pixel grid (no resampling), GCPs must round-trip
+    bit for bit through rasterio (``GroundControlPoint`` rows/cols/x/y/z), and rasterio — already the reader
+    and writer — provides the CRS and transform arithmetic; odc-geo would add a second CRS type (pyproj) and
+    conversions at both ends for no new capability here.
+    """
+
     width: int
     height: int
-    count: int
-    dtype: str
-    nodata: float | None
-    crs_wkt: str | None
-    transform: tuple[float, ...] | None  # affine coefficients (a, b, c, d, e, f); None with GCPs only
+    crs_wkt: str | None = None
+    transform: tuple[float, ...] | None = None  # affine coefficients (a, b, c, d, e, f); None with GCPs only
     gcps: tuple[tuple[float, float, float, float, float], ...] = ()  # (row, col, x, y, z)
     gcp_crs_wkt: str | None = None
-    block_shape: tuple[int, int] = (256, 256)
-    tiled: bool = False
-    descriptions: tuple[str | None, ...] = ()
-    has_mask: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -77,11 +81,76 @@ class SceneInfo:
     def gcp_objects(self) -> list[GroundControlPoint]:
         return [GroundControlPoint(row=r, col=c, x=x, y=y, z=z) for r, c, x, y, z in self.gcps]
 
+    def georef(self) -> Georef:
+        """Just the georeferencing (drops what a subclass adds: file facts, tags)."""
+        return Georef(self.width, self.height, self.crs_wkt, self.transform, self.gcps, self.gcp_crs_wkt)
+
+    def bounds(self, row0: int = 0, col0: int = 0, height: int | None = None, width: int | None = None):
+        """``(xmin, ymin, xmax, ymax)`` of a pixel window (default: the whole grid) in the grid's CRS;
+        needs an affine transform."""
+        if self.transform is None:
+            raise GeoreferenceError("bounds need a CRS and an affine transform (not GCPs)")
+        h = self.height if height is None else height
+        w = self.width if width is None else width
+        a = Affine(*self.transform)
+        corners = ((row0, col0), (row0 + h, col0 + w), (row0, col0 + w), (row0 + h, col0))
+        xs, ys = zip(*(a @ (c, r) for r, c in corners), strict=True)
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SceneInfo(Georef):
+    """What a task needs to know about an input raster, without holding its pixels (picklable): its
+    georeferencing (:class:`Georef`) and the file's facts."""
+
+    path: str
+    count: int
+    dtype: str
+    nodata: float | None
+    block_shape: tuple[int, int] = (256, 256)
+    tiled: bool = False
+    descriptions: tuple[str | None, ...] = ()
+    has_mask: bool = False
+
     def band_names(self) -> list[str]:
         names = []
         for i, d in enumerate(self.descriptions or (None,) * self.count):
             names.append(d if d else f"band{i + 1}")
         return names
+
+
+# ------------------------------------------------------------------------------------ CRS arithmetic
+# For modules that must not import rasterio themselves (synth, training pairs, AOIs).
+
+
+def crs_wkt(user_input) -> str:
+    """WKT of a CRS given as ``EPSG:n``, WKT, PROJ string or an EPSG integer (UsageError otherwise)."""
+    from rasterio.errors import CRSError
+
+    from sar2opt_geo.errors import UsageError
+
+    try:
+        return CRS.from_user_input(user_input).to_wkt()
+    except CRSError as exc:
+        raise UsageError(f"invalid CRS {user_input!r}: {exc}") from None
+
+
+def same_crs(a_wkt: str | None, b_wkt: str | None) -> bool:
+    return CRS.from_wkt(a_wkt) == CRS.from_wkt(b_wkt) if a_wkt and b_wkt else a_wkt == b_wkt
+
+
+def transform_points(src_wkt: str, dst_wkt: str, xs, ys) -> tuple[list[float], list[float]]:
+    """Coordinates reprojected from one CRS to another (PROJ via rasterio)."""
+    from rasterio.warp import transform
+
+    return transform(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), list(xs), list(ys))
+
+
+def transform_bounds(src_wkt: str, dst_wkt: str, bounds, densify_pts: int = 21):
+    """Bounds reprojected with ``densify_pts`` points along each edge."""
+    from rasterio.warp import transform_bounds as _tb
+
+    return _tb(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), *bounds, densify_pts=densify_pts)
 
 
 def open_scene(path: str | os.PathLike, *, allow_ungeoreferenced: bool = False) -> SceneInfo:
@@ -245,29 +314,16 @@ def replace_path(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
         os.replace(tmp, final)
 
 
-@dataclass
-class GeoProfile:
-    """Georeferencing copied from an input to an output on the same pixel grid."""
+@dataclass(frozen=True)
+class GeoProfile(Georef):
+    """What an output is written with: the input's :class:`Georef` (same pixel grid) plus its tags."""
 
-    width: int
-    height: int
-    crs_wkt: str | None = None
-    transform: tuple[float, ...] | None = None
-    gcps: tuple[tuple[float, float, float, float, float], ...] = ()
-    gcp_crs_wkt: str | None = None
     tags: dict = field(default_factory=dict)
 
     @classmethod
-    def from_scene(cls, scene: SceneInfo, tags: dict | None = None) -> GeoProfile:
-        return cls(
-            width=scene.width,
-            height=scene.height,
-            crs_wkt=scene.crs_wkt,
-            transform=scene.transform,
-            gcps=scene.gcps,
-            gcp_crs_wkt=scene.gcp_crs_wkt,
-            tags=dict(tags or {}),
-        )
+    def from_scene(cls, scene: Georef, tags: dict | None = None) -> GeoProfile:
+        g = scene.georef()
+        return cls(g.width, g.height, g.crs_wkt, g.transform, g.gcps, g.gcp_crs_wkt, tags=dict(tags or {}))
 
 
 class GeoTiffWriter:

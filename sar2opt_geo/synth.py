@@ -842,31 +842,24 @@ def sar_to_uint8(sigma0: np.ndarray, domain: str = "s1") -> np.ndarray:
 
 
 def _geo_profiles(spec: SceneSpec, gcps: bool) -> tuple[GeoProfile, GeoProfile]:
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
+    from sar2opt_geo.io import crs_wkt, transform_points
 
-    try:
-        crs = CRS.from_user_input(spec.crs)
-    except CRSError as exc:
-        raise UsageError(f"invalid CRS {spec.crs!r}: {exc}") from None
+    wkt = crs_wkt(spec.crs)  # UsageError for an invalid CRS
     tags = {"SAR2OPT_SYNTH_SPEC": json.dumps(asdict(spec), sort_keys=True)}
-    grid = GeoProfile(spec.width, spec.height, crs_wkt=crs.to_wkt(), transform=spec.transform, tags=tags)
+    grid = GeoProfile(spec.width, spec.height, crs_wkt=wkt, transform=spec.transform, tags=tags)
     if not gcps:
         return grid, grid
-    from rasterio.warp import transform as warp_transform
-
     rr, cc = np.meshgrid(np.linspace(0, spec.height, 5), np.linspace(0, spec.width, 5), indexing="ij")
     a, _, c, _, e, f = spec.transform
     xs = c + a * cc.ravel()
     ys = f + e * rr.ravel()
-    lon, lat = warp_transform(crs, CRS.from_epsg(4326), xs.tolist(), ys.tolist())
+    wgs84 = crs_wkt("EPSG:4326")
+    lon, lat = transform_points(wkt, wgs84, xs.tolist(), ys.tolist())
     points = tuple(
         (float(r), float(col), float(x), float(y), 0.0)
         for r, col, x, y in zip(rr.ravel(), cc.ravel(), lon, lat, strict=True)
     )
-    sar_geo = GeoProfile(
-        spec.width, spec.height, gcps=points, gcp_crs_wkt=CRS.from_epsg(4326).to_wkt(), tags=dict(tags)
-    )
+    sar_geo = GeoProfile(spec.width, spec.height, gcps=points, gcp_crs_wkt=wgs84, tags=dict(tags))
     return sar_geo, grid
 
 

@@ -54,29 +54,16 @@ def sar_to_db_uint8(linear: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _bounds(transform, row, col, h, w):
-    from rasterio.transform import Affine
-
-    a = Affine(*transform)
-    xs, ys = zip(
-        *(a @ (c, r) for r, c in ((row, col), (row + h, col + w), (row, col + w), (row + h, col))),
-        strict=True,
-    )
-    return (min(xs), min(ys), max(xs), max(ys))
-
-
 def _check_overlap(sar, opt) -> bool:
     """True when the grids are identical; InputError when the footprints do not overlap."""
-    from rasterio.crs import CRS
-    from rasterio.warp import transform_bounds
+    from sar2opt_geo.io import same_crs, transform_bounds
 
     if opt.transform is None or opt.crs_wkt is None:
         raise GeoreferenceError(f"{opt.path}: the optical raster needs a CRS and an affine transform")
-    sb = _bounds(sar.transform, 0, 0, sar.height, sar.width)
-    ob = _bounds(opt.transform, 0, 0, opt.height, opt.width)
-    scrs, ocrs = CRS.from_wkt(sar.crs_wkt), CRS.from_wkt(opt.crs_wkt)
-    if scrs != ocrs:
-        ob = transform_bounds(ocrs, scrs, *ob, densify_pts=21)
+    sb, ob = sar.bounds(), opt.bounds()
+    identical_crs = same_crs(sar.crs_wkt, opt.crs_wkt)
+    if not identical_crs:
+        ob = transform_bounds(opt.crs_wkt, sar.crs_wkt, ob, densify_pts=21)
     ix = min(sb[2], ob[2]) - max(sb[0], ob[0])
     iy = min(sb[3], ob[3]) - max(sb[1], ob[1])
     if ix <= 0 or iy <= 0:
@@ -85,7 +72,7 @@ def _check_overlap(sar, opt) -> bool:
             f"(SAR bounds {tuple(round(v, 1) for v in sb)}, optical {tuple(round(v, 1) for v in ob)} "
             "in the SAR CRS)"
         )
-    return scrs == ocrs and tuple(sar.transform) == tuple(opt.transform)
+    return identical_crs and tuple(sar.transform) == tuple(opt.transform)
 
 
 def _cut(sar, opt, scale, row, col, tile, max_nodata):
@@ -169,7 +156,7 @@ def tile_pairs(
             if results:
                 a_sar.append(np.stack([x[2] for x in results]), axis=0)
                 a_opt.append(np.stack([x[3] for x in results]), axis=0)
-                a_b.append(np.array([_bounds(sar.transform, x[0], x[1], t, t) for x in results]), axis=0)
+                a_b.append(np.array([sar.bounds(x[0], x[1], t, t) for x in results]), axis=0)
                 a_w.append(np.array([(x[0], x[1], t, t) for x in results], dtype=np.int64), axis=0)
                 n += len(results)
             if progress is not None:
