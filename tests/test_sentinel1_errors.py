@@ -196,3 +196,10 @@ def test_vsizip_paths_that_name_no_product_member(safe, tmp_path):
     _refused(f"/vsizip/{z}/{safe.name}/annotation/x.xml", "not a Sentinel-1 product member")
     _refused(f"/vsizip/{z}/{safe.name}/measurement/s1a-iw-grd-hh-x.tiff", "no such member")
     assert open_product(f"/vsizip/{z}/{safe.name}").polarisations == ("VV", "VH")
+
+
+def test_annotation_of_another_polarisation(copy):
+    p = copy()
+    (ann,) = list((p / "annotation").glob("*-vh-*.xml"))
+    ann.write_text(ann.read_text().replace("<polarisation>VH<", "<polarisation>HH<"))
+    _refused(p, "annotation of HH under a VH file name")

@@ -82,6 +82,8 @@ def test_windows_past_the_edges_reflect_like_numpy(product):
     assert np.array_equal(v, vpad[r0 + pad : r1 + pad, c0 + pad : c1 + pad])
     by_number, _ = prod.read_window((2,), r0, r1, c0, c1)
     assert np.array_equal(by_number, d)
+    single, _ = prod.read_window("VH", r0, r1, c0, c1)
+    assert np.array_equal(single, d)
 
 
 def _aws_layout(src, dst):

@@ -196,6 +196,8 @@ class S1Product:
             raise UsageError(f"empty window rows [{row0}, {row1}) x cols [{col0}, {col1})")
         if calibration not in CALIBRATIONS:
             raise UsageError(f"unknown calibration {calibration!r}; allowed: {', '.join(CALIBRATIONS)}")
+        if isinstance(bands, str | int):
+            bands = (bands,)
         idx = [self.band_index(b) for b in (bands if bands else range(1, len(self.bands) + 1))]
         rows = reflect_index(np.arange(row0, row1), self.height)
         cols = reflect_index(np.arange(col0, col1), self.width)
@@ -264,6 +266,11 @@ def open_product(path: str | os.PathLike, *, metadata_only: bool = False) -> S1P
                 "(annotation/calibration/calibration-*.xml)"
             )
         ann = parse_annotation(c.read(bf.annotation), c.display(bf.annotation))
+        if ann.polarisation != bf.polarisation:
+            raise InputError(
+                f"{c.display(bf.annotation)}: annotation of {ann.polarisation} "
+                f"under a {bf.polarisation} file name"
+            )
         cal = parse_calibration(c.read(bf.calibration), c.display(bf.calibration))
         noise = parse_noise(c.read(bf.noise), c.display(bf.noise)) if bf.noise else None
         measurement = c.gdal_path(bf.measurement) if bf.measurement else None
