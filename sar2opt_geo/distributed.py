@@ -125,43 +125,29 @@ def _probe_scheduler(address: str, timeout: float) -> None:
         ) from None
 
 
-@contextlib.contextmanager
-def make_executor(
-    workers: int | None = None,
-    scheduler: str | None = None,
-    *,
-    threads_per_worker: int | None = None,
-    timeout: float = 10.0,
-    verbose: bool = False,
-) -> Iterator[ThreadedExecutor | ClientExecutor]:
-    """The executor for the CLI options ``--workers N`` / ``--scheduler ADDRESS`` (neither: threads)."""
-    if workers is not None and scheduler is not None:
-        raise UsageError("--workers and --scheduler are mutually exclusive")
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be >= 1 (got {workers})")
-    if scheduler is None and workers is None:
-        yield ThreadedExecutor()
-        return
-    from distributed import Client, LocalCluster
+def _connect(scheduler: str, timeout: float):
+    """A ``distributed.Client`` on an existing scheduler (ClusterError when it cannot be reached)."""
+    from distributed import Client
 
-    if scheduler is not None:
-        if (
-            not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://"))
-            and ":" not in scheduler
-        ):
-            raise UsageError(f"--scheduler must be an address such as tcp://host:8786 (got {scheduler!r})")
-        _probe_scheduler(scheduler, timeout)
-        try:
-            client = Client(scheduler, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise ClusterError(
-                f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({exc})"
-            ) from None
-        with client:
-            yield ClientExecutor(client, remote=True)
-        return
-    cores = os.cpu_count() or 1
-    tpw = threads_per_worker or max(1, cores // workers)
+    if (
+        not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://"))
+        and ":" not in scheduler
+    ):
+        raise UsageError(f"--scheduler must be an address such as tcp://host:8786 (got {scheduler!r})")
+    _probe_scheduler(scheduler, timeout)
+    try:
+        return Client(scheduler, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({exc})"
+        ) from None
+
+
+def _local_cluster(workers: int, tpw: int, verbose: bool):
+    """A local cluster of ``workers`` processes on 127.0.0.1, ``tpw`` threads (and torch threads) each."""
+    import dask
+    from distributed import LocalCluster
+
     # The nanny sets OMP_NUM_THREADS=1 before it spawns a worker (distributed.nanny.pre-spawn-environ, where
     # the client's own environment wins), and torch reads it once, at import: give each worker's torch as
     # many threads as the worker has.
@@ -171,8 +157,6 @@ def make_executor(
     # The nanny also sets MALLOC_TRIM_THRESHOLD_=65536 by default, which makes glibc hand every freed block
     # array back to the OS and fault it in again for the next block: measured +60 % time per scene on a
     # local cluster (scripts/bench_distributed.py). Local clusters run one job and exit, so leave it unset.
-    import dask
-
     no_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
     try:
         with dask.config.set(no_trim):
@@ -193,6 +177,34 @@ def make_executor(
                 os.environ[k] = v
     if verbose and cluster.dashboard_link:
         log.info("Dask dashboard: %s", cluster.dashboard_link)
+    return cluster
+
+
+@contextlib.contextmanager
+def make_executor(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    *,
+    threads_per_worker: int | None = None,
+    timeout: float = 10.0,
+    verbose: bool = False,
+) -> Iterator[ThreadedExecutor | ClientExecutor]:
+    """The executor for the CLI options ``--workers N`` / ``--scheduler ADDRESS`` (neither: threads)."""
+    if workers is not None and scheduler is not None:
+        raise UsageError("--workers and --scheduler are mutually exclusive")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1 (got {workers})")
+    if scheduler is None and workers is None:
+        yield ThreadedExecutor()
+        return
+    if scheduler is not None:
+        with _connect(scheduler, timeout) as client:
+            yield ClientExecutor(client, remote=True)
+        return
+    from distributed import Client
+
+    tpw = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    cluster = _local_cluster(workers, tpw, verbose)
     try:
         with Client(cluster, set_as_default=False) as client:
             yield ClientExecutor(client)

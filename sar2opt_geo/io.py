@@ -21,6 +21,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import rasterio
@@ -676,6 +677,15 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, int]:
     return channels, h, w
 
 
+class AlignedWindow(NamedTuple):
+    """A window of a SAR raster and the same ground area of an optical raster, with validity masks."""
+
+    sar: np.ndarray
+    sar_valid: np.ndarray
+    optical: np.ndarray
+    optical_valid: np.ndarray
+
+
 def read_aligned_window(
     sar: SceneInfo,
     optical: SceneInfo,
@@ -684,7 +694,7 @@ def read_aligned_window(
     height: int,
     width: int,
     resampling: str = "bilinear",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> AlignedWindow:
     """Window ``[row0:row0+height, col0:col0+width]`` of the SAR grid, and the optical raster on that grid.
 
     Returns ``(sar, sar_valid, opt, opt_valid)``: float32 arrays ``(bands, h, w)`` and boolean masks. When
@@ -704,7 +714,7 @@ def read_aligned_window(
     same = same and optical.width >= col0 + width and optical.height >= row0 + height
     if same:
         o, ov = read_window(optical, row0, row0 + height, col0, col0 + width)
-        return s, sv, o, ov
+        return AlignedWindow(s, sv, o, ov)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.Env(**GDAL_ENV), rasterio.open(optical.path) as src:
@@ -723,4 +733,4 @@ def read_aligned_window(
                 o = vrt.read(window=win).astype(np.float32)
                 m = vrt.dataset_mask(window=win) > 0
     ov = m & np.all(np.isfinite(o), axis=0)
-    return s, sv, o, ov
+    return AlignedWindow(s, sv, o, ov)
