@@ -58,7 +58,6 @@ class Cluster:
             os.environ,
             PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
             OMP_NUM_THREADS="1",
-            SAR2OPT_TORCH_THREADS="1",
         )
         sched_file = tmp / "scheduler.json"
         self._spawn(
