@@ -1,6 +1,7 @@
 """SAR2Optical preprocessing profile: hand-computed values on tiny images, the project's formulas written out,
-OpenCV's fixed Gaussian kernels, the stretch/gamma chain, scene statistics, tiling and (when OpenCV is
-installed, it is optional) a direct comparison with cv2."""
+OpenCV's fixed Gaussian kernels, the stretch/gamma chain, scene statistics, tiling and a direct comparison
+with cv2 (the project calls ``cv2.GaussianBlur`` / ``cv2.bilateralFilter``; opencv-python-headless is in the
+dev extra, so these comparisons always run)."""
 
 from __future__ import annotations
 
@@ -219,38 +220,44 @@ def _bilateral_loops(img, w, r, c):
 
 @pytest.mark.parametrize("w", [3, 7])
 def test_bilateral_by_hand(w):
+    """The weights and the disc, by hand: every output is one of the two integers around the exact weighted
+    mean. Which one is OpenCV's business (its rounding differs between its code paths); that is checked
+    against cv2 itself in test_bilateral_matches_cv2."""
     img = IMG5_SPECKLE
     out = sar2optical_filter(img, "bilateral", w)
     for r in range(5):
         for c in range(5):
             ref = _bilateral_loops(img, w, r, c)
-            assert abs(int(out[r, c]) - ref) <= 1.0, (r, c, out[r, c], ref)
-            assert int(out[r, c]) == (math.floor(ref) if w <= 5 else round(ref))
+            assert math.floor(ref) <= int(out[r, c]) <= math.ceil(ref), (r, c, out[r, c], ref)
 
 
-def _cv2():
-    return pytest.importorskip("cv2", reason="OpenCV is optional (pip install opencv-python-headless)")
-
-
-@pytest.mark.parametrize("w", [3, 5, 7, 9, 11, 15])
+@pytest.mark.parametrize("w", [3, 5, 7, 9, 11, 15, 21])
 def test_gaussian_matches_cv2(w):
-    cv2 = _cv2()
-    img = _image(61, 77, seed=w)
-    got = sar2optical_filter(img, "gaussian", w).astype(int)
-    ref = cv2.GaussianBlur(img, (w, w), 0).astype(int)
-    assert np.abs(got - ref).max() <= 1
-    if w <= 7:  # fixed kernels: bit-exact
-        np.testing.assert_array_equal(got, ref)
+    """Bit-exact for every window: the fixed kernels (w ≤ 7) and the fixed-point sampled ones (w > 7)."""
+    import cv2
+
+    for img in (_image(61, 77, seed=w), IMG5_SPECKLE):
+        want = cv2.GaussianBlur(img, (w, w), 0)
+        np.testing.assert_array_equal(sar2optical_filter(img, "gaussian", w), want)
 
 
-@pytest.mark.parametrize("w", [3, 5, 7, 9])
+# Share of pixels where ours differs from cv2.bilateralFilter by 1 DN (never more). OpenCV's x86 wheels run
+# d <= 5 through IPP, whose result is the truncated weighted mean in most pixels, one DN off in 1-3 % (its
+# weights are approximated: the misses are not confined to means close to an integer; measured 1.3 % / 2.4 %
+# at d = 3 / 5 on these images, truncation of the exact mean), and larger d through OpenCV's own code, which
+# rounds to nearest (measured 0 %, rounding the exact mean).
+BILATERAL_CV2_MISMATCH = {3: 0.04, 5: 0.05, 7: 0.001, 9: 0.001, 11: 0.001}
+
+
+@pytest.mark.parametrize("w", [3, 5, 7, 9, 11])
 def test_bilateral_matches_cv2(w):
-    cv2 = _cv2()
+    import cv2
+
     img = _image(61, 77, seed=w)
     got = sar2optical_filter(img, "bilateral", w).astype(int)
     ref = cv2.bilateralFilter(img, w, 75, 75).astype(int)
     assert np.abs(got - ref).max() <= 1
-    assert np.mean(got != ref) < 0.1
+    assert np.mean(got != ref) <= BILATERAL_CV2_MISMATCH[w], np.mean(got != ref)
 
 
 # ------------------------------------------------------------------------------ stretch / gamma
