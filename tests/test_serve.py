@@ -148,6 +148,27 @@ def test_sar_tile_stretch_and_colormap(client):
     assert client.get(t + "?stretch=auto").status_code == 200
 
 
+def test_dual_polarisation_false_colour(tmp_path):
+    """VV/VH: one band grey, or R = VV, G = VH, B = VV − VH (0..15 dB), each stretched to 0..255."""
+    geo = _grid_profile()
+    vv, vh = (
+        np.full((SIZE, SIZE), 0.1, np.float32),
+        np.full((SIZE, SIZE), 10**-1.8, np.float32),
+    )  # −10, −18 dB
+    (tmp_path / "dual").mkdir()
+    path = tmp_path / "dual" / "s1.tif"
+    with io.GeoTiffWriter(path, geo, 2, "float32", nodata=0.0, band_descriptions=["VV", "VH"]) as w:
+        w.write(0, 0, np.stack([vv, vh]))
+    with TestClient(create_app([str(tmp_path / "dual")]), base_url="http://127.0.0.1") as c:
+        (scene,) = c.get("/api/scenes").json()
+        assert scene["layers"][0]["bands"] == ["VV", "VH"]
+        t = f"/tiles/{scene['id']}/sar/13/{2 * Z12.x}/{2 * Z12.y}.png"
+        fc = _png(c.get(t + "?mode=false").content)
+        assert np.abs(fc[:, :, :3].astype(int) - [153, 71, 136]).max() <= 1
+        vh_grey = _png(c.get(t + "?mode=b2").content)
+        assert np.abs(vh_grey[:, :, :3].astype(int) - 71).max() <= 1
+
+
 def test_rgb_tile_pixels_and_mask(client):
     sid = _scene(client)["id"]
     px = _png(client.get(f"/tiles/{sid}/translated/13/{2 * Z12.x}/{2 * Z12.y}.png").content)
@@ -281,6 +302,14 @@ def _chip_png(size=96, seed=0) -> bytes:
     buf = _io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_jpeg_chip_upload(client):
+    buf = _io.BytesIO()
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (80, 72, 3), dtype=np.uint8)).save(buf, "JPEG")
+    job = _wait(client, client.post("/api/translate", files={"file": ("c.jpg", buf.getvalue())}).json()["id"])
+    assert job["state"] == "done" and (job["width"], job["height"]) == (72, 80)
+    assert _png(client.get(job["download"]).content).shape == (80, 72, 4)
 
 
 def test_chip_upload_translate_download_round_trip(client):
@@ -456,19 +485,49 @@ def test_system_panel(client):
     assert s["adapter"] is None
 
 
-def test_models_folder_offers_checkpoints_onnx_and_adapters(scene_dir, tmp_path):
+def _make_adapter(base: Path, out: Path) -> None:
+    """A rank-2 LoRA adapter for ``base`` with small random B weights (changes the output a little)."""
+    import torch
+
+    from sar2opt_geo.models import LoRAConfig, checkpoint_hash, inject_lora, load_generator, save_adapter
+    from sar2opt_geo.models.lora import lora_modules
+
+    model, meta = load_generator(base)
+    cfg = LoRAConfig(rank=2, alpha=4.0, dropout=0.0)
+    inject_lora(model, cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for mod in lora_modules(model).values():
+            mod.lora_B.weight.copy_(torch.randn(mod.lora_B.weight.shape, generator=g) * 0.01)
+    save_adapter(out, model, cfg, checkpoint_hash(base), base_name=meta.name)
+
+
+def test_models_folder_offers_checkpoints_and_adapters(scene_dir, tmp_path):
     from sar2opt_geo.defaults import BUNDLED_MODEL
 
     (tmp_path / "m").mkdir()
     shutil.copy(BUNDLED_MODEL, tmp_path / "m" / "copy.safetensors")
     (tmp_path / "m" / "broken.safetensors").write_bytes(b"not a checkpoint")
+    _make_adapter(tmp_path / "m" / "copy.safetensors", tmp_path / "m" / "adapter.safetensors")
     with TestClient(create_app([], models_dir=str(tmp_path / "m")), base_url="http://127.0.0.1") as c:
         m = c.get("/api/models").json()
         labels = {x["label"]: x for x in m["models"]}
         assert "copy.safetensors" in labels and "broken.safetensors" not in labels
-        r = c.post("/api/translate", data={"sample": "0", "model": labels["copy.safetensors"]["id"]})
-        assert _wait(c, r.json()["id"])["state"] == "done"
-        assert any("broken.safetensors" in s for s in c.get("/api/system").json()["skipped"])
+        mid = labels["copy.safetensors"]["id"]
+        (adapter,) = m["adapters"]
+        assert adapter["label"] == "adapter.safetensors" and adapter["meta"]["rank"] == 2
+        plain = _wait(c, c.post("/api/translate", data={"sample": "0", "model": mid}).json()["id"])
+        tuned = _wait(
+            c,
+            c.post("/api/translate", data={"sample": "0", "model": mid, "lora": adapter["id"]}).json()["id"],
+        )
+        assert plain["state"] == tuned["state"] == "done" and tuned["lora"] == "adapter.safetensors"
+        a = _png(c.get(plain["download"]).content).astype(int)
+        b = _png(c.get(tuned["download"]).content).astype(int)
+        assert 0 < np.abs(a - b).mean() < 40  # the adapter changes the output, a little
+        sys_ = c.get(f"/api/system?model={mid}&lora={adapter['id']}").json()
+        assert sys_["adapter"]["rank"] == 2 and sys_["model"]["label"] == "copy.safetensors"
+        assert any("broken.safetensors" in s for s in sys_["skipped"])
 
 
 def test_temporary_folder_is_removed_at_shutdown(scene_dir):
