@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from sar2opt_geo import defaults
 from sar2opt_geo.errors import InputError, UsageError
 
 log = logging.getLogger(__name__)
 
-INPUT_SCALES = ("linear", "db", "amplitude", "dn")
+#: The concrete input scales (``defaults.INPUT_SCALES`` less "auto", which is decided from the data).
+INPUT_SCALES = tuple(s for s in defaults.INPUT_SCALES if s != "auto")
 MODEL_SCALES = ("linear", "db", "amplitude")
 _TINY = 1e-10  # linear floor before log10 (−100 dB)
 

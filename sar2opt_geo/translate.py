@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sar2opt_geo.defaults import BACKENDS
 from sar2opt_geo.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
 _FORWARD_LOCK = threading.Lock()
 _FORWARD_THREAD: ThreadPoolExecutor | None = None
 

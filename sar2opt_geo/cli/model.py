@@ -19,7 +19,8 @@ import click
 
 from sar2opt_geo import __version__
 from sar2opt_geo.cli.base import cli
-from sar2opt_geo.cli.options import overwrite_opt, quiet_opt
+from sar2opt_geo.cli.options import model_path, overwrite_opt, quiet_opt
+from sar2opt_geo.defaults import TILE_SIZE
 from sar2opt_geo.errors import ModelError, OutputError, Sar2OptError, UsageError
 
 _TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")
@@ -366,9 +367,11 @@ def model_convert(src, dst, radiometry, bands, name, upsample_mode, overwrite, q
 @model_group.command("export-onnx")
 @click.argument("ckpt", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--lora", default=None, help="LoRA adapter merged into the weights before export.")
+@click.option(
+    "--lora", type=model_path, default=None, help="LoRA adapter merged into the weights before export."
+)
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
-@click.option("--tile-size", type=int, default=256, show_default=True, help="Traced tile size.")
+@click.option("--tile-size", type=int, default=TILE_SIZE, show_default=True, help="Traced tile size.")
 @click.option("--dynamic-spatial", is_flag=True, help="Also make height and width dynamic.")
 @overwrite_opt
 @quiet_opt
