@@ -380,6 +380,16 @@ def test_oversized_uploads_point_to_translate(scene_dir):
         Image.fromarray(big).save(buf, format="PNG")
         r = c.post("/api/translate", files={"file": ("big.png", buf.getvalue(), "image/png")})
         assert r.status_code == 413 and "sar2opt-geo translate" in r.json()["error"]
+
+        def chunked():  # no Content-Length: the body is counted as it arrives
+            yield b"--x\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n\r\n"
+            for _ in range(20):
+                yield b"\0" * 10_000
+
+        r = c.post(
+            "/api/translate", content=chunked(), headers={"content-type": "multipart/form-data; boundary=x"}
+        )
+        assert r.status_code == 413 and "limit" in r.json()["error"]
     with TestClient(create_app([str(scene_dir)]), base_url="http://127.0.0.1") as c:
         wide = Image.fromarray(np.zeros((8, chips.MAX_CHIP_SIDE + 1), np.uint8))
         buf = _io.BytesIO()

@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -216,8 +217,6 @@ async def point(request: Request):
         if values is None:
             out["layers"][name] = {"nodata": True}
         elif lay.kind == "sar":
-            import numpy as np
-
             db = tiles.to_db(np.asarray(values, np.float32)[:, None], tiles.input_scale(lay.path))[:, 0]
             out["layers"][name] = {
                 "db": {b: round(float(v), 2) for b, v in zip(lay.facts.band_names, db, strict=False)}
@@ -257,6 +256,24 @@ async def translate_submit(request: Request):
             "scenes with `sar2opt-geo translate INPUT OUTPUT`",
             413,
         )
+    # read at most the limit (a body without Content-Length, e.g. chunked, is counted as it arrives), then
+    # parse the form from memory
+    limit, chunks, size = svc.max_bytes + 64 * 1024, [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(
+                f"the upload is larger than the app's {svc.max_bytes / 2**20:.0f} MB limit: translate large "
+                "scenes with `sar2opt-geo translate INPUT OUTPUT`",
+                413,
+            )
+        chunks.append(chunk)
+    body = b"".join(chunks)
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    request = Request(request.scope, replay)
     try:
         form = await request.form(max_files=1, max_fields=8, max_part_size=svc.max_bytes + 1)
     except Exception as exc:  # malformed multipart or a part over the limit
