@@ -606,14 +606,15 @@ class JobState:
         if force or now - self._last >= 0.5:  # progress ticks: at most two writes a second
             self.write()
 
-    def record_output(self, key: str, output: str, fingerprint: str, **fields) -> None:
+    def record_output(self, key: str, output: str, fingerprint: str, tiles: int, **fields) -> None:
         """The scene is done: its output file is in the ledger with its fingerprint (one write)."""
         self.outputs[output] = {
             "fingerprint": fingerprint,
             "identity": _file_identity(output),
+            "tiles": tiles,
             "made": _now(),
         }
-        self.update(key, state="done", **fields)
+        self.update(key, state="done", tiles_done=tiles, tiles_total=tiles, **fields)
 
     def write(self) -> None:
         self._last = time.monotonic()
@@ -708,7 +709,10 @@ def run_job(
             state.update(sc.key, state="failed", error=err, finished=_now())
         elif resume and not overwrite and output_fingerprint(sc.output, state.outputs) == fp:
             res = SceneResult(sc, "done", None, note=SKIPPED)
-            state.update(sc.key, state="done", error=None, finished=_now(), note=SKIPPED)
+            tiles = state.outputs[sc.output].get("tiles")
+            state.update(
+                sc.key, state="done", finished=_now(), note=SKIPPED, tiles_done=tiles, tiles_total=tiles
+            )
         else:
             redo = resume and not overwrite and os.path.exists(sc.output)
             # continue from work state only if this job (same fingerprint) left it; other state is discarded
@@ -752,14 +756,7 @@ def _run_scene(sc, executor, state, run_translate, resume, overwrite, progress_f
         if close is not None:
             close()
     state.record_output(
-        sc.key,
-        sc.output,
-        fp,
-        error=None,
-        finished=_now(),
-        tiles_done=summary.tiles,
-        tiles_total=summary.tiles,
-        evaluations=summary.evaluations,
+        sc.key, sc.output, fp, summary.tiles, error=None, finished=_now(), evaluations=summary.evaluations
     )
     return SceneResult(sc, "done", None, summary.evaluations, summary.tiles, time.perf_counter() - t0)
 
@@ -831,7 +828,7 @@ def job_status(spec: JobSpec) -> list[SceneStatus]:
         carries = fp is not None and output_fingerprint(sc.output, ledger) == fp
         if carries and not (running or redo):
             st.state, st.error = "done", None
-            st.tiles_done = st.tiles_total
+            st.tiles_done = st.tiles_total = ledger[sc.output].get("tiles")
         elif st.state in ("running", "failed", "interrupted") and ws.root.exists():
             st.tiles_done = sum(int(v.get("n_tiles", 0)) for v in ws.done_records().values())
             st.tiles_total = st.tiles_total or _tile_total(sc)
