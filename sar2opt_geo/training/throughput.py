@@ -1,0 +1,165 @@
+"""Where a training step's time goes: a short, measured breakdown of one config on this machine.
+
+``python -m sar2opt_geo.training.throughput --data D --config configs/pretrain.yaml --set ngf=32 --steps 10``
+
+Builds the run exactly as ``train pretrain`` does (:class:`~sar2opt_geo.training.trainer.Run`, in a temporary
+folder) and times, each after warm-up steps that are not counted:
+
+* ``data``: one batch read from the dataset in the main process, split into PNG/Zarr decoding
+  (``read_uint8``) and the rest (grey → 3 channels, flip/rotation, uint8 → float);
+* ``ceiling``: ``Run.train_step`` on one batch held in memory (the forward + backward ceiling of the same
+  networks and optimisers: no data loading, no logging);
+* ``phases``: the same step cut into G forward, D forward + backward + Adam, G's adversarial D forward,
+  G backward + Adam (timed with ``perf_counter`` between phases);
+* ``generator_only``: G forward + L1 backward + Adam, without any discriminator;
+* ``loop[w]``: the trainer's loop (DataLoader from ``Run._loader`` with ``w`` worker processes, then
+  ``train_step``) for each ``--workers`` value: the steps/s a run gets;
+* ``validation`` (one ``Run.validate()``, ``val_max_images`` images) and ``precise_bn`` (per batch).
+
+Written by hand: ``torch.profiler`` gives per-operator tables but not these per-phase and end-to-end figures
+in one short run. Timings share the machine with whatever else runs: the load average is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sar2opt_geo.training.config import load_config
+from sar2opt_geo.training.datasets import _to3, augment_pair, to_model_range
+from sar2opt_geo.training.trainer import Run, batch_indices, usable_cores
+
+
+def _rate(fn, steps: int, warmup: int) -> float:
+    """Calls per second of ``fn`` over ``steps`` calls after ``warmup`` uncounted ones."""
+    for _ in range(warmup):
+        fn()
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return steps / (time.perf_counter() - t)
+
+
+def _data_times(run: Run, batches: int) -> dict:
+    ds, cfg = run.train_ds, run.cfg
+    dec = rest = 0.0
+    for b in range(batches):
+        for i, code in batch_indices(len(ds), cfg.batch_size, cfg.seed, b, cfg.augment):
+            t0 = time.perf_counter()
+            sar, opt = ds.read_uint8(i)
+            t1 = time.perf_counter()
+            sar, opt = _to3(sar, ""), _to3(opt, "")
+            sar, opt = augment_pair(sar, opt, code)
+            torch.from_numpy(to_model_range(sar)), torch.from_numpy(to_model_range(opt))
+            rest += time.perf_counter() - t1
+            dec += t1 - t0
+    return {"decode_s_per_batch": dec / batches, "augment_convert_s_per_batch": rest / batches}
+
+
+def _phases(run: Run, x, y, steps: int) -> dict:
+    G, D, bce = run.G, run.D, run.bce
+    acc = {"G_forward": 0.0, "D_fwd_bwd_adam": 0.0, "G_adv_D_forward": 0.0, "G_bwd_adam": 0.0}
+    for s in range(steps + 1):
+        t0 = time.perf_counter()
+        fake = G(x)
+        t1 = time.perf_counter()
+        pr, pf = D(torch.cat([x, y], 1)), D(torch.cat([x, fake.detach()], 1))
+        loss_d = 0.5 * (bce(pr, torch.ones_like(pr)) + bce(pf, torch.zeros_like(pf)))
+        run.opt_D.zero_grad(set_to_none=True)
+        loss_d.backward()
+        run.opt_D.step()
+        t2 = time.perf_counter()
+        pf = D(torch.cat([x, fake], 1))
+        loss_g = bce(pf, torch.ones_like(pf)) + run.cfg.lambda_l1 * (fake - y).abs().mean()
+        t3 = time.perf_counter()
+        run.opt_G.zero_grad(set_to_none=True)
+        loss_g.backward()
+        run.opt_G.step()
+        t4 = time.perf_counter()
+        if s:  # step 0 is warm-up
+            for k, v in zip(acc, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                acc[k] += v
+    return {k: v / steps for k, v in acc.items()}
+
+
+def _generator_only(run: Run, x, y) -> None:
+    fake = run.G(x)
+    loss = (fake - y).abs().mean()
+    run.opt_G.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt_G.step()
+
+
+def _loop_rate(run: Run, workers: int, steps: int, warmup: int) -> float:
+    run.cfg.num_workers = workers
+    run.cfg.steps = run.step + warmup + steps
+    loader, _ = run._loader(run.step)
+    it = iter(loader)
+    for _ in range(warmup):
+        run.train_step(*next(it))
+    t = time.perf_counter()
+    for x, y in it:
+        run.train_step(x, y)
+    rate = steps / (time.perf_counter() - t)
+    del it
+    return rate
+
+
+def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, workers=(0, 1, 2)) -> dict:
+    cfg = load_config(config, list(sets) + ["device=cpu", "precise_bn_batches=0"])
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(data, Path(tmp) / "run", cfg)
+        run.out.mkdir(parents=True)
+        run.G.train()
+        run.D.train()
+        idx = batch_indices(len(run.train_ds), cfg.batch_size, cfg.seed, 0, cfg.augment)
+        x = torch.stack([run.train_ds[i][0] for i in idx])
+        y = torch.stack([run.train_ds[i][1] for i in idx])
+        res = {
+            "config": {k: getattr(cfg, k) for k in ("ngf", "ndf", "batch_size", "val_max_images")},
+            "cores": usable_cores(),
+            "threads": torch.get_num_threads(),
+            "steps": steps,
+            "data": _data_times(run, max(steps, 4)),
+            "ceiling_steps_per_s": _rate(lambda: run.train_step(x, y), steps, warmup),
+            "phases_s": _phases(run, x, y, steps),
+            "generator_only_steps_per_s": _rate(lambda: _generator_only(run, x, y), steps, warmup),
+        }
+        res["loop_steps_per_s"] = {str(w): _loop_rate(run, w, steps, warmup) for w in workers}
+        t = time.perf_counter()
+        run.validate()
+        res["validation_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        run.precise_bn(4)
+        res["precise_bn_s_per_batch"] = (time.perf_counter() - t) / 4
+    res["loadavg_before"] = [round(v, 2) for v in load_before]
+    res["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--workers", default="0,1,2", help="loader worker counts to time, comma separated")
+    a = ap.parse_args(argv)
+    res = measure(a.data, a.config, a.sets, a.steps, a.warmup, [int(w) for w in a.workers.split(",")])
+    json.dump(res, sys.stdout, indent=2, default=lambda v: float(np.asarray(v)))
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
