@@ -11,6 +11,7 @@ import click
 from sar2opt_geo.cli.base import cli, setup_logging
 from sar2opt_geo.cli.options import verbose_opt
 from sar2opt_geo.errors import InputError, Sar2OptError
+from sar2opt_geo.serve import DEFAULT_HOST, DEFAULT_PORT, MAX_UPLOAD_MB
 
 
 def _missing_serve_module() -> str | None:
@@ -55,13 +56,13 @@ def _check_port(host: str, port: int) -> None:
     help="Folder of checkpoints, ONNX exports and LoRA adapters offered for chip translation.",
 )
 @click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback only by default)."
+    "--host", default=DEFAULT_HOST, show_default=True, help="Address to bind (loopback only by default)."
 )
-@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option(
     "--max-upload-mb",
     type=click.IntRange(1, 1024),
-    default=16,
+    default=MAX_UPLOAD_MB,
     show_default=True,
     help="Largest upload accepted.",
 )
@@ -104,4 +105,7 @@ def serve(paths, job_specs, models_dir, host, port, max_upload_mb, verbose):
         click.echo(f"skipped {s}", err=True)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"serving {n} scene(s) on http://{shown}:{port}/  (Ctrl-C to stop)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")
+    finally:  # the app's shutdown does this too; here also when the server never started
+        state.close()

@@ -13,3 +13,5 @@ jobs (an optional extra: ``pip install -e ".[serve]"``).
 REQUIRED_MODULES = ("starlette", "uvicorn", "rio_tiler", "python_multipart")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
+#: Largest upload accepted by default (MB).
+MAX_UPLOAD_MB = 16

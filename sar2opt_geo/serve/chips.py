@@ -31,11 +31,12 @@ import numpy as np
 from sar2opt_geo import io
 from sar2opt_geo.defaults import BUNDLED_MODEL, FILTER_WINDOW, SEED
 from sar2opt_geo.errors import Sar2OptError
+from sar2opt_geo.serve import MAX_UPLOAD_MB
 
 log = logging.getLogger(__name__)
 
 #: Largest upload accepted (bytes).
-MAX_UPLOAD_BYTES = 16 * 1024 * 1024
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
 #: Largest chip side (PNG/JPEG or 8-bit TIFF) in pixels.
 MAX_CHIP_SIDE = 1024
 #: Largest GeoTIFF translated in the app (pixels); beyond that, use `sar2opt-geo translate`.
