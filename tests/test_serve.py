@@ -519,6 +519,11 @@ def test_models_folder_offers_checkpoints_and_adapters(scene_dir, tmp_path):
     shutil.copy(BUNDLED_MODEL, tmp_path / "m" / "copy.safetensors")
     (tmp_path / "m" / "broken.safetensors").write_bytes(b"not a checkpoint")
     _make_adapter(tmp_path / "m" / "copy.safetensors", tmp_path / "m" / "adapter.safetensors")
+    from sar2opt_geo.models import load_generator
+    from sar2opt_geo.models.onnx_export import export_onnx
+
+    model, meta = load_generator(BUNDLED_MODEL)
+    export_onnx(model, tmp_path / "m" / "exported.onnx", meta=meta)
     with TestClient(create_app([], models_dir=str(tmp_path / "m")), base_url="http://127.0.0.1") as c:
         m = c.get("/api/models").json()
         labels = {x["label"]: x for x in m["models"]}
@@ -535,6 +540,11 @@ def test_models_folder_offers_checkpoints_and_adapters(scene_dir, tmp_path):
         a = _png(c.get(plain["download"]).content).astype(int)
         b = _png(c.get(tuned["download"]).content).astype(int)
         assert 0 < np.abs(a - b).mean() < 40  # the adapter changes the output, a little
+        onnx = labels["exported.onnx"]
+        assert onnx["kind"] == "onnx"
+        via_onnx = _wait(c, c.post("/api/translate", data={"sample": "0", "model": onnx["id"]}).json()["id"])
+        assert via_onnx["state"] == "done", via_onnx
+        assert np.abs(_png(c.get(via_onnx["download"]).content).astype(int) - a).max() <= 2  # same model
         sys_ = c.get(f"/api/system?model={mid}&lora={adapter['id']}").json()
         assert sys_["adapter"]["rank"] == 2 and sys_["model"]["label"] == "copy.safetensors"
         assert any("broken.safetensors" in s for s in sys_["skipped"])
