@@ -480,3 +480,33 @@ def test_resume_continues_only_this_jobs_work_state(tmp_path, tiny_model_path, c
     evaluated, tiles = map(int, re.search(r"(\d+) of (\d+) tiles evaluated", err).groups())
     assert evaluated == tiles
     assert "boxcar" in io.read_raster(tmp_path / "out" / "a_optical.tif")[1]["tags"]["SAR2OPT_FILTER"]
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, tiny_model_path, capsys, monkeypatch):
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    sar, _ = write_scene(tmp_path / "synth", SceneSpec(width=300, height=260, seed=32))
+    (tmp_path / "scenes").mkdir()
+    os.replace(sar, tmp_path / "scenes" / "a.tif")
+    spec = write_spec(tmp_path, base_doc(model=tiny_model_path, device="cpu", tiling={"chunk_size": 192}))
+
+    class CtrlC:  # the progress display; Ctrl-C arrives after the first finished block
+        def __init__(self, label, quiet):
+            pass
+
+        def __call__(self, done, total):
+            if 0 < done < total:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr("sar2opt_geo.cli.jobs.Progress", CtrlC)
+    code, _, err = run_cli(["submit", spec, "--workers", "1"], capsys)
+    work = tmp_path / "out" / ".a_optical.tif.work"
+    assert code == 130 and work.is_dir()
+    again = f"sar2opt-geo submit {spec} --resume --workers 1"
+    assert f"Interrupted during scenes/a.tif: its finished blocks are kept in {work}; " in err
+    assert f"continue with `{again}` or discard them with `rm -r {work}`" in err
+    assert "Traceback" not in err
+    monkeypatch.undo()
+    code, _, err = run_cli(again.split()[1:], capsys)
+    evaluated, tiles = map(int, re.search(r"(\d+) of (\d+) tiles evaluated", err).groups())
+    assert code == 0 and evaluated < tiles and not work.exists()  # finished blocks not evaluated again

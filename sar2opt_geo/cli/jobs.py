@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import click
 
@@ -41,10 +42,14 @@ def submit(job, scheduler, workers, resume, overwrite, dry_run, quiet, verbose):
             )
         return
 
+    current = {}  # the scene being translated, for the message on Ctrl-C
+
     def progress_factory(sc):
+        current["scene"] = sc
         return Progress(f"[{sc.index + 1}/{len(scenes)}] {sc.key}", quiet)
 
     def on_scene(res):
+        current.pop("scene", None)
         if quiet:
             return
         if res.state == "done" and res.tiles is None:
@@ -60,16 +65,42 @@ def submit(job, scheduler, workers, resume, overwrite, dry_run, quiet, verbose):
 
     from sar2opt_geo.jobs import run_job
 
-    with make_executor(workers, scheduler, verbose=bool(verbose)) as ex:
-        results = run_job(
-            spec, ex, resume=resume, overwrite=overwrite, on_scene=on_scene, progress_factory=progress_factory
-        )
+    try:
+        with make_executor(workers, scheduler, verbose=bool(verbose)) as ex:
+            results = run_job(
+                spec,
+                ex,
+                resume=resume,
+                overwrite=overwrite,
+                on_scene=on_scene,
+                progress_factory=progress_factory,
+            )
+    except KeyboardInterrupt:
+        again = ["sar2opt-geo", "submit", job, "--resume"]
+        again += ["--scheduler", scheduler] if scheduler else (["--workers", str(workers)] if workers else [])
+        click.echo(_interrupted(current.get("scene"), shlex.join(again)), err=True)
+        raise
     failed = [r for r in results if r.state == "failed"]
     click.echo(f"{len(results) - len(failed)} of {len(results)} scenes done; state in {spec.state_path}")
     if failed:
         for r in failed:
             click.echo(f"  failed: {r.scene.key}: {r.error}")
         raise JobFailed(f"{len(failed)} of {len(results)} scenes failed")
+
+
+def _interrupted(scene, again: str) -> str:
+    """What Ctrl-C kept, where, and the commands to continue or discard it."""
+    from sar2opt_geo.workstate import WorkState
+
+    if scene is None:
+        return f"Interrupted; continue with `{again}`"
+    work = WorkState(scene.output).root
+    if work.exists():
+        return (
+            f"Interrupted during {scene.key}: its finished blocks are kept in {work}; continue with "
+            f"`{again}` or discard them with `rm -r {shlex.quote(str(work))}`"
+        )
+    return f"Interrupted during {scene.key} (no finished block kept); continue with `{again}`"
 
 
 @cli.command()
