@@ -398,6 +398,17 @@ def test_oversized_uploads_point_to_translate(scene_dir):
         assert r.status_code == 413 and "sar2opt-geo translate" in r.json()["error"]
 
 
+def test_geotiff_over_the_pixel_limit_points_to_translate(client, tmp_path):
+    side = int(chips.MAX_SCENE_PIXELS**0.5) + 1
+    geo = io.GeoProfile(side, side, crs_wkt=TMS.rasterio_crs.to_wkt(), transform=(10, 0, 0, 0, -10, 0))
+    path = tmp_path / "large.tif"
+    with io.GeoTiffWriter(path, geo, 1, "float32", nodata=0.0) as w:
+        w.write(0, 0, np.zeros((1, side, side), np.float32))
+    assert path.stat().st_size < chips.MAX_UPLOAD_BYTES
+    r = client.post("/api/translate", files={"file": ("large.tif", path.read_bytes())})
+    assert r.status_code == 413 and "use `sar2opt-geo translate" in r.json()["error"]
+
+
 def test_bad_form_values_are_refused(client):
     assert client.post("/api/translate", data={"sample": "0", "preprocess": "magic"}).status_code == 400
     assert client.post("/api/translate", data={"sample": "99"}).status_code == 404

@@ -280,6 +280,8 @@ async function loadJobs() {
           : '')))))));
 }
 $('jobs-refresh').addEventListener('click', loadJobs);
+// running jobs move on: refresh the table every 5 s while it is shown
+setInterval(() => { if ($('tab-jobs').classList.contains('active')) loadJobs(); }, 5000);
 
 /* ---------------------------------------------------------------------------------------------- system */
 function dl(obj) {
