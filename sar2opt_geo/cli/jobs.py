@@ -20,7 +20,12 @@ class JobFailed(Sar2OptError):
 @click.argument("job", type=click.Path(dir_okay=False))
 @scheduler_opt
 @workers_opt
-@click.option("--resume", is_flag=True, help="Skip finished scenes and continue unfinished ones.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Skip scenes whose output was made with this job's model, options and input; redo other existing "
+    "outputs; continue scenes this job left unfinished from their finished blocks.",
+)
 @overwrite_opt
 @click.option("--dry-run", is_flag=True, help="Validate the spec and list the scenes; run nothing.")
 @quiet_opt
