@@ -287,7 +287,8 @@ setInterval(() => { if ($('tab-jobs').classList.contains('active')) loadJobs(); 
 function dl(obj) {
   const rows = [];
   for (const [k, v] of Object.entries(obj || {})) {
-    rows.push(el('tr', {}, el('th', {}, k), el('td', {}, typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v))));
+    const text = v === null || v === undefined ? '—' : (typeof v === 'object' ? JSON.stringify(v) : String(v));
+    rows.push(el('tr', {}, el('th', {}, k), el('td', {}, text)));
   }
   return el('table', {}, ...rows);
 }
