@@ -10,8 +10,22 @@ linear decay to 0 over the last ``lr_decay_steps`` steps; mixed precision (``tor
 Determinism and exact resume: the batch of step ``s`` is a slice of a per-epoch permutation drawn from
 ``default_rng([seed, epoch])`` (with per-item augmentation codes from the same generator), and the global
 torch RNG (dropout, LoRA dropout) is re-seeded from ``(seed, s)`` at every step. The step counter therefore
-determines everything; RNG states (torch, CUDA, numpy, python) are saved and restored as well. A run of
-2 steps resumed for 2 more gives the same weights as 4 uninterrupted steps (CPU; within float tolerance).
+determines everything; RNG states (torch, CUDA, numpy, python) are saved and restored as well, with the
+sampler's position (epoch, position, training-split size: a resume on a different split is refused). The LR
+schedule is a function of the step (no scheduler object to save). A run interrupted at any step and resumed
+gives bitwise the same weights and optimiser states as an uninterrupted one (CPU; tested).
+
+Interruptions: SIGINT (Ctrl-C, also a script's ``kill -INT`` to a background run, whose inherited "ignore
+SIGINT" is overridden) and SIGTERM (Slurm, Kubernetes) only set a flag; the loop finishes the current step,
+writes a full checkpoint and returns ``summary["interrupted"]`` and the exact resume command. A second signal
+stops at once. DataLoader workers ignore both signals (the main process shuts them down). ``--resume`` also
+continues a run killed before its first checkpoint (``run.json`` without ``training_state.pt``: from step 0).
+Every checkpoint file is written atomically (temporary file in the same folder, fsync, ``os.replace``, fsync
+of the folder), so a kill during a save leaves the previous checkpoint intact.
+
+Progress: steps/s and an ETA from a moving window of training time after warm-up, with validation and
+checkpoint costs added per remaining occurrence (:class:`_Progress`). DataLoader workers default to the
+usable cores (:func:`default_loader_workers`); pinned memory and mixed precision only on CUDA.
 
 Run folder (``RUN/``):
 
@@ -785,15 +799,22 @@ class Run:
     def fit(self) -> dict:
         """Train from the current step to ``cfg.steps``. SIGINT/SIGTERM stop the run at the end of the current
         step with a full checkpoint (``summary["interrupted"]`` names the signal, ``summary["resume"]`` the
-        command that continues it)."""
+        command that continues it). A signal after the last step lets the final phase (BN re-estimation,
+        validation, final save) finish."""
+        stop = _StopFlag()
+        stop.install()
+        try:
+            return self._fit(stop)
+        finally:
+            stop.restore()
+
+    def _fit(self, stop: _StopFlag) -> dict:
         cfg, out = self.cfg, self.out
         self._prepare_folder()
         self.t0 = time.time()
         start = self.step
         self.G.train()
         self.D.train()
-        stop = _StopFlag()
-        stop.install()
         progress = _Progress(cfg.steps, start, self.quiet)
         new_losses = not (out / "losses.csv").exists()
         lf = open(out / "losses.csv", "a", newline="")
@@ -860,9 +881,9 @@ class Run:
                 )
                 return self._summary(last_val, stopped_early=True, interrupted=stop.name)
         finally:
-            stop.restore()
             lf.close()
             progress.close()
+        # a signal from here on (all steps done) lets the short final phase finish: its save is the checkpoint
         if cfg.precise_bn_batches > 0 and self.lora_cfg is None:
             self.precise_bn(cfg.precise_bn_batches)
         last_val = self.validate() or last_val
