@@ -35,11 +35,11 @@ import socket
 import string
 import time
 import types
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -56,16 +56,19 @@ from pydantic_core import PydanticCustomError
 from sar2opt_geo import defaults
 from sar2opt_geo.errors import InputError, JobSpecError, Sar2OptError, UsageError
 
+if TYPE_CHECKING:
+    from sar2opt_geo.plan import TranslateOptions
+
 log = logging.getLogger(__name__)
 
 STATE_NAME = ".sar2opt-job.json"
-STATES = ("pending", "running", "done", "failed", "partial", "interrupted")
-FORMATS = defaults.OUTPUT_FORMATS
-INPUT_SCALES = defaults.INPUT_SCALES
-BACKENDS = defaults.BACKENDS
+#: Scene states: recorded by ``submit`` (the first five) or derived by ``status`` (partial).
+STATES = ("pending", "running", "done", "failed", "interrupted", "partial")
 PATTERN_FIELDS = ("stem", "name", "index")
 #: Translate options left out of a scene's fingerprint: where and how fast it runs, not what it computes.
 NOT_IN_FINGERPRINT = ("device", "batch_size")
+
+
 # ------------------------------------------------------------------------------------------------ schema
 
 
@@ -100,10 +103,8 @@ class FilterOptions(_Strict):
         return self
 
     def to_filter_spec(self):
-        try:
-            from sar2opt_geo.filters import make_filter_spec
-        except ImportError:
-            raise _fail("filter", "speckle filters are not available in this installation") from None
+        from sar2opt_geo.filters import make_filter_spec
+
         try:
             return make_filter_spec(self.name, window=self.window, enl=self.enl, damping=self.damping)
         except UsageError as exc:
@@ -157,6 +158,10 @@ class OutputSpec(_Strict):
             raise _fail("pattern", f"unknown field {{{bad[0]}}} (fields: {', '.join(PATTERN_FIELDS)})")
         if not fields or "/" in pattern or os.sep in pattern:
             raise _fail("pattern", "must be a file name using {stem}, {name} or {index}")
+        try:  # format specs fail only when used: {stem:03d}
+            pattern.format(stem="scene", name="scene.tif", index=0)
+        except (ValueError, TypeError) as exc:
+            raise _fail("pattern", f"{pattern!r}: {exc}") from None
         return pattern
 
     @property
@@ -291,7 +296,7 @@ class Scene:
     key: str  # how the spec names it (relative to the spec directory when possible)
     input: str  # absolute
     output: str  # absolute
-    options: object  # the pipeline's TranslateOptions (every path in it absolute)
+    options: TranslateOptions  # every path in it absolute
 
     @property
     def label(self) -> str:
@@ -857,8 +862,3 @@ def _tile_total(sc: Scene) -> int | None:
         return TileGrid(info.height, info.width, sc.options.tile_size, sc.options.overlap).count
     except Sar2OptError:  # status is best effort: an unreadable input just shows no total
         return None
-
-
-def replace_options(scene: Scene, **kw) -> Scene:
-    """A copy of ``scene`` with some translate options changed (tests, tools)."""
-    return replace(scene, options=replace(scene.options, **kw))
