@@ -101,6 +101,15 @@ def serve(paths, job_specs, models_dir, host, port, max_upload_mb, verbose):
             "model (bind 127.0.0.1 unless that is what you want)",
             err=True,
         )
+    building = [
+        s.name for s in state.catalog.all() if s.layers.get("sar") and s.layers["sar"].overviews == "building"
+    ]
+    if building:
+        click.echo(
+            f"building overviews for {len(building)} SAR input(s) without them ({', '.join(building[:3])}"
+            f"{', ...' if len(building) > 3 else ''}) in the background; coarse zooms are slow until then",
+            err=True,
+        )
     for s in state.catalog.skipped + state.models.skipped:
         click.echo(f"skipped {s}", err=True)
     shown = f"[{host}]" if ":" in host else host

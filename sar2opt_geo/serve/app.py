@@ -24,6 +24,7 @@ import logging
 import math
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,22 @@ SECURITY_HEADERS = {
 }
 
 
+#: SAR inputs without overviews and larger than this (px, longest side) get a COG copy with overviews in
+#: the temporary folder at start-up (a background thread), so coarse zooms do not decimate the full scene.
+OVERVIEW_MIN_SIDE = 2048
+
+
 class AppState:
     """What the routes share: the catalogue, the translate service, the job specs, the temp folder."""
 
-    def __init__(self, paths=(), job_specs=(), models_dir=None, max_upload_bytes=MAX_UPLOAD_BYTES):
+    def __init__(
+        self,
+        paths=(),
+        job_specs=(),
+        models_dir=None,
+        max_upload_bytes=MAX_UPLOAD_BYTES,
+        overview_min_side=OVERVIEW_MIN_SIDE,
+    ):
         from sar2opt_geo.jobs import load_job
 
         self.tmp = Path(tempfile.mkdtemp(prefix="sar2opt-serve-"))
@@ -71,6 +84,46 @@ class AppState:
         except BaseException:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise
+        self._stop = threading.Event()
+        self.overviews_done = threading.Event()
+        todo = [lay for s in self.catalog.all() if (lay := s.layers.get("sar")) is not None]
+        todo = [
+            lay
+            for lay in todo
+            if lay.facts is not None
+            and not lay.facts.overviews
+            and not lay.facts.gcps  # GCP-only rasters are warped through a VRT anyway
+            and max(lay.facts.width, lay.facts.height) > overview_min_side
+        ]
+        for lay in todo:
+            lay.overviews = "building"
+        self._overview_thread = threading.Thread(
+            target=self._build_overviews, args=(todo,), name="sar2opt-overviews", daemon=True
+        )
+        self._overview_thread.start()
+
+    def _build_overviews(self, layers) -> None:
+        """COG copies (``io.staging_to_cog``: average overviews of linear values, nodata kept) of the SAR
+        inputs that have no overviews; each layer switches to its copy once it is complete."""
+        from sar2opt_geo import io
+
+        try:
+            for n, lay in enumerate(layers):
+                if self._stop.is_set():
+                    return
+                dst = self.tmp / "overviews" / f"sar-{n}.tif"
+                part = dst.with_name(dst.stem + ".partial.tif")
+                try:
+                    dst.parent.mkdir(exist_ok=True)
+                    io.staging_to_cog(lay.path, part)
+                    part.replace(dst)
+                    lay.tile_path, lay.overviews = str(dst), "ready"
+                    log.info("overviews ready for %s", lay.path)
+                except Exception as exc:  # tiles keep coming from the original file
+                    lay.overviews = "failed"
+                    log.warning("could not build overviews for %s: %s", lay.path, exc)
+        finally:
+            self.overviews_done.set()
 
     def _add_upload_scene(self, job, source: str, result: str) -> str:
         layers = {"sar": Layer("sar", source, "sar"), "translated": Layer("translated", result, "rgb")}
@@ -81,6 +134,8 @@ class AppState:
         return sid
 
     def close(self) -> None:
+        self._stop.set()
+        self._overview_thread.join(timeout=5)
         try:
             self.translate.shutdown()
         finally:
@@ -187,9 +242,9 @@ async def tile(request: Request):
     try:
         if lay.kind == "sar":
             style = sar_style(request.query_params, lay)
-            png = await run_in_threadpool(tiles.sar_tile, lay.path, z, x, y, style)
+            png = await run_in_threadpool(tiles.sar_tile, lay.tiles_from, z, x, y, style)
         else:
-            png = await run_in_threadpool(tiles.rgb_tile, lay.path, z, x, y)
+            png = await run_in_threadpool(tiles.rgb_tile, lay.tiles_from, z, x, y)
     except tiles.OutsideScene:
         # a tile inside the bounds the page was given (a corner of a rotated footprint) is empty, not missing
         if tiles.tile_touches(lay.facts.bounds_wgs84, z, x, y):

@@ -40,6 +40,14 @@ class Layer:
     path: str
     kind: str  # sar | rgb
     facts: tiles.RasterFacts | None = None  # None: the file does not exist yet (job output)
+    #: A COG copy with overviews in the app's temporary folder, made at start-up for a large SAR input
+    #: without overviews (tiles then come from it; point values still from ``path``).
+    tile_path: str | None = None
+    overviews: str = "none"  # without overviews in the file: none | building | ready | failed
+
+    @property
+    def tiles_from(self) -> str:
+        return self.tile_path or self.path
 
     def ready(self) -> bool:
         return self.facts is not None or self.refresh()
@@ -82,6 +90,7 @@ class Scene:
                     "maxzoom": f.maxzoom,
                     "bounds": list(f.bounds_wgs84),
                     "gcps": f.gcps,
+                    "overviews": "file" if f.overviews else lay.overviews,
                 }
             )
         bounds = None
