@@ -699,6 +699,7 @@ def run_job(
     from sar2opt_geo.workstate import WorkState
 
     scenes = spec.scenes()
+    refuse_concurrent_submit(spec)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     fps, fp_errors = _fingerprints(scenes)
     state = JobState(spec.state_path, spec.path, scenes, fps, overwrite=overwrite)
@@ -706,32 +707,62 @@ def run_job(
     before = state.previous.get("scenes", {}) if isinstance(state.previous.get("scenes"), dict) else {}
     results = []
     lost = None
-    for sc in scenes:
-        fp = fps[sc.key]
-        if lost is not None or sc.key in fp_errors:
-            err = lost or fp_errors[sc.key]
-            res = SceneResult(sc, "failed", err)
-            state.update(sc.key, state="failed", error=err, finished=_now())
-        elif resume and not overwrite and output_fingerprint(sc.output, state.outputs) == fp:
-            res = SceneResult(sc, "done", None, note=SKIPPED)
-            tiles = state.outputs[sc.output].get("tiles")
-            state.update(
-                sc.key, state="done", finished=_now(), note=SKIPPED, tiles_done=tiles, tiles_total=tiles
-            )
-        else:
-            redo = resume and not overwrite and os.path.exists(sc.output)
-            # continue from work state only if this job (same fingerprint) left it; other state is discarded
-            mine = before.get(sc.key, {}).get("fingerprint") == fp and WorkState(sc.output).root.exists()
-            res = _run_scene(
-                sc, executor, state, run_translate, resume and mine, overwrite or redo, progress_factory, fp
-            )
-            res.note = REDONE if redo else None
-            if res.state == "failed" and _client_lost(executor):
-                lost = f"not run: the cluster connection was lost (during {sc.key})"
-        results.append(res)
-        if on_scene is not None:
-            on_scene(res)
+    try:
+        for sc in scenes:
+            fp = fps[sc.key]
+            if lost is not None or sc.key in fp_errors:
+                err = lost or fp_errors[sc.key]
+                res = SceneResult(sc, "failed", err)
+                state.update(sc.key, state="failed", error=err, finished=_now())
+            elif resume and not overwrite and output_fingerprint(sc.output, state.outputs) == fp:
+                res = SceneResult(sc, "done", None, note=SKIPPED)
+                tiles = state.outputs[sc.output].get("tiles")
+                state.update(
+                    sc.key, state="done", finished=_now(), note=SKIPPED, tiles_done=tiles, tiles_total=tiles
+                )
+            else:
+                redo = resume and not overwrite and os.path.exists(sc.output)
+                # continue from work state only if this job (same fingerprint) left it, else start over
+                mine = before.get(sc.key, {}).get("fingerprint") == fp and WorkState(sc.output).root.exists()
+                res = _run_scene(
+                    sc,
+                    executor,
+                    state,
+                    run_translate,
+                    resume and mine,
+                    overwrite or redo,
+                    progress_factory,
+                    fp,
+                )
+                res.note = REDONE if redo else None
+                if res.state == "failed" and _client_lost(executor):
+                    lost = f"not run: the cluster connection was lost (during {sc.key})"
+            results.append(res)
+            if on_scene is not None:
+                on_scene(res)
+    finally:
+        state.doc["finished"] = _now()  # this submit no longer holds the job (done, failed or interrupted)
+        state.write()
     return results
+
+
+def refuse_concurrent_submit(spec: JobSpec) -> None:
+    """Two submits sharing one output folder would overwrite each other's state: refuse a second one while
+    the first (recorded in the state file, same host, process alive, not finished) runs."""
+    doc = read_state(spec.state_path) or {}
+    pid = doc.get("pid")
+    if (
+        "finished" in doc
+        or doc.get("host") != socket.gethostname()
+        or not isinstance(pid, int)
+        or pid == os.getpid()
+        or not _pid_alive(pid)
+    ):
+        return
+    raise UsageError(
+        f"{spec.path}: another submit (process {pid}, started {doc.get('started')}, spec "
+        f"{doc.get('spec')}) is running with the state file {spec.state_path}; wait for it or stop it first"
+    )
 
 
 def _run_scene(sc, executor, state, run_translate, resume, overwrite, progress_factory, fp) -> SceneResult:
@@ -808,7 +839,8 @@ def job_status(spec: JobSpec) -> list[SceneStatus]:
     doc = read_state(spec.state_path) or {}
     recorded = doc.get("scenes") if isinstance(doc.get("scenes"), dict) else {}
     ledger = doc.get("outputs") if isinstance(doc.get("outputs"), dict) else {}
-    dead = (
+    # the submit that wrote the state is over: it said so, or (same host) its process is gone
+    dead = "finished" in doc or (
         doc.get("host") == socket.gethostname()
         and isinstance(doc.get("pid"), int)
         and not _pid_alive(doc["pid"])

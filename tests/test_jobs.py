@@ -524,3 +524,27 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, tiny_model_path, 
     code, _, err = run_cli(again.split()[1:], capsys)
     evaluated, tiles = map(int, re.search(r"(\d+) of (\d+) tiles evaluated", err).groups())
     assert code == 0 and evaluated < tiles and not work.exists()  # finished blocks not evaluated again
+
+
+def test_a_second_submit_of_a_running_job_is_refused(tmp_path, scenes_dir, capsys):
+    import subprocess
+    import sys
+
+    spec = write_spec(tmp_path, base_doc())
+    job = load_job(spec)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        state = JobState(job.state_path, str(spec), job.scenes(), {})
+        state.doc["pid"] = other.pid
+        state.write()
+        code, out, err = run_cli(["submit", spec], capsys)
+        assert code == 2 and err.count("\n") == 1
+        assert f"another submit (process {other.pid}" in err and str(job.state_path) in err
+        # once it says it has finished, or its process is gone, the job is free again
+        state.doc["finished"] = "2026-01-01T00:00:00+00:00"
+        state.write()
+        code, _, err = run_cli(["submit", spec, "-q"], capsys)
+        assert "another submit" not in err
+    finally:
+        other.kill()
+        other.wait()

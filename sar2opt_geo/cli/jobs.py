@@ -68,7 +68,9 @@ def submit(job, scheduler, workers, resume, overwrite, dry_run, quiet, verbose):
         else:
             click.echo(f"FAILED  {res.scene.key}: {res.error}", err=True)
 
-    from sar2opt_geo.jobs import run_job
+    from sar2opt_geo.jobs import refuse_concurrent_submit, run_job
+
+    refuse_concurrent_submit(spec)  # before a cluster is started for nothing
 
     try:
         with make_executor(workers, scheduler, verbose=bool(verbose)) as ex:
