@@ -24,8 +24,13 @@ BATCH_SIZE = 8
 BACKENDS = ("torch", "onnx")
 #: Devices a command accepts; "auto" takes CUDA when present.
 DEVICES = ("auto", "cpu", "cuda")
-#: How input values are read: "auto" decides from dtype, values and metadata.
-INPUT_SCALES = ("auto", "linear", "db", "amplitude", "dn")
+#: How input values are read: "auto" decides from dtype, values and metadata; "levels": the 8-bit levels
+#: of the model's radiometry (SEN1-2 / QXSLAB PNG chips).
+INPUT_SCALES = ("auto", "linear", "db", "amplitude", "dn", "levels")
+#: Sentinel-1 products: calibration choices (σ⁰ default) and the map projection before the model.
+CALIBRATIONS = ("sigma0", "beta0", "gamma0")
+CALIBRATION = "sigma0"
+WARP = "auto"
 #: Output formats of translate / filter.
 OUTPUT_FORMATS = ("cog", "zarr")
 

@@ -1,7 +1,8 @@
 """``sar2opt-geo info``: what a scene is and the work ``translate`` would do on it (no model is run).
 
-Reads the metadata and a decimated overview through :mod:`sar2opt_geo.io`. Every size and grid is printed
-width first: ``W x H`` pixels, ``columns x rows`` of tiles or blocks.
+Reads the metadata and a decimated overview through :mod:`sar2opt_geo.io` (for a Sentinel-1 product: its
+annotation, and the footprint on the warp grid), and a few sample windows for the input-scale decision.
+Every size and grid is printed width first: ``W x H`` pixels, ``columns x rows`` of tiles or blocks.
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ import math
 
 import numpy as np
 
-from sar2opt_geo import io
+from sar2opt_geo import defaults, io
+from sar2opt_geo.errors import InputError
+from sar2opt_geo.plan import Conditioning, open_input, select_bands
+from sar2opt_geo.sampling import sample_lattice
+from sar2opt_geo.source import SourceScene, decide_input_scale
+from sar2opt_geo.tasks import sample_windows
 from sar2opt_geo.tiling import BlockPlan, TileGrid
+from sar2opt_geo.warp import footprint_mask
 
 
 def estimated_evaluations(grid: TileGrid, valid: np.ndarray) -> int:
@@ -28,14 +35,85 @@ def estimated_evaluations(grid: TileGrid, valid: np.ndarray) -> int:
     return n_eval
 
 
-def describe_scene(input_path: str, tile: int, overlap: int, chunk: int, allow_ungeoreferenced: bool) -> dict:
+def _valid_overview(scene: io.SceneInfo) -> np.ndarray:
+    """A decimated validity mask: the raster's overview mask, or for a product / warped scene the
+    footprint of the source image on the grid (DN-0 borders are not counted)."""
+    if isinstance(scene, SourceScene):
+        if scene.warp is not None:
+            return footprint_mask(scene.warp)
+        return np.ones((min(scene.height, 1024), min(scene.width, 1024)), dtype=bool)
+    _, mask = io.read_overview(scene.path, max_size=1024)
+    return mask > 0
+
+
+def scale_decision(scene: io.SceneInfo, bands: tuple[int, ...], requested: str = "auto") -> str:
+    """``scale (reason)`` as translate decides it, from a 3 x 3 lattice of sample windows read here."""
+    if requested != "auto":
+        return f"{requested} (given by --input-scale)"
+    cond = Conditioning(scene=scene, bands=bands, input_scale="linear")
+    corners = sample_lattice(scene.height, scene.width, n=3)
+    raw, _, _ = sample_windows(cond, corners, 64)
+    try:
+        d = decide_input_scale(scene, bands, raw)
+    except InputError as exc:
+        return f"refused: {exc}"
+    extra = f"; value {d.nodata:g} taken as nodata" if d.nodata is not None else ""
+    return f"{d.scale} ({d.reason}{extra})"
+
+
+def product_facts(scene: io.SceneInfo) -> dict:
+    """What ``info`` adds for a Sentinel-1 product or a warped scene."""
+    if not isinstance(scene, SourceScene):
+        return {}
+    out = {}
+    if scene.product is not None:
+        p = scene.product
+        out.update(
+            {
+                "product": p.name,
+                "product_type": f"{p.mission} {p.mode} {p.product_type}{p.resolution or ''}",
+                "polarisations": ", ".join(p.polarisations),
+                "pass": p.pass_direction.lower(),
+                "radar_size": f"{p.width} x {p.height} (range {p.range_spacing:g} m, azimuth "
+                f"{p.azimuth_spacing:g} m)",
+                "geolocation": f"{len(p.gcps)} GCPs from the {p.gcp_source}",
+                "calibration": f"{scene.calibration}, "
+                + ("thermal noise removed" if scene.denoise else "no thermal noise removal"),
+            }
+        )
+    out["warp"] = scene.warp.describe() if scene.warp is not None else "none (radar geometry + GCPs)"
+    return out
+
+
+def describe_scene(
+    input_path: str,
+    tile: int,
+    overlap: int,
+    chunk: int,
+    allow_ungeoreferenced: bool,
+    *,
+    calibration: str = defaults.CALIBRATION,
+    denoise: bool = True,
+    warp: str = defaults.WARP,
+    resolution: float | None = None,
+    bands: str | None = None,
+    input_scale: str = "auto",
+) -> dict:
     """What ``sar2opt-geo info`` prints: metadata, nodata share and the tile grid for the given options."""
-    scene = io.open_scene(input_path, allow_ungeoreferenced=allow_ungeoreferenced)
+    scene = open_input(
+        input_path,
+        calibration=calibration,
+        denoise=denoise,
+        warp=warp,
+        resolution=resolution,
+        allow_ungeoreferenced=allow_ungeoreferenced,
+    )
     grid = TileGrid(scene.height, scene.width, tile, overlap)
     plan = BlockPlan.create(grid, chunk, scene.block_shape if scene.tiled else None)
-    _, mask = io.read_overview(scene.path, max_size=1024)
-    valid = mask > 0
+    valid = _valid_overview(scene)
+    band_idx = select_bands(scene, bands, len(bands.split(",")) if bands else scene.count, [])
     return {
+        **product_facts(scene),
         "path": scene.path,
         "size": f"{scene.width} x {scene.height}",
         "bands": ", ".join(scene.band_names()),
@@ -53,4 +131,5 @@ def describe_scene(input_path: str, tile: int, overlap: int, chunk: int, allow_u
         "tiles": grid.count,
         "dask_blocks": f"{plan.n_bcols} x {plan.n_brows} blocks (columns x rows) of {plan.chunk} px",
         "estimated_model_evaluations": estimated_evaluations(grid, valid),
+        "input_scale": scale_decision(scene, band_idx, input_scale),
     }

@@ -220,6 +220,23 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def read_scale_tags(path: str | os.PathLike) -> dict[str, str]:
+    """Dataset tags, per-band tags and band units of a raster (``units_N``): what input-scale detection
+    reads (e.g. ``Sigma0_VV_db``, units ``dB``)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.Env(**GDAL_ENV), rasterio.open(str(path)) as src:
+                out = {k: str(v) for k, v in src.tags().items()}
+                for i in range(1, src.count + 1):
+                    out.update({f"{k}_{i}": str(v) for k, v in src.tags(i).items()})
+                    if src.units and src.units[i - 1]:
+                        out[f"units_{i}"] = src.units[i - 1]
+                return out
+    except RasterioIOError as exc:
+        raise InputError(f"{path}: not a readable raster ({_first_line(exc)})") from None
+
+
 def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
     """Map any integer indices into ``[0, n)`` the way ``np.pad(mode="reflect")`` extends an axis."""
     idx = np.asarray(idx, dtype=np.int64)

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 from sar2opt_geo import defaults, io
 from sar2opt_geo.errors import InputError, UsageError
 from sar2opt_geo.filters import FilterSpec, filter_halo
-from sar2opt_geo.radiometry import INPUT_SCALES, Radiometry, SceneStats
+from sar2opt_geo.radiometry import DEFAULT_LEVELS, INPUT_SCALES, Radiometry, SceneStats, to_linear
 from sar2opt_geo.sar2optical import Sar2OpticalProfile
+from sar2opt_geo.source import open_source
 from sar2opt_geo.tiling import BlockPlan, TileGrid
 from sar2opt_geo.translate import ModelRef
+from sar2opt_geo.warp import parse_warp
 
 if TYPE_CHECKING:
     from sar2opt_geo.models.checkpoint import CheckpointMeta
@@ -56,20 +58,37 @@ class TranslateOptions:
     lora: str | None = None
     fmt: str = "cog"
     allow_ungeoreferenced: bool = False
+    # Sentinel-1 products and map projection (see sar2opt_geo.source / sar2opt_geo.warp)
+    calibration: str = defaults.CALIBRATION
+    denoise: bool = True
+    warp: str = defaults.WARP
+    resolution: float | None = None
+    calibration_constant: float | None = None  # --input-scale dn: σ⁰ = DN²/A²
 
 
 @dataclass(frozen=True)
 class Conditioning:
-    """Everything that turns raw scene values into linear intensity (shared by translate and filter)."""
+    """Everything that turns raw scene values into linear intensity (shared by translate and filter).
+
+    ``scene`` is an :class:`io.SceneInfo` or a :class:`~sar2opt_geo.source.SourceScene` (product and/or
+    warped); ``levels`` is the range whose 8-bit levels ``--input-scale levels`` means (the model's),
+    ``calibration_constant`` the A of ``--input-scale dn``."""
 
     scene: io.SceneInfo
     bands: tuple[int, ...]
     input_scale: str
     filter: FilterSpec | None = None
+    levels: tuple[str, float, float] = DEFAULT_LEVELS
+    calibration_constant: float | None = None
+    scale_reason: str = ""
 
     @property
     def halo(self) -> int:
         return 0 if self.filter is None else filter_halo(self.filter)
+
+    def to_linear(self, x):
+        """Stored values → linear intensity in this conditioning's input scale."""
+        return to_linear(x, self.input_scale, levels=self.levels, constant=self.calibration_constant)
 
 
 @dataclass(frozen=True)
@@ -123,7 +142,47 @@ def validate_options(opts: TranslateOptions) -> TranslateOptions:
         raise UsageError(f"--input-scale must be auto or one of {', '.join(INPUT_SCALES)}")
     if opts.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {opts.batch_size})")
+    if opts.calibration_constant is not None:
+        if opts.input_scale != "dn":
+            raise UsageError("--calibration-constant only applies with --input-scale dn")
+        if not opts.calibration_constant > 0:
+            raise UsageError(f"--calibration-constant must be > 0 (got {opts.calibration_constant})")
+    parse_warp(opts.warp)
     return opts
+
+
+#: Image formats that never carry georeferencing (8-bit SAR chips): processed in pixel space without
+#: ``--allow-ungeoreferenced``.
+CHIP_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def open_input(
+    path: str,
+    *,
+    calibration: str = defaults.CALIBRATION,
+    denoise: bool = True,
+    warp: str = defaults.WARP,
+    resolution: float | None = None,
+    allow_ungeoreferenced: bool = False,
+) -> io.SceneInfo:
+    """The scene source for ``path``: a raster, or a Sentinel-1 product, warped to a map grid when asked
+    (see :func:`sar2opt_geo.source.open_source`). PNG/JPEG chips are read in pixel space."""
+    chip = str(path).lower().endswith(CHIP_SUFFIXES)
+    return open_source(
+        path,
+        calibration=calibration,
+        denoise=denoise,
+        warp=warp,
+        resolution=resolution,
+        allow_ungeoreferenced=allow_ungeoreferenced or chip,
+    )
+
+
+def levels_range(radiometry: Radiometry) -> tuple[str, float, float]:
+    """What the 8-bit levels of an input mean for a model: its fixed clip range (else the default one)."""
+    if radiometry.clip is not None:
+        return (radiometry.scale, float(radiometry.clip[0]), float(radiometry.clip[1]))
+    return DEFAULT_LEVELS
 
 
 def is_onnx_model(path: str | os.PathLike) -> bool:
@@ -241,7 +300,14 @@ def prepare_translate(input_path: str, opts: TranslateOptions, executor=None) ->
     from sar2opt_geo.translate import make_model_ref, resolve_device
 
     opts = validate_options(opts)
-    scene = io.open_scene(input_path, allow_ungeoreferenced=opts.allow_ungeoreferenced)
+    scene = open_input(
+        input_path,
+        calibration=opts.calibration,
+        denoise=opts.denoise,
+        warp=opts.warp,
+        resolution=opts.resolution,
+        allow_ungeoreferenced=opts.allow_ungeoreferenced,
+    )
     grid = TileGrid(scene.height, scene.width, opts.tile_size, opts.overlap)
     device = resolve_device(opts.device, executor)
     meta = read_model_metadata(opts.model)

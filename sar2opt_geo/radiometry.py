@@ -28,15 +28,41 @@ MODEL_SCALES = ("linear", "db", "amplitude")
 _TINY = 1e-10  # linear floor before log10 (−100 dB)
 
 
-def to_linear(x: np.ndarray, scale: str) -> np.ndarray:
-    """Convert values in ``scale`` to linear intensity (σ⁰ or DN² for uncalibrated digital numbers)."""
+#: ``levels`` input: the 8-bit levels of this range (the default radiometry's dB clip).
+DEFAULT_LEVELS = ("db", -25.0, 0.0)
+
+
+def to_linear(
+    x: np.ndarray,
+    scale: str,
+    *,
+    levels: tuple[str, float, float] = DEFAULT_LEVELS,
+    constant: float | None = None,
+) -> np.ndarray:
+    """Convert values in ``scale`` to linear intensity.
+
+    ``dn``: DN²/A² with ``constant`` A (DN² without one); ``levels``: 8-bit levels of a model's radiometry
+    ``levels = (domain, lo, hi)`` — level L stands for the centre of its interval,
+    lo + (L + ½)·(hi − lo)/255 in that domain (dB for SEN1-2-style models), so converting it back with the
+    same radiometry gives level L again exactly."""
     x = np.asarray(x, dtype=np.float32)
     if scale == "linear":
         return x
     if scale == "db":
         return np.power(np.float32(10.0), x / np.float32(10.0), dtype=np.float32)
-    if scale in ("amplitude", "dn"):
+    if scale == "amplitude":
         return np.square(x, dtype=np.float32)
+    if scale == "dn":
+        sq = np.square(x, dtype=np.float32)
+        return sq if not constant else (sq / np.float32(float(constant) ** 2)).astype(np.float32)
+    if scale == "levels":
+        domain, lo, hi = levels
+        v = np.float64(lo) + (x.astype(np.float64) + 0.5) * ((float(hi) - float(lo)) / 255.0)
+        if domain == "db":
+            return np.power(10.0, v / 10.0).astype(np.float32)
+        if domain == "amplitude":
+            return np.square(v).astype(np.float32)
+        return np.maximum(v, 0.0).astype(np.float32)
     raise UsageError(f"unknown input scale {scale!r} (valid: {', '.join(INPUT_SCALES)})")
 
 

@@ -23,9 +23,10 @@ import numpy as np
 
 from sar2opt_geo import defaults
 from sar2opt_geo.filters import FilterSpec, enl_from_ci2_samples
-from sar2opt_geo.plan import Conditioning, PreparedTranslate, TranslateJob
-from sar2opt_geo.radiometry import SceneStats, check_input_scale, detect_input_scale, resolve_stats
+from sar2opt_geo.plan import Conditioning, PreparedTranslate, TranslateJob, levels_range
+from sar2opt_geo.radiometry import SceneStats, check_input_scale, resolve_stats
 from sar2opt_geo.sar2optical import sar2optical_scene_stats
+from sar2opt_geo.source import check_explicit_scale, decide_input_scale, with_nodata
 from sar2opt_geo.tasks import ci2_window, preprocess_samples, sample_windows
 
 log = logging.getLogger(__name__)
@@ -84,17 +85,34 @@ def scene_samples(
     return np.concatenate(raws, axis=1), np.concatenate(lins, axis=1)
 
 
-def resolve_input_scale(executor, cond: Conditioning, requested: str, lattice: int | None = 6) -> str:
-    """The input scale: detected from dtype and sample values (``auto``), else the requested one checked
-    against them. A light lattice (≤ 6 × 6 windows) is enough, and finds NaN/inf values."""
+def resolve_scale(executor, cond: Conditioning, requested: str, lattice: int | None = 6) -> Conditioning:
+    """``cond`` with its input scale: decided from the source, metadata, dtype and sample values (``auto``,
+    see :func:`sar2opt_geo.source.decide_input_scale`; the decision and its reason are logged once), else the
+    requested one checked against them. A light lattice (≤ 6 × 6 windows) is enough, and finds NaN/inf
+    values. A nodata value found in the samples that the file does not declare (−32768, float32 minimum)
+    becomes the scene's nodata."""
     kw = {} if lattice is None else {"lattice": lattice}
     raw, _ = scene_samples(executor, replace(cond, filter=None), **kw)
-    if requested == "auto":
-        scale = detect_input_scale(cond.scene.dtype, raw)
-        log.info("input scale detected: %s", scale)
-        return scale
-    check_input_scale(requested, raw, cond.scene.path)
-    return requested
+    if requested != "auto":
+        check_explicit_scale(cond.scene, requested)
+        check_input_scale(requested, raw, cond.scene.path)
+        if requested == "dn" and cond.calibration_constant is None:
+            log.warning(
+                "%s: --input-scale dn without --calibration-constant takes DN² as σ⁰ (uncalibrated)",
+                cond.scene.path,
+            )
+        return replace(cond, input_scale=requested, scale_reason="given by --input-scale")
+    d = decide_input_scale(cond.scene, cond.bands, raw)
+    if d.nodata is not None:
+        log.warning("%s: value %g taken as nodata (not declared by the file)", cond.scene.path, d.nodata)
+        cond = replace(cond, scene=with_nodata(cond.scene, d.nodata))
+    log.info("input scale: %s (%s)", d.scale, d.reason)
+    return replace(cond, input_scale=d.scale, scale_reason=d.reason)
+
+
+def resolve_input_scale(executor, cond: Conditioning, requested: str, lattice: int | None = 6) -> str:
+    """Just the scale of :func:`resolve_scale`."""
+    return resolve_scale(executor, cond, requested, lattice).input_scale
 
 
 def resolve_auto_enl(executor, cond: Conditioning) -> FilterSpec:
@@ -151,8 +169,15 @@ def resolve_preprocess_stats(executor, job: TranslateJob) -> dict:
 
 def measure_scene(executor, prep: PreparedTranslate) -> TranslateJob:
     """The frozen job: the prepared parts plus the scene-level statistics measured on the executor."""
-    cond = Conditioning(scene=prep.scene, bands=prep.bands, input_scale="linear", filter=prep.options.filter)
-    cond = replace(cond, input_scale=resolve_input_scale(executor, cond, prep.options.input_scale))
+    cond = Conditioning(
+        scene=prep.scene,
+        bands=prep.bands,
+        input_scale="linear",
+        filter=prep.options.filter,
+        levels=levels_range(prep.radiometry),
+        calibration_constant=prep.options.calibration_constant,
+    )
+    cond = resolve_scale(executor, cond, prep.options.input_scale)
     cond = with_auto_enl(executor, cond)
     job = TranslateJob(
         cond=cond,

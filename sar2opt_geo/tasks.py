@@ -24,11 +24,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sar2opt_geo import io
+from sar2opt_geo import io, source
 from sar2opt_geo.blend import normalise, tile_window
 from sar2opt_geo.filters import apply_filter, local_ci2_samples
 from sar2opt_geo.plan import Conditioning, TranslateJob
-from sar2opt_geo.radiometry import normalize, output_to_uint8, to_linear
+from sar2opt_geo.radiometry import normalize, output_to_uint8
 from sar2opt_geo.sar2optical import sar2optical_filter, sar2optical_halo, sar2optical_preprocess
 from sar2opt_geo.tiling import Block
 from sar2opt_geo.translate import predict_async
@@ -64,8 +64,9 @@ def read_linear(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Linear intensity and validity for a window, speckle-filtered when asked (exact: reads the halo)."""
     h = cond.halo
-    data, valid = io.read_window(cond.scene, row0 - h, row1 + h, col0 - h, col1 + h, cond.bands)
-    linear = to_linear(data, cond.input_scale)
+    linear, valid = source.read_linear(
+        cond.scene, row0 - h, row1 + h, col0 - h, col1 + h, cond.bands, cond.to_linear
+    )
     linear = np.where(valid[None] & (linear > 0), linear, np.float32(0.0))
     if cond.filter is not None:
         linear = apply_filter(linear, valid, cond.filter)
@@ -116,12 +117,12 @@ def sample_window(cond: Conditioning, row0: int, col0: int, size: int) -> tuple[
     """``(raw values of valid pixels (bands, n), linear values after filtering (bands, n), number of NaN/inf
     pixels)`` of a window of the scene."""
     r1, c1 = min(row0 + size, cond.scene.height), min(col0 + size, cond.scene.width)
-    raw, valid = io.read_window(cond.scene, row0, r1, col0, c1, cond.bands)
+    raw, valid = source.read_window(cond.scene, row0, r1, col0, c1, cond.bands)
     n_nonfinite = int((~np.isfinite(raw)).any(axis=0).sum())
-    if cond.filter is not None:
-        linear, _ = read_linear(cond, row0, r1, col0, c1)
+    if cond.filter is not None or getattr(cond.scene, "warp", None) is not None:
+        linear, _ = read_linear(cond, row0, r1, col0, c1)  # warped rasters resample linear intensity
     else:
-        linear = to_linear(raw, cond.input_scale)
+        linear = cond.to_linear(raw)
     return raw[:, valid], np.maximum(linear[:, valid], 0), n_nonfinite
 
 

@@ -26,11 +26,48 @@ from sar2opt_geo.cli.options import (
     verbose_opt,
     workers_opt,
 )
-from sar2opt_geo.defaults import BACKENDS
+from sar2opt_geo.defaults import BACKENDS, CALIBRATION, CALIBRATIONS, WARP
 from sar2opt_geo.errors import UsageError
 from sar2opt_geo.sar2optical import SAR2OPTICAL_FILTERS
 
 PROFILE_OPTIONS = ("preprocess_filter", "preprocess_window", "gamma")
+
+#: Sentinel-1 product and map projection options (translate, info, filter, calibrate).
+product_opts = [
+    click.option(
+        "--calibration",
+        type=click.Choice(CALIBRATIONS),
+        default=CALIBRATION,
+        show_default=True,
+        help="Sentinel-1 products: radiometric calibration of the DN (σ⁰, β⁰ or γ⁰).",
+    ),
+    click.option(
+        "--no-denoise",
+        "no_denoise",
+        is_flag=True,
+        help="Sentinel-1 products: skip thermal noise removal (on by default for GRD).",
+    ),
+    click.option(
+        "--warp",
+        default=WARP,
+        show_default=True,
+        help="Map projection before the model: auto (GCP-only inputs such as GRD products go to their UTM "
+        "zone at their pixel spacing), none (keep radar geometry and GCPs), or a CRS such as EPSG:32633.",
+    ),
+    click.option(
+        "--resolution",
+        type=float,
+        default=None,
+        help="Pixel size of the warped grid in metres (default: the input's pixel spacing, 10 m for GRDH).",
+    ),
+]
+calibration_constant_opt = click.option(
+    "--calibration-constant",
+    type=float,
+    default=None,
+    metavar="A",
+    help="With --input-scale dn: σ⁰ = DN²/A² (for DN images without their product's calibration LUTs).",
+)
 
 
 def preprocess_profile(name, filter_name, window, gamma):
@@ -43,7 +80,7 @@ def preprocess_profile(name, filter_name, window, gamma):
 
 
 @cli.command()
-@click.argument("input", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path())
 @click.argument("output", type=click.Path())
 @click.option(
     "--model",
@@ -68,6 +105,8 @@ def preprocess_profile(name, filter_name, window, gamma):
 @chunk_opt
 @bands_opt
 @input_scale_opt
+@calibration_constant_opt
+@apply(product_opts)
 @apply(filter_opts)
 @click.option(
     "--preprocess",
@@ -126,6 +165,11 @@ def translate(
     chunk_size,
     bands,
     input_scale,
+    calibration_constant,
+    calibration,
+    no_denoise,
+    warp,
+    resolution,
     filter_name,
     window,
     enl,
@@ -142,7 +186,8 @@ def translate(
     quiet,
     verbose,
 ):
-    """Translate a SAR GeoTIFF INPUT into an optical-looking RGB COG (or Zarr) OUTPUT."""
+    """Translate a SAR GeoTIFF, 8-bit SAR chip or Sentinel-1 GRD product INPUT (SAFE folder, manifest.safe,
+    .zip or measurement tiff) into an optical-looking RGB COG (or Zarr) OUTPUT."""
     from sar2opt_geo.distributed import make_executor
     from sar2opt_geo.plan import TranslateOptions
     from sar2opt_geo.run import run_translate
@@ -169,6 +214,11 @@ def translate(
         lora=lora,
         fmt=fmt,
         allow_ungeoreferenced=allow_ungeoreferenced,
+        calibration=calibration,
+        denoise=not no_denoise,
+        warp=warp,
+        resolution=resolution,
+        calibration_constant=calibration_constant,
     )
     progress = Progress("translating", quiet)
     try:
@@ -187,17 +237,46 @@ def translate(
 
 
 @cli.command()
-@click.argument("input", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path())
 @tile_opt
 @overlap_opt
 @chunk_opt
+@bands_opt
+@input_scale_opt
+@apply(product_opts)
 @allow_ungeo_opt
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(input, tile_size, overlap, chunk_size, allow_ungeoreferenced, as_json):
-    """Describe a raster and the tile grid translate would use on it."""
+def info(
+    input,
+    tile_size,
+    overlap,
+    chunk_size,
+    bands,
+    input_scale,
+    calibration,
+    no_denoise,
+    warp,
+    resolution,
+    allow_ungeoreferenced,
+    as_json,
+):
+    """Describe a raster or Sentinel-1 product (polarisations, product type, pass, calibration, warp, input
+    scale decision) and the tile grid translate would use on it."""
     from sar2opt_geo.info import describe_scene
 
-    d = describe_scene(input, tile_size, overlap, chunk_size, allow_ungeoreferenced)
+    d = describe_scene(
+        input,
+        tile_size,
+        overlap,
+        chunk_size,
+        allow_ungeoreferenced,
+        calibration=calibration,
+        denoise=not no_denoise,
+        warp=warp,
+        resolution=resolution,
+        bands=bands,
+        input_scale=input_scale,
+    )
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
