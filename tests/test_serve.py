@@ -189,15 +189,15 @@ def test_overview_zoom_tile_and_tile_outside_the_scene(client):
     assert client.get(f"/tiles/{sid}/elevation/13/{2 * Z12.x}/{2 * Z12.y}.png").status_code == 404
 
 
-def test_large_sar_without_overviews_gets_a_cog_copy_for_tiles(scene_dir):
+def test_large_rasters_without_overviews_get_a_cog_copy_for_tiles(scene_dir):
     state = AppState([str(scene_dir)], overview_min_side=256)
     with TestClient(create_app(state=state), base_url="http://127.0.0.1") as c:
         sid = _scene(c)["id"]
         full = f"/tiles/{sid}/sar/13/{2 * Z12.x}/{2 * Z12.y}.png"
         before = _png(c.get(full).content)
         assert state.overviews_done.wait(120)
-        (sar,) = [lay for lay in _scene(c)["layers"] if lay["name"] == "sar"]
-        assert sar["overviews"] == "ready"
+        layers = {lay["name"]: lay["overviews"] for lay in _scene(c)["layers"]}
+        assert layers == {"sar": "ready", "translated": "ready", "optical": "ready"}
         assert (_png(c.get(full).content) == before).all()  # full resolution: the same pixels
         coarse = _png(c.get(f"/tiles/{sid}/sar/11/{Z12.x // 2}/{Z12.y // 2}.png").content)
         # zoom 11: the 512² scene is a 128² quarter of the tile, from the 4× overview (average of linear σ⁰)
@@ -206,6 +206,9 @@ def test_large_sar_without_overviews_gets_a_cog_copy_for_tiles(scene_dir):
         lin = np.power(10, _sar_db()[:, COLLAR:] / 10)
         mean_grey = (10 * np.log10(lin.mean(axis=0)) + 25) * 255 / 25
         assert inside[:, 0].max() <= mean_grey.max() + 2 and inside[:, 0].min() >= mean_grey.min() - 2
+        rgb = _png(c.get(f"/tiles/{sid}/translated/11/{Z12.x // 2}/{Z12.y // 2}.png").content)
+        # the 512² scene is 128² of this tile; its masked top 32 rows are 8 transparent rows in the overview
+        assert abs(int((rgb[:, :, 3] == 255).sum()) - 128 * (128 - MASKED_ROWS // 4)) <= 3 * 128
     assert not state.tmp.exists()
 
 

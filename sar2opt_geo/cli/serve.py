@@ -102,11 +102,14 @@ def serve(paths, job_specs, models_dir, host, port, max_upload_mb, verbose):
             err=True,
         )
     building = [
-        s.name for s in state.catalog.all() if s.layers.get("sar") and s.layers["sar"].overviews == "building"
+        f"{s.name}/{lay.name}"
+        for s in state.catalog.all()
+        for lay in s.layers.values()
+        if lay.overviews == "building"
     ]
     if building:
         click.echo(
-            f"building overviews for {len(building)} SAR input(s) without them ({', '.join(building[:3])}"
+            f"building overviews for {len(building)} raster(s) without them ({', '.join(building[:3])}"
             f"{', ...' if len(building) > 3 else ''}) in the background; coarse zooms are slow until then",
             err=True,
         )

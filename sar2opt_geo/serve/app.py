@@ -55,8 +55,9 @@ SECURITY_HEADERS = {
 }
 
 
-#: SAR inputs without overviews and larger than this (px, longest side) get a COG copy with overviews in
-#: the temporary folder at start-up (a background thread), so coarse zooms do not decimate the full scene.
+#: Rasters without overviews (SAR inputs, optical truths) larger than this (px, longest side) get a COG copy
+#: with overviews in the temporary folder at start-up (a background thread), so coarse zooms do not decimate
+#: the full scene.
 OVERVIEW_MIN_SIDE = 2048
 
 
@@ -86,10 +87,10 @@ class AppState:
             raise
         self._stop = threading.Event()
         self.overviews_done = threading.Event()
-        todo = [lay for s in self.catalog.all() if (lay := s.layers.get("sar")) is not None]
         todo = [
             lay
-            for lay in todo
+            for s in self.catalog.all()
+            for lay in s.layers.values()
             if lay.facts is not None
             and not lay.facts.overviews
             and not lay.facts.gcps  # GCP-only rasters are warped through a VRT anyway
@@ -103,15 +104,15 @@ class AppState:
         self._overview_thread.start()
 
     def _build_overviews(self, layers) -> None:
-        """COG copies (``io.staging_to_cog``: average overviews of linear values, nodata kept) of the SAR
-        inputs that have no overviews; each layer switches to its copy once it is complete."""
+        """COG copies (``io.staging_to_cog``: average overviews — of linear σ⁰ for SAR —, nodata and masks
+        kept) of the rasters that have no overviews; each layer switches to its copy once it is complete."""
         from sar2opt_geo import io
 
         try:
             for n, lay in enumerate(layers):
                 if self._stop.is_set():
                     return
-                dst = self.tmp / "overviews" / f"sar-{n}.tif"
+                dst = self.tmp / "overviews" / f"{n}-{lay.name}.tif"
                 part = dst.with_name(dst.stem + ".partial.tif")
                 try:
                     dst.parent.mkdir(exist_ok=True)

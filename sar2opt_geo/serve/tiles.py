@@ -157,8 +157,13 @@ def _overview_cached(path: str):
     return np.asarray(img.array.data), valid
 
 
+_overview_lock = threading.Lock()
+
+
 def _overview(path: str):
-    return _overview_cached(path)
+    # one overview read per raster, even when many tile requests ask for the "auto" stretch at once
+    with _overview_lock:
+        return _overview_cached(path)
 
 
 def to_db(values: np.ndarray, scale: str) -> np.ndarray:

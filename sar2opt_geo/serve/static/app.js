@@ -130,8 +130,10 @@ async function selectScene(id) {
   if (sar && sar.count >= 2) modes.push(option('false', sar.bands.slice(0, 2).join('/') + ' false colour', false));
   $('mode').replaceChildren(...modes);
   state.stats = null;
-  if (sar) {
-    try { state.stats = await getJSON('/api/scenes/' + encodeURIComponent(id) + '/stats'); } catch (e) { state.stats = null; }
+  if (sar) {  // not awaited: the map does not wait for the statistics (the server applies "auto" itself)
+    getJSON('/api/scenes/' + encodeURIComponent(id) + '/stats').then((s) => {
+      if (state.scene && state.scene.id === id) { state.stats = s; applyStretch(); }
+    }).catch(() => { state.stats = null; });
   }
   applyStretch();
   render();
