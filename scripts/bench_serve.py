@@ -136,7 +136,7 @@ def main(argv=None) -> None:
         while True:
             (desc,) = httpx.get(base + "/api/scenes").json()
             states = {lay["name"]: lay["overviews"] for lay in desc["layers"]}
-            if states.get("sar") != "building" or time.perf_counter() - t0 > 1200:
+            if "building" not in states.values() or time.perf_counter() - t0 > 1200:
                 break
             time.sleep(1)
         print(f"overviews: {states} (waited {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
