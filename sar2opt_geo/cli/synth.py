@@ -90,3 +90,62 @@ def synth_pairs(outdir, count, domain, seed, tile_size, overwrite, quiet):
     pairs = write_pairs(out, count, domain=domain, seed=seed, tile=tile_size)
     if not quiet:
         click.echo(f"wrote {len(pairs)} {domain} pairs under {out}", err=True)
+
+
+@synth.command("product")
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--zip", "zip_product", is_flag=True, help="Also write NAME.zip (as downloaded).")
+@click.option(
+    "--pass",
+    "pass_direction",
+    type=click.Choice(["ascending", "descending"]),
+    default="ascending",
+    show_default=True,
+    help="Orbit direction (ascending: upside-down against north; descending: mirrored).",
+)
+@click.option("--width", type=int, default=1200, show_default=True, help="Range samples.")
+@click.option("--height", type=int, default=900, show_default=True, help="Lines.")
+@click.option("--bands", default="VV,VH", show_default=True, help="Polarisations: VV, VH or VV,VH.")
+@click.option(
+    "--mode", type=click.Choice(["IW", "EW"]), default="IW", show_default=True, help="IW GRDH or EW GRDM."
+)
+@click.option(
+    "--thermal-noise",
+    type=click.Choice(["mean", "random"]),
+    default="random",
+    show_default=True,
+    help="Noise added to the DN: its mean (denoising gives back the σ⁰ exactly) or realistic random noise.",
+)
+@seed_opt
+@overwrite_opt
+@quiet_opt
+def synth_product(
+    outdir, zip_product, pass_direction, width, height, bands, mode, thermal_noise, seed, overwrite, quiet
+):
+    """Write a synthetic Sentinel-1 GRD product OUTDIR/NAME.SAFE (uint16 DN with calibration and noise
+    LUTs, annotation with its geolocation grid, manifest) and the map-projected truth beside it
+    (OUTDIR/sar.tif: σ⁰, OUTDIR/optical.tif)."""
+    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+
+    spec = ProductSpec(
+        width=width,
+        height=height,
+        polarisations=tuple(b.strip().upper() for b in bands.split(",") if b.strip()),
+        pass_direction=pass_direction.upper(),
+        seed=seed,
+        mode=mode,
+        pixel_spacing=10.0 if mode == "IW" else 40.0,
+        thermal_noise=thermal_noise,
+    )
+    spec.validate()
+    out = Path(outdir)
+    targets = [out / spec.name, out / "sar.tif", out / "optical.tif"]
+    if zip_product:
+        targets.append(out / (spec.name[: -len(".SAFE")] + ".zip"))
+    if not overwrite and any(t.exists() for t in targets):
+        raise OutputError(f"{out}: already holds this product (pass --overwrite to replace it)")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_product(out, spec, zip_product=zip_product)
+    if not quiet:
+        extra = f", {paths.zip.name}" if paths.zip else ""
+        click.echo(f"wrote {paths.safe}{extra} and the map-projected truth sar.tif, optical.tif", err=True)
