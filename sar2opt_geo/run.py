@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sar2opt_geo import __version__, io
 from sar2opt_geo.errors import InputError, Sar2OptError
 from sar2opt_geo.plan import PreparedTranslate, TranslateJob, TranslateOptions, prepare_translate
 from sar2opt_geo.radiometry import SceneStats
+from sar2opt_geo.safety import absolute, refuse_collisions
 from sar2opt_geo.sampling import measure_scene
 from sar2opt_geo.tasks import BlockDone, translate_graph
 from sar2opt_geo.tiling import BlockPlan
@@ -169,6 +170,12 @@ def run_translate(
 ) -> TranslateSummary:
     """Translate one scene. ``progress(n_tiles_done, n_tiles_total)`` is called as blocks finish."""
     t0 = time.perf_counter()
+    # absolute paths before anything reaches a worker (remote workers have another working directory)
+    input_path, output_path = absolute(input_path), absolute(output_path)
+    opts = replace(opts, model=absolute(opts.model), lora=absolute(opts.lora), aoi=absolute(opts.aoi))
+    protected = [("input", input_path), ("model", opts.model), ("LoRA adapter", opts.lora), ("AOI", opts.aoi)]
+    refuse_collisions(output_path, protected)
+    refuse_collisions(WorkState(output_path).root, [("input", input_path)])
     out = io.check_output_path(output_path, overwrite)
     prep = prepare_translate(input_path, opts, executor)
     job = measure_scene(executor, prep)

@@ -36,9 +36,13 @@ def model_group():
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _check_output(path: str, overwrite: bool, suffix: str) -> Path:
+def _check_output(path: str, overwrite: bool, suffix: str, inputs=()) -> Path:
+    """The output path, refused when it would destroy one of ``inputs`` (``(what, path)`` pairs), exists
+    without ``overwrite``, has another suffix or cannot be written."""
     from sar2opt_geo.io import check_output_path
+    from sar2opt_geo.safety import refuse_collisions
 
+    refuse_collisions(path, inputs)
     p = Path(path)
     if p.suffix.lower() != suffix:
         raise UsageError(f"{p}: the output must be a {suffix} file")
@@ -46,13 +50,6 @@ def _check_output(path: str, overwrite: bool, suffix: str) -> Path:
     if p.is_dir():
         raise OutputError(f"{p}: is a directory")
     return p
-
-
-def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _now() -> str:
@@ -345,7 +342,7 @@ def model_convert(src, dst, radiometry, bands, name, upsample_mode, overwrite, q
     """
     from sar2opt_geo.models.convert import convert_checkpoint
 
-    out = _check_output(dst, overwrite, ".safetensors")
+    out = _check_output(dst, overwrite, ".safetensors", [("source checkpoint", src)])
     if not Path(src).is_file():
         raise ModelError(f"checkpoint not found: {src}")
     rad = _load_radiometry(radiometry)
@@ -385,7 +382,7 @@ def model_export_onnx(ckpt, out, lora, opset, tile_size, dynamic_spatial, overwr
 
     from sar2opt_geo.models.onnx_export import OnnxGenerator, export_onnx
 
-    dst = _check_output(out, overwrite, ".onnx")
+    dst = _check_output(out, overwrite, ".onnx", [("checkpoint", ckpt), ("LoRA adapter", lora)])
     if not 7 <= opset <= 23:
         raise UsageError(f"--opset must be between 7 and 23 (got {opset})")
     if tile_size < 256 or tile_size % 256:
@@ -443,9 +440,8 @@ def model_merge_lora(base, adapter, out, name, overwrite, quiet):
     """
     from sar2opt_geo.models.checkpoint import save_checkpoint
 
-    dst = _check_output(out, overwrite, ".safetensors")
-    if _same_file(dst, base) or _same_file(dst, adapter):
-        raise UsageError(f"{dst}: the output must not overwrite an input")
+    inputs = [("base checkpoint", base), ("LoRA adapter", adapter)]
+    dst = _check_output(out, overwrite, ".safetensors", inputs)
     model, meta = load_merged(base, adapter)
     meta.name = name or f"{meta.name}+{Path(adapter).stem}"
     save_checkpoint(dst, model, meta)

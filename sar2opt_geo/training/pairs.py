@@ -119,6 +119,9 @@ def tile_pairs(
         raise UsageError("--tile-size and --stride must be >= 1")
     if not 0.0 <= max_nodata <= 1.0:
         raise UsageError("--max-nodata must be a fraction in [0, 1]")
+    from sar2opt_geo.safety import refuse_collisions
+
+    refuse_collisions(out, [("SAR raster", sar_path), ("optical raster", optical_path)])
     out = check_output_path(out, overwrite)
     sar = open_scene(sar_path)
     opt = open_scene(optical_path)

@@ -382,6 +382,9 @@ def _check_run_folder(out: Path, data: str | os.PathLike) -> None:
         raise UsageError(f"the run folder {out} is the data folder; choose a folder outside {data}")
     if d in o.parents:
         raise UsageError(f"the run folder {out} is inside the data folder {data}; choose a folder outside it")
+    from sar2opt_geo.safety import refuse_collisions
+
+    refuse_collisions(out, [("data folder", data)])  # the run folder holding the data, a hard link...
 
 
 class Run:
