@@ -695,9 +695,6 @@ def run_job(
     With ``resume``, a scene whose output carries its fingerprint is done; an existing output made otherwise
     is redone (the result's ``note`` says why); a scene this job left unfinished continues from its work
     state. Without it an existing output fails its scene (unless ``overwrite``)."""
-    from sar2opt_geo.run import run_translate
-    from sar2opt_geo.workstate import WorkState
-
     scenes = spec.scenes()
     refuse_concurrent_submit(spec)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
@@ -709,34 +706,11 @@ def run_job(
     lost = None
     try:
         for sc in scenes:
-            fp = fps[sc.key]
-            if lost is not None or sc.key in fp_errors:
-                err = lost or fp_errors[sc.key]
-                res = SceneResult(sc, "failed", err)
-                state.update(sc.key, state="failed", error=err, finished=_now())
-            elif resume and not overwrite and output_fingerprint(sc.output, state.outputs) == fp:
-                res = SceneResult(sc, "done", None, note=SKIPPED)
-                tiles = state.outputs[sc.output].get("tiles")
-                state.update(
-                    sc.key, state="done", finished=_now(), note=SKIPPED, tiles_done=tiles, tiles_total=tiles
-                )
-            else:
-                redo = resume and not overwrite and os.path.exists(sc.output)
-                # continue from work state only if this job (same fingerprint) left it, else start over
-                mine = before.get(sc.key, {}).get("fingerprint") == fp and WorkState(sc.output).root.exists()
-                res = _run_scene(
-                    sc,
-                    executor,
-                    state,
-                    run_translate,
-                    resume and mine,
-                    overwrite or redo,
-                    progress_factory,
-                    fp,
-                )
-                res.note = REDONE if redo else None
-                if res.state == "failed" and _client_lost(executor):
-                    lost = f"not run: the cluster connection was lost (during {sc.key})"
+            mine = before.get(sc.key, {}).get("fingerprint") == fps[sc.key]
+            err = lost or fp_errors.get(sc.key)
+            res = _job_scene(sc, fps[sc.key], err, mine, state, executor, resume, overwrite, progress_factory)
+            if res.state == "failed" and lost is None and _client_lost(executor):
+                lost = f"not run: the cluster connection was lost (during {sc.key})"
             results.append(res)
             if on_scene is not None:
                 on_scene(res)
@@ -744,6 +718,26 @@ def run_job(
         state.doc["finished"] = _now()  # this submit no longer holds the job (done, failed or interrupted)
         state.write()
     return results
+
+
+def _job_scene(sc, fp, err, mine, state, executor, resume, overwrite, progress_factory) -> SceneResult:
+    """One scene of a submit: failed without running (``err``), skipped (its output carries ``fp``, with
+    ``resume``), or translated — continuing its work state when this job (``mine``) left it."""
+    from sar2opt_geo.run import run_translate
+    from sar2opt_geo.workstate import WorkState
+
+    if err is not None:
+        state.update(sc.key, state="failed", error=err, finished=_now())
+        return SceneResult(sc, "failed", err)
+    if resume and not overwrite and output_fingerprint(sc.output, state.outputs) == fp:
+        tiles = state.outputs[sc.output].get("tiles")
+        state.update(sc.key, state="done", finished=_now(), note=SKIPPED, tiles_done=tiles, tiles_total=tiles)
+        return SceneResult(sc, "done", None, note=SKIPPED)
+    redo = resume and not overwrite and os.path.exists(sc.output)
+    cont = resume and mine and WorkState(sc.output).root.exists()  # else any work state is started over
+    res = _run_scene(sc, executor, state, run_translate, cont, overwrite or redo, progress_factory, fp)
+    res.note = REDONE if redo else None
+    return res
 
 
 def refuse_concurrent_submit(spec: JobSpec) -> None:
@@ -834,8 +828,6 @@ def job_status(spec: JobSpec) -> list[SceneStatus]:
     ledger says was made with the scene's fingerprint; *running*, *failed*, *partial* (work state of an
     interrupted run, its finished blocks counted) or *interrupted* only from this job's own record of the
     scene (same fingerprint); *pending* otherwise, even when an output made some other way exists."""
-    from sar2opt_geo.workstate import WorkState
-
     doc = read_state(spec.state_path) or {}
     recorded = doc.get("scenes") if isinstance(doc.get("scenes"), dict) else {}
     ledger = doc.get("outputs") if isinstance(doc.get("outputs"), dict) else {}
@@ -845,6 +837,7 @@ def job_status(spec: JobSpec) -> list[SceneStatus]:
         and isinstance(doc.get("pid"), int)
         and not _pid_alive(doc["pid"])
     )
+    live_overwrite = bool(doc.get("overwrite")) and not dead
     scenes = spec.scenes()
     fps, fp_errors = _fingerprints(scenes)
     out = []
@@ -853,36 +846,46 @@ def job_status(spec: JobSpec) -> list[SceneStatus]:
         r = recorded.get(sc.key, {})
         if fp is None or r.get("fingerprint") != fp:
             r = {}  # another spec's, model's or input's record says nothing about this scene
-        st = SceneStatus(
-            sc.key, sc.output, r.get("state", "pending"), r.get("tiles_done"), r.get("tiles_total")
+        st = _scene_status(
+            sc, r, fp is not None and output_fingerprint(sc.output, ledger) == fp, dead, live_overwrite
         )
-        st.error = r.get("error") or fp_errors.get(sc.key)
-        ws = WorkState(sc.output)
-        running = st.state == "running" and not dead
-        stopped = st.state == "interrupted" or (st.state == "running" and dead)
-        # a live `submit --overwrite` will redo the scenes it has not reached: pending, as it says
-        redo = bool(doc.get("overwrite")) and not dead and st.state == "pending" and bool(r)
-        carries = fp is not None and output_fingerprint(sc.output, ledger) == fp
-        if carries and not (running or redo):
-            st.state, st.error = "done", None
+        st.error = st.error or fp_errors.get(sc.key)
+        if st.state == "done":
             st.tiles_done = st.tiles_total = ledger[sc.output].get("tiles")
-        elif st.state in ("running", "failed", "interrupted") and ws.root.exists():
-            st.tiles_done = sum(int(v.get("n_tiles", 0)) for v in ws.done_records().values())
-            st.tiles_total = st.tiles_total or _tile_total(sc)
-            if stopped:
-                st.state = "partial"
-        elif stopped:
-            st.state = "interrupted"
-        elif st.state == "done":  # recorded done, but its output is gone or was replaced since
-            st.state, st.tiles_done = "pending", None
-        if st.state == "pending" and os.path.exists(sc.output):
-            st.note = (
-                "the running `submit --overwrite` will replace its output"
-                if carries
-                else "an output exists, not made with this job's model, options and input: it will be redone"
-            )
         out.append(st)
     return out
+
+
+def _scene_status(sc: Scene, r: dict, carries: bool, dead: bool, live_overwrite: bool) -> SceneStatus:
+    """One scene's state from this job's record ``r`` (``{}`` if none), whether its output carries its
+    fingerprint, whether the recording submit is over, and whether it is a live ``submit --overwrite``."""
+    from sar2opt_geo.workstate import WorkState
+
+    st = SceneStatus(sc.key, sc.output, r.get("state", "pending"), r.get("tiles_done"), r.get("tiles_total"))
+    st.error = r.get("error")
+    running = st.state == "running" and not dead
+    stopped = st.state == "interrupted" or (st.state == "running" and dead)
+    # a live `submit --overwrite` will redo the scenes it has not reached: pending, as it says
+    redo = live_overwrite and st.state == "pending" and bool(r)
+    ws = WorkState(sc.output)
+    if carries and not (running or redo):
+        st.state, st.error = "done", None
+    elif st.state in ("running", "failed", "interrupted") and ws.root.exists():
+        st.tiles_done = sum(int(v.get("n_tiles", 0)) for v in ws.done_records().values())
+        st.tiles_total = st.tiles_total or _tile_total(sc)
+        if stopped:
+            st.state = "partial"
+    elif stopped:
+        st.state = "interrupted"
+    elif st.state == "done":  # recorded done, but its output is gone or was replaced since
+        st.state, st.tiles_done = "pending", None
+    if st.state == "pending" and os.path.exists(sc.output):
+        st.note = (
+            "the running `submit --overwrite` will replace its output"
+            if carries
+            else "an output exists, not made with this job's model, options and input: it will be redone"
+        )
+    return st
 
 
 def _tile_total(sc: Scene) -> int | None:

@@ -481,7 +481,7 @@ def test_resume_continues_only_this_jobs_work_state(tmp_path, tiny_model_path, c
 
     interrupted_run()
     code, out, err = run_cli(["submit", spec, "--resume"], capsys)
-    assert code == 0
+    assert code == 0, err
     evaluated, tiles = map(int, re.search(r"(\d+) of (\d+) tiles evaluated", err).groups())
     assert 0 < evaluated < tiles  # the finished blocks' tiles were not evaluated again
 
