@@ -89,3 +89,13 @@ def test_nodata_filter_and_errors(scene, tmp_path, capsys):
 
     res = tile_pairs(sar, part, tmp_path / "p.zarr", tile_size=64, stride=64, max_nodata=0.0)
     assert res["pairs"] == 4 and res["skipped"] == res["windows"] - 4
+
+
+def test_quiet_and_verbose_options(scene, tmp_path, capsys):
+    sar, opt, _ = scene
+    code, out, _ = run_cli(["tile-pairs", "--help"], capsys)
+    assert code == 0 and "-q, --quiet" in out and "-v, --verbose" in out
+    code, _, err = run_cli(["tile-pairs", sar, opt, tmp_path / "q.zarr", "--tile-size", 128, "-q"], capsys)
+    assert code == 0 and err == ""
+    code, _, err = run_cli(["tile-pairs", sar, opt, tmp_path / "v.zarr", "--tile-size", 128, "-v"], capsys)
+    assert code == 0 and "wrote" in err
