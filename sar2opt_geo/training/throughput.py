@@ -38,14 +38,21 @@ from sar2opt_geo.training.datasets import _to3, augment_pair, to_model_range
 from sar2opt_geo.training.trainer import Run, batch_indices, usable_cores
 
 
-def _rate(fn, steps: int, warmup: int) -> float:
-    """Calls per second of ``fn`` over ``steps`` calls after ``warmup`` uncounted ones."""
+def _rate(fn, steps: int, warmup: int) -> tuple[float, float]:
+    """Calls per second of ``fn`` over ``steps`` calls after ``warmup`` uncounted ones, and the CPU seconds
+    per call of this process (all its threads: less sensitive to other load than wall time)."""
     for _ in range(warmup):
         fn()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(steps):
         fn()
-    return steps / (time.perf_counter() - t)
+    return steps / (time.perf_counter() - t), (time.process_time() - c) / steps
+
+
+def _say(name: str, value) -> None:
+    """Each figure on stderr as soon as it is measured (a run cut short keeps what it measured)."""
+    sys.stderr.write(f"{name}: {json.dumps(value, default=float)}  (load {os.getloadavg()[0]:.2f})\n")
+    sys.stderr.flush()
 
 
 def _data_times(run: Run, batches: int) -> dict:
@@ -129,18 +136,28 @@ def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, worker
             "cores": usable_cores(),
             "threads": torch.get_num_threads(),
             "steps": steps,
-            "data": _data_times(run, max(steps, 4)),
-            "ceiling_steps_per_s": _rate(lambda: run.train_step(x, y), steps, warmup),
-            "phases_s": _phases(run, x, y, steps),
-            "generator_only_steps_per_s": _rate(lambda: _generator_only(run, x, y), steps, warmup),
         }
-        res["loop_steps_per_s"] = {str(w): _loop_rate(run, w, steps, warmup) for w in workers}
+
+        def put(key, value):
+            res[key] = value
+            _say(key, value)
+
+        put("data", _data_times(run, max(steps, 4)))
+        rate, cpu = _rate(lambda: run.train_step(x, y), steps, warmup)
+        put("ceiling_steps_per_s", rate)
+        put("ceiling_cpu_s_per_step", cpu)
+        put("phases_s", _phases(run, x, y, steps))
+        put("generator_only_steps_per_s", _rate(lambda: _generator_only(run, x, y), steps, warmup)[0])
+        res["loop_steps_per_s"] = {}
+        for w in workers:
+            res["loop_steps_per_s"][str(w)] = _loop_rate(run, w, steps, warmup)
+            _say(f"loop_steps_per_s[{w} workers]", res["loop_steps_per_s"][str(w)])
         t = time.perf_counter()
         run.validate()
-        res["validation_s"] = time.perf_counter() - t
+        put("validation_s", time.perf_counter() - t)
         t = time.perf_counter()
         run.precise_bn(4)
-        res["precise_bn_s_per_batch"] = (time.perf_counter() - t) / 4
+        put("precise_bn_s_per_batch", (time.perf_counter() - t) / 4)
     res["loadavg_before"] = [round(v, 2) for v in load_before]
     res["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     return res
