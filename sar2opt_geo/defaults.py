@@ -22,6 +22,18 @@ BATCH_SIZE = 8
 
 #: Inference engines.
 BACKENDS = ("torch", "onnx")
+#: What ``--backend`` takes: an engine, or "auto" (the default: ONNX Runtime on CPU when the model exports
+#: and its outputs match torch within 1 DN on a probe batch, else torch; torch on CUDA).
+BACKEND_CHOICES = ("auto", *BACKENDS)
+BACKEND = "auto"
+#: Tiles per forward pass per engine on CPU when --batch-size is not given (measured with the bundled model
+#: on 2 cores, batches 1/2/4/8, median tiles/s: ONNX Runtime 10.2/12.4/11.4/9.9, torch 1.3/4.2/2.4/5.4
+#: under load; scripts/bench_speed.py prints the current figures). On CUDA the batch comes from free memory.
+ENGINE_BATCH_SIZE = {"torch": 8, "onnx": 2}
+#: Numeric precision of the model: fp32 everywhere; bf16 (torch autocast, CPU or CUDA); fp16 (torch
+#: autocast, CUDA only); int8 (ONNX Runtime static quantisation calibrated on the scene, CPU).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISION = "fp32"
 #: Devices a command accepts; "auto" takes CUDA when present.
 DEVICES = ("auto", "cpu", "cuda")
 #: How input values are read: "auto" decides from dtype, values and metadata; "levels": the 8-bit levels
@@ -31,6 +43,9 @@ INPUT_SCALES = ("auto", "linear", "db", "amplitude", "dn", "levels")
 CALIBRATIONS = ("sigma0", "beta0", "gamma0")
 CALIBRATION = "sigma0"
 WARP = "auto"
+#: Resampling when warping (bilinear on linear intensity, or nearest).
+RESAMPLINGS = ("bilinear", "nearest")
+RESAMPLING = "bilinear"
 #: Output formats of translate / filter.
 OUTPUT_FORMATS = ("cog", "zarr")
 

@@ -98,6 +98,7 @@ def describe_scene(
     resolution: float | None = None,
     bands: str | None = None,
     input_scale: str = "auto",
+    resampling: str = defaults.RESAMPLING,
 ) -> dict:
     """What ``sar2opt-geo info`` prints: metadata, nodata share and the tile grid for the given options."""
     scene = open_input(
@@ -107,6 +108,7 @@ def describe_scene(
         warp=warp,
         resolution=resolution,
         allow_ungeoreferenced=allow_ungeoreferenced,
+        resampling=resampling,
     )
     grid = TileGrid(scene.height, scene.width, tile, overlap)
     plan = BlockPlan.create(grid, chunk, scene.block_shape if scene.tiled else None)

@@ -45,9 +45,10 @@ class TranslateOptions:
     model: str
     tile_size: int = defaults.TILE_SIZE
     overlap: int = defaults.OVERLAP
-    batch_size: int = defaults.BATCH_SIZE
+    batch_size: int | None = None  # None: per engine (defaults.ENGINE_BATCH_SIZE; CUDA: from free memory)
     device: str = "auto"
-    backend: str | None = None  # None: onnx for an .onnx model, else torch
+    backend: str | None = None  # None or "auto": the fastest correct engine (see translate.select_engine)
+    precision: str = defaults.PRECISION
     chunk_size: int = defaults.CHUNK_SIZE
     bands: str | None = None
     input_scale: str = "auto"
@@ -64,6 +65,7 @@ class TranslateOptions:
     warp: str = defaults.WARP
     resolution: float | None = None
     calibration_constant: float | None = None  # --input-scale dn: σ⁰ = DN²/A²
+    resampling: str = defaults.RESAMPLING
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ def validate_options(opts: TranslateOptions) -> TranslateOptions:
         raise UsageError(f"--format must be cog or zarr (got {opts.fmt!r})")
     if opts.input_scale != "auto" and opts.input_scale not in INPUT_SCALES:
         raise UsageError(f"--input-scale must be auto or one of {', '.join(INPUT_SCALES)}")
-    if opts.batch_size < 1:
+    if opts.batch_size is not None and opts.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {opts.batch_size})")
     if opts.calibration_constant is not None:
         if opts.input_scale != "dn":
@@ -164,6 +166,7 @@ def open_input(
     warp: str = defaults.WARP,
     resolution: float | None = None,
     allow_ungeoreferenced: bool = False,
+    resampling: str = defaults.RESAMPLING,
 ) -> io.SceneInfo:
     """The scene source for ``path``: a raster, or a Sentinel-1 product, warped to a map grid when asked
     (see :func:`sar2opt_geo.source.open_source`). PNG/JPEG chips are read in pixel space."""
@@ -175,6 +178,7 @@ def open_input(
         warp=warp,
         resolution=resolution,
         allow_ungeoreferenced=allow_ungeoreferenced or chip,
+        resampling=resampling,
     )
 
 
@@ -190,9 +194,10 @@ def is_onnx_model(path: str | os.PathLike) -> bool:
 
 
 def resolve_backend(opts: TranslateOptions) -> TranslateOptions:
-    """Fill in the backend: an ``.onnx`` model runs on onnxruntime, anything else on torch by default."""
+    """Fill in the backend of an ``.onnx`` model (onnxruntime); ``auto`` for anything else is resolved with
+    the device by :func:`check_model_loads`."""
     onnx_model = is_onnx_model(opts.model)
-    backend = opts.backend or ("onnx" if onnx_model else "torch")
+    backend = "onnx" if onnx_model and opts.backend in (None, "auto") else (opts.backend or "auto")
     if onnx_model and backend != "onnx":
         raise UsageError(
             f"{os.path.basename(opts.model)} is an ONNX model: it runs with --backend onnx "
@@ -213,25 +218,25 @@ def read_model_metadata(path: str | os.PathLike) -> CheckpointMeta:
     return read_metadata(path)
 
 
-def check_model_loads(opts: TranslateOptions, device: str, remote: bool) -> None:
-    """Load the weights (and adapter) once, so a bad checkpoint fails before any work. With the threaded
-    scheduler this also fills the per-process cache the tasks use. For a remote cluster the client checks on
-    CPU: the GPUs are the workers'."""
-    local = "cpu" if remote else device
-    if opts.backend == "torch":
-        from sar2opt_geo.models.cache import get_cached_generator
+def check_model_loads(opts: TranslateOptions, device: str, remote: bool, out_range=(-1.0, 1.0)):
+    """Resolve the engine (``--backend auto``), precision and batch size for ``device`` and load the weights
+    (and adapter) once, so a bad checkpoint fails before any work; returns the options with the engine and
+    batch size filled in. With the threaded scheduler this also fills the per-process cache the tasks use.
+    For a remote cluster the client checks on CPU: the GPUs are the workers'."""
+    from sar2opt_geo.translate import select_engine
 
-        get_cached_generator(opts.model, local, lora=opts.lora)
-        return
-    from sar2opt_geo.models.onnx_export import get_cached_onnx_generator
-
-    runner = get_cached_onnx_generator(opts.model, local, lora=opts.lora)
-    h, w = runner.input_shape[2:4]
-    if isinstance(h, int) and isinstance(w, int) and (h, w) != (opts.tile_size, opts.tile_size):
-        raise UsageError(
-            f"{os.path.basename(opts.model)} was exported for {w}x{h} tiles: translate with --tile-size {h}, "
-            "or re-export it with `model export-onnx --dynamic-spatial`"
-        )
+    choice = select_engine(
+        opts.model,
+        device,
+        backend=opts.backend,
+        precision=opts.precision,
+        tile_size=opts.tile_size,
+        lora=opts.lora,
+        batch_size=opts.batch_size,
+        out_range=out_range,
+        remote=remote,
+    )
+    return replace(opts, backend=choice.backend, batch_size=choice.batch_size)
 
 
 def select_bands(
@@ -307,14 +312,16 @@ def prepare_translate(input_path: str, opts: TranslateOptions, executor=None) ->
         warp=opts.warp,
         resolution=opts.resolution,
         allow_ungeoreferenced=opts.allow_ungeoreferenced,
+        resampling=opts.resampling,
     )
     grid = TileGrid(scene.height, scene.width, opts.tile_size, opts.overlap)
     device = resolve_device(opts.device, executor)
     meta = read_model_metadata(opts.model)
-    check_model_loads(opts, device, remote=bool(getattr(executor, "remote", False)))
     radiometry = Radiometry.from_dict(meta.radiometry)
+    remote = bool(getattr(executor, "remote", False))
+    opts = check_model_loads(opts, device, remote, out_range=tuple(radiometry.out_range))
     bands = model_bands(scene, opts.bands, radiometry, meta)
-    ref = make_model_ref(opts.model, device, opts.backend, opts.lora)
+    ref = make_model_ref(opts.model, device, opts.backend, opts.lora, opts.precision, opts.tile_size)
     plan = BlockPlan.create(grid, opts.chunk_size, scene.block_shape if scene.tiled else None)
     return PreparedTranslate(
         options=opts,

@@ -100,14 +100,15 @@ def open_source(
     warp: str = "auto",
     resolution: float | None = None,
     allow_ungeoreferenced: bool = False,
+    resampling: str = "bilinear",
 ) -> io.SceneInfo:
     """The scene the pipeline reads for ``path`` (see the module docstring)."""
     if calibration not in CALIBRATIONS:
         raise UsageError(f"--calibration must be one of {', '.join(CALIBRATIONS)} (got {calibration!r})")
     if is_product_path(path):
-        return _product_scene(path, calibration, denoise, warp, resolution)
+        return _product_scene(path, calibration, denoise, warp, resolution, resampling)
     scene = io.open_scene(path, allow_ungeoreferenced=allow_ungeoreferenced)
-    grid = plan_grid(scene, warp, resolution)
+    grid = plan_grid(scene, warp, resolution, resampling=resampling)
     if grid is None:
         return scene
     return SourceScene(
@@ -125,14 +126,16 @@ def open_source(
     )
 
 
-def _product_scene(path, calibration: str, denoise: bool, warp: str, resolution: float | None) -> SourceScene:
+def _product_scene(
+    path, calibration: str, denoise: bool, warp: str, resolution: float | None, resampling: str
+) -> SourceScene:
     product = open_product(path)
     gcp_wkt = io.crs_wkt(GCP_CRS)
     radar = io.Georef(
         width=product.width, height=product.height, crs_wkt=gcp_wkt, gcps=product.gcps, gcp_crs_wkt=gcp_wkt
     )
     spacing = max(product.range_spacing, product.azimuth_spacing)
-    grid = plan_grid(radar, warp, resolution, default_resolution=spacing)
+    grid = plan_grid(radar, warp, resolution, default_resolution=spacing, resampling=resampling)
     geo = radar if grid is None else io.Georef(grid.width, grid.height, grid.crs_wkt, grid.transform)
     shown = str(path)
     m = re.match(r"^/vsizip/(.+?\.zip)(?:/|$)", shown, re.IGNORECASE)

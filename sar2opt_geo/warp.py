@@ -36,11 +36,14 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine, GCPTransformer
 from rasterio.warp import transform as crs_transform
 
-from sar2opt_geo import io
+from sar2opt_geo import defaults, io
 from sar2opt_geo.errors import GeoreferenceError, UsageError
 
 #: Target nodes at which the exact transformation is evaluated (pixels between nodes interpolate).
 NODE_STEP = 16
+#: Resampling of the source intensity: bilinear (default, as SNAP's terrain correction that made SEN1-2)
+#: or nearest (keeps per-pixel speckle statistics, e.g. for models trained on unresampled σ⁰).
+RESAMPLINGS = defaults.RESAMPLINGS
 WARP_CHOICES_HELP = "auto (UTM for GCP inputs), none (keep the input grid), or a CRS such as EPSG:32633"
 
 
@@ -53,6 +56,7 @@ class WarpGrid:
     width: int
     height: int
     src: io.Georef  # the source image's georeferencing (GCPs, or CRS + transform)
+    resampling: str = "bilinear"  # or "nearest"
 
     @property
     def resolution(self) -> float:
@@ -66,7 +70,7 @@ class WarpGrid:
         crs = CRS.from_wkt(self.crs_wkt)
         name = f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else crs.to_string()
         how = "thin-plate spline from the GCPs" if self.src.gcps else "CRS transform"
-        return f"{name} at {self.resolution:g} m ({how}, bilinear on linear intensity)"
+        return f"{name} at {self.resolution:g} m ({how}, {self.resampling} on linear intensity)"
 
 
 # ------------------------------------------------------------------------------------ the target grid
@@ -144,10 +148,13 @@ def plan_grid(
     warp: str = "auto",
     resolution: float | None = None,
     default_resolution: float | None = None,
+    resampling: str = "bilinear",
 ) -> WarpGrid | None:
     """The target grid for ``--warp`` (``None``: no warping). ``auto`` warps GCP-only inputs to their UTM
     zone; inputs with a transform stay as they are unless a CRS is given."""
     warp = parse_warp(warp)
+    if resampling not in RESAMPLINGS:
+        raise UsageError(f"--resampling must be one of {', '.join(RESAMPLINGS)} (got {resampling!r})")
     if resolution is not None and (not math.isfinite(resolution) or resolution <= 0):
         raise UsageError(f"--resolution must be a positive number of metres (got {resolution})")
     if warp == "none" or not src.georeferenced:
@@ -184,6 +191,7 @@ def plan_grid(
         width=max(1, width),
         height=max(1, height),
         src=src.georef(),
+        resampling=resampling,
     )
 
 
@@ -260,6 +268,8 @@ def warp_window(
     sr, sc = source_coords(grid, row0, row1, col0, col1)
     fr, fc = sr - 0.5, sc - 0.5  # array index coordinates (pixel centres at +0.5)
     H, W = grid.src.height, grid.src.width
+    if grid.resampling == "nearest":
+        return _nearest(grid, read_source, count, fr, fc)
     inside = (fr >= 0) & (fr <= H - 1) & (fc >= 0) & (fc <= W - 1)
     data = np.zeros((count, h, w), dtype=np.float32)
     if not inside.any():
@@ -281,6 +291,27 @@ def warp_window(
         s = src[k].astype(np.float64)
         val = w00 * s[i0, j0] + w01 * s[i0, j1] + w10 * s[i1, j0] + w11 * s[i1, j1]
         data[k] = np.where(valid, val, 0.0).astype(np.float32)
+    return data, valid
+
+
+def _nearest(grid: WarpGrid, read_source: Reader, count: int, fr: np.ndarray, fc: np.ndarray):
+    """Nearest-neighbour variant of :func:`warp_window`: each target pixel takes the source pixel its centre
+    falls in."""
+    H, W = grid.src.height, grid.src.width
+    inside = (fr >= -0.5) & (fr < H - 0.5) & (fc >= -0.5) & (fc < W - 0.5)
+    data = np.zeros((count,) + fr.shape, dtype=np.float32)
+    if not inside.any():
+        return data, np.zeros(fr.shape, dtype=bool)
+    i = np.clip(np.floor(fr + 0.5), 0, H - 1).astype(np.int64)
+    j = np.clip(np.floor(fc + 0.5), 0, W - 1).astype(np.int64)
+    r_lo, r_hi = int(i[inside].min()), int(i[inside].max()) + 1
+    c_lo, c_hi = int(j[inside].min()), int(j[inside].max()) + 1
+    src, svalid = read_source(r_lo, r_hi, c_lo, c_hi)
+    i = np.clip(i, r_lo, r_hi - 1) - r_lo
+    j = np.clip(j, c_lo, c_hi - 1) - c_lo
+    valid = inside & svalid[i, j]
+    for k in range(count):
+        data[k] = np.where(valid, src[k][i, j], np.float32(0.0))
     return data, valid
 
 

@@ -26,7 +26,7 @@ from sar2opt_geo.cli.options import (
     verbose_opt,
     workers_opt,
 )
-from sar2opt_geo.defaults import BACKENDS, CALIBRATION, CALIBRATIONS, WARP
+from sar2opt_geo.defaults import BACKENDS, CALIBRATION, CALIBRATIONS, RESAMPLING, RESAMPLINGS, WARP
 from sar2opt_geo.errors import UsageError
 from sar2opt_geo.sar2optical import SAR2OPTICAL_FILTERS
 
@@ -59,6 +59,13 @@ product_opts = [
         type=float,
         default=None,
         help="Pixel size of the warped grid in metres (default: the input's pixel spacing, 10 m for GRDH).",
+    ),
+    click.option(
+        "--resampling",
+        type=click.Choice(RESAMPLINGS),
+        default=RESAMPLING,
+        show_default=True,
+        help="Warping: bilinear on linear intensity, or nearest (keeps per-pixel speckle statistics).",
     ),
 ]
 calibration_constant_opt = click.option(
@@ -170,6 +177,7 @@ def translate(
     no_denoise,
     warp,
     resolution,
+    resampling,
     filter_name,
     window,
     enl,
@@ -219,6 +227,7 @@ def translate(
         warp=warp,
         resolution=resolution,
         calibration_constant=calibration_constant,
+        resampling=resampling,
     )
     progress = Progress("translating", quiet)
     try:
@@ -257,6 +266,7 @@ def info(
     no_denoise,
     warp,
     resolution,
+    resampling,
     allow_ungeoreferenced,
     as_json,
 ):
@@ -276,6 +286,7 @@ def info(
         resolution=resolution,
         bands=bands,
         input_scale=input_scale,
+        resampling=resampling,
     )
     if as_json:
         click.echo(json.dumps(d, indent=2))
