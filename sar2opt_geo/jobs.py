@@ -111,6 +111,15 @@ class FilterOptions(_Strict):
             raise _fail("filter", str(exc)) from None
 
 
+def _check_warp(v: str) -> str:
+    from sar2opt_geo.warp import parse_warp
+
+    try:
+        return parse_warp(v)
+    except UsageError as exc:
+        raise _fail("warp", str(exc).removeprefix("--warp: ")) from None
+
+
 def _check_device(v: str) -> str:
     if v in defaults.DEVICES or re.fullmatch(r"cuda:\d+", v):
         return v
@@ -129,6 +138,12 @@ class SceneOptions(_Strict):
     backend: Literal[defaults.BACKENDS] | None = None  # None: onnx for an .onnx model, else torch
     input_scale: Literal[defaults.INPUT_SCALES] = "auto"
     bands: str | None = None
+    # Sentinel-1 products and map projection (as translate's --calibration, --no-denoise, --warp, ...)
+    calibration: Literal[defaults.CALIBRATIONS] = defaults.CALIBRATION
+    denoise: bool = True
+    warp: Annotated[str, AfterValidator(_check_warp)] = defaults.WARP
+    resolution: float | None = Field(None, gt=0)  # metres; None: the input's pixel spacing
+    calibration_constant: float | None = Field(None, gt=0)  # with input_scale dn: σ⁰ = DN²/A²
 
     def merged(self, override: SceneOptions) -> SceneOptions:
         """These options with the keys ``override`` sets replaced (its tiling keys merged)."""
@@ -271,7 +286,7 @@ def _error_line(doc, err: dict) -> tuple[str, str]:
         return path, f"unknown key (allowed: {', '.join(holder.model_fields)})"
     if kind in ("greater_than_equal", "greater_than"):
         op, lim = (">=", err["ctx"]["ge"]) if "ge" in err["ctx"] else (">", err["ctx"]["gt"])
-        return path, f"must be {op} {lim} (got {value!r})"
+        return path, f"must be {op} {lim:g} (got {value!r})"
     if kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "model_attributes_type"):
         return path, f"expected {_describe(tp)}, got {_tname(value)} ({value!r})"
     return path, err["msg"].removeprefix("Value error, ")
@@ -326,11 +341,11 @@ class JobSpec:
         for entry in self.inputs:
             full = self._abs(entry)
             if glob.has_magic(entry):
-                matches = sorted(p for p in glob.glob(full, recursive=True) if os.path.isfile(p))
+                matches = sorted(p for p in glob.glob(full, recursive=True) if _is_scene_path(p))
                 if not matches:
-                    raise JobSpecError(f"{self.path}: inputs: {entry!r} matches no file")
+                    raise JobSpecError(f"{self.path}: inputs: {entry!r} matches no file or .SAFE product")
             else:
-                if not os.path.isfile(full):
+                if not _is_scene_path(full):
                     raise JobSpecError(f"{self.path}: inputs: {entry!r} does not exist")
                 matches = [full]
             for m in matches:
@@ -398,6 +413,11 @@ class JobSpec:
             bands=o.bands,
             filter=o.filter.to_filter_spec() if o.filter is not None else None,
             fmt=self.fmt,
+            calibration=o.calibration,
+            denoise=o.denoise,
+            warp=o.warp,
+            resolution=o.resolution,
+            calibration_constant=o.calibration_constant,
         )
 
     def _refuse_collisions(self, scenes: list[Scene]) -> None:
@@ -417,6 +437,11 @@ class JobSpec:
                     )
 
 
+def _is_scene_path(p: str) -> bool:
+    """A file (GeoTIFF, product zip or manifest) or a Sentinel-1 product folder (``X.SAFE``)."""
+    return os.path.isfile(p) or (os.path.isdir(p) and p.rstrip(os.sep).upper().endswith(".SAFE"))
+
+
 def _collision(output: str, protected: str) -> str | None:
     """How writing ``output`` would destroy ``protected`` (a file, or a folder holding it), or None."""
     out_real, p_real = os.path.realpath(output), os.path.realpath(protected)
@@ -431,6 +456,8 @@ def _collision(output: str, protected: str) -> str | None:
         pass
     if p_real.startswith(out_real.rstrip(os.sep) + os.sep):
         return "is a folder holding"  # e.g. a Zarr output replacing the folder that holds the input
+    if os.path.isdir(p_real) and out_real.startswith(p_real.rstrip(os.sep) + os.sep):
+        return "is inside"  # an input that is a folder: a product such as X.SAFE
     for folder in Path(p_real).parents:
         if folder.name.upper().endswith(".SAFE") and out_real.startswith(str(folder) + os.sep):
             return f"is inside the product folder {folder} of"
@@ -889,11 +916,20 @@ def _scene_status(sc: Scene, r: dict, carries: bool, dead: bool, live_overwrite:
 
 
 def _tile_total(sc: Scene) -> int | None:
-    from sar2opt_geo.io import open_scene
+    """Tiles of the scene's planning grid (the warped grid when the scene is warped)."""
+    from sar2opt_geo.source import open_source
     from sar2opt_geo.tiling import TileGrid
 
+    o = sc.options
     try:
-        info = open_scene(sc.input, allow_ungeoreferenced=True)
-        return TileGrid(info.height, info.width, sc.options.tile_size, sc.options.overlap).count
+        info = open_source(
+            sc.input,
+            calibration=o.calibration,
+            denoise=o.denoise,
+            warp=o.warp,
+            resolution=o.resolution,
+            allow_ungeoreferenced=True,
+        )
+        return TileGrid(info.height, info.width, o.tile_size, o.overlap).count
     except Sar2OptError:  # status is best effort: an unreadable input just shows no total
         return None

@@ -78,6 +78,10 @@ def test_example_specs_exist():
         (base_doc(backend="tf"), "backend: expected 'torch' or 'onnx' or null, got str ('tf')"),
         (base_doc(overrides=[]), "overrides: expected a mapping or null, got list"),
         (base_doc(inputs={"a": 1}), "inputs: expected a list of strings, got dict"),
+        (base_doc(warp="EPSG:nope"), "warp: 'EPSG:nope' is not auto, none or a CRS"),
+        (base_doc(resolution=0), "resolution: must be > 0 (got 0)"),
+        (base_doc(calibration="sigma"), "calibration: expected 'sigma0' or 'beta0' or 'gamma0', got str"),
+        (base_doc(denoise="no"), "denoise: expected true or false, got str ('no')"),
         (base_doc(filter={"window": 7}), "filter.name: missing"),
         (base_doc(filter={"name": "lee", "window": "7"}), "filter.window: expected an integer, got str"),
         (base_doc(filter={"name": "nosuch"}), "filter:"),
@@ -548,3 +552,24 @@ def test_a_second_submit_of_a_running_job_is_refused(tmp_path, scenes_dir, capsy
     finally:
         other.kill()
         other.wait()
+
+
+def test_sentinel1_products_as_inputs(tmp_path, tiny_model_path, capsys):
+    """SAFE product folders are scenes (with translate's product options); an output inside one is refused."""
+    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+
+    safe = Path(
+        write_product(tmp_path / "products", ProductSpec(width=300, height=260, seed=5), truth=False).safe
+    )
+    doc = {"version": 1, "inputs": ["products/*.SAFE"], "output": {"dir": "out"}, "model": tiny_model_path}
+    doc.update(bands="VV", device="cpu", calibration="gamma0", warp="none", tiling={"chunk_size": 192})
+    spec = write_spec(tmp_path, doc)
+    (sc,) = load_job(spec).scenes()
+    assert sc.input == str(safe) and Path(sc.output).name == f"{safe.stem}_optical.tif"
+    assert (sc.options.calibration, sc.options.warp, sc.options.denoise) == ("gamma0", "none", True)
+    code, out, err = run_cli(["submit", spec, "-q"], capsys)
+    assert code == 0, err
+    assert io.validate_cog(sc.output)[0] and job_status(load_job(spec))[0].state == "done"
+    # the product folder is an input: no output may go inside it
+    msg = _collides(tmp_path, {**doc, "output": {"dir": f"products/{safe.name}"}}, "is inside input")
+    assert str(safe) in msg
