@@ -143,6 +143,7 @@ class SceneOptions(_Strict):
     denoise: bool = True
     warp: Annotated[str, AfterValidator(_check_warp)] = defaults.WARP
     resolution: float | None = Field(None, gt=0)  # metres; None: the input's pixel spacing
+    resampling: Literal[defaults.RESAMPLINGS] = defaults.RESAMPLING
     calibration_constant: float | None = Field(None, gt=0)  # with input_scale dn: σ⁰ = DN²/A²
 
     def merged(self, override: SceneOptions) -> SceneOptions:
@@ -417,6 +418,7 @@ class JobSpec:
             denoise=o.denoise,
             warp=o.warp,
             resolution=o.resolution,
+            resampling=o.resampling,
             calibration_constant=o.calibration_constant,
         )
 
@@ -917,18 +919,19 @@ def _scene_status(sc: Scene, r: dict, carries: bool, dead: bool, live_overwrite:
 
 def _tile_total(sc: Scene) -> int | None:
     """Tiles of the scene's planning grid (the warped grid when the scene is warped)."""
-    from sar2opt_geo.source import open_source
+    from sar2opt_geo.plan import open_input
     from sar2opt_geo.tiling import TileGrid
 
     o = sc.options
     try:
-        info = open_source(
+        info = open_input(
             sc.input,
             calibration=o.calibration,
             denoise=o.denoise,
             warp=o.warp,
             resolution=o.resolution,
             allow_ungeoreferenced=True,
+            resampling=o.resampling,
         )
         return TileGrid(info.height, info.width, o.tile_size, o.overlap).count
     except Sar2OptError:  # status is best effort: an unreadable input just shows no total
