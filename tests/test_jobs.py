@@ -527,6 +527,7 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, tiny_model_path, 
     assert "Traceback" not in err
     monkeypatch.undo()
     code, _, err = run_cli(again.split()[1:], capsys)
+    assert code == 0, err
     evaluated, tiles = map(int, re.search(r"(\d+) of (\d+) tiles evaluated", err).groups())
     assert code == 0 and evaluated < tiles and not work.exists()  # finished blocks not evaluated again
 
