@@ -55,6 +55,7 @@ from pydantic_core import PydanticCustomError
 
 from sar2opt_geo import defaults
 from sar2opt_geo.errors import InputError, JobSpecError, Sar2OptError, UsageError
+from sar2opt_geo.safety import collision
 
 if TYPE_CHECKING:
     from sar2opt_geo.plan import TranslateOptions
@@ -431,7 +432,7 @@ class JobSpec:
                     protected.append((f"{kind} {p}", p))
         for s in scenes:
             for what, path in protected:
-                why = _collision(s.output, path)
+                why = collision(s.output, path)
                 if why:
                     raise JobSpecError(
                         f"{self.path}: the output of scene {s.key!r}, {s.output}, {why} {what}; "
@@ -442,28 +443,6 @@ class JobSpec:
 def _is_scene_path(p: str) -> bool:
     """A file (GeoTIFF, product zip or manifest) or a Sentinel-1 product folder (``X.SAFE``)."""
     return os.path.isfile(p) or (os.path.isdir(p) and p.rstrip(os.sep).upper().endswith(".SAFE"))
-
-
-def _collision(output: str, protected: str) -> str | None:
-    """How writing ``output`` would destroy ``protected`` (a file, or a folder holding it), or None."""
-    out_real, p_real = os.path.realpath(output), os.path.realpath(protected)
-    if os.path.abspath(output) == os.path.abspath(protected):
-        return "is"
-    if out_real == p_real:
-        return "is (through a symbolic link)"
-    try:
-        if os.path.exists(output) and os.path.samefile(output, protected):
-            return "is (a hard link to)"
-    except OSError:
-        pass
-    if p_real.startswith(out_real.rstrip(os.sep) + os.sep):
-        return "is a folder holding"  # e.g. a Zarr output replacing the folder that holds the input
-    if os.path.isdir(p_real) and out_real.startswith(p_real.rstrip(os.sep) + os.sep):
-        return "is inside"  # an input that is a folder: a product such as X.SAFE
-    for folder in Path(p_real).parents:
-        if folder.name.upper().endswith(".SAFE") and out_real.startswith(str(folder) + os.sep):
-            return f"is inside the product folder {folder} of"
-    return None
 
 
 def load_job(path: str | os.PathLike) -> JobSpec:

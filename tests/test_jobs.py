@@ -573,5 +573,7 @@ def test_sentinel1_products_as_inputs(tmp_path, tiny_model_path, capsys):
     assert code == 0, err
     assert io.validate_cog(sc.output)[0] and job_status(load_job(spec))[0].state == "done"
     # the product folder is an input: no output may go inside it
-    msg = _collides(tmp_path, {**doc, "output": {"dir": f"products/{safe.name}"}}, "is inside input")
+    msg = _collides(
+        tmp_path, {**doc, "output": {"dir": f"products/{safe.name}"}}, "is inside the folder input"
+    )
     assert str(safe) in msg
