@@ -280,7 +280,12 @@ def _tname(v) -> str:
 
 def _error_line(doc, err: dict) -> tuple[str, str]:
     """``(dotted path, what is wrong)`` for one pydantic error."""
-    path, tp, value, holder = _locate(doc, err["loc"])
+    loc = err["loc"]
+    if "[key]" in loc:  # a mapping key of the wrong type (YAML `5:`): pydantic locates it after the key
+        i = loc.index("[key]")
+        path, _, _, _ = _locate(doc, loc[: i - 1])
+        return path, f"keys must be strings, got {_tname(loc[i - 1])} ({loc[i - 1]!r})"
+    path, tp, value, holder = _locate(doc, loc)
     kind = err["type"]
     if kind == "missing":
         return path, "missing (required)"

@@ -82,6 +82,7 @@ def test_example_specs_exist():
         (base_doc(resolution=0), "resolution: must be > 0 (got 0)"),
         (base_doc(calibration="sigma"), "calibration: expected 'sigma0' or 'beta0' or 'gamma0', got str"),
         (base_doc(denoise="no"), "denoise: expected true or false, got str ('no')"),
+        (base_doc(overrides={5: {"device": "cpu"}}), "overrides: keys must be strings, got int (5)"),
         (base_doc(resampling="cubic"), "resampling: expected 'bilinear' or 'nearest', got str ('cubic')"),
         (base_doc(filter={"window": 7}), "filter.name: missing"),
         (base_doc(filter={"name": "lee", "window": "7"}), "filter.window: expected an integer, got str"),
