@@ -5,7 +5,11 @@ Per axis the window ramps up over the first ``overlap`` pixels and down over the
 sum to exactly 1, so in the interior the weights form a partition of unity. Tiles on the first/last row or
 column of the grid keep weight 1 on their outer side, so weights are never 0 (nor tiny) at the scene border.
 
-Hand-written: a few lines of numpy; partial sums are combined by :mod:`sar2opt_geo.tasks`.
+:class:`Accumulator` adds a block's tile predictions into Σw·y and Σw in place: numpy arrays on the host, or
+torch tensors on the model's device (a GPU: the predictions never leave it, only the block's sums are copied
+back). The same float32 operations in the same order either way.
+
+Hand-written: a few lines of numpy/torch; partial sums are combined by :mod:`sar2opt_geo.tasks`.
 """
 
 from __future__ import annotations
@@ -33,9 +37,60 @@ def axis_window(tile: int, overlap: int, first: bool, last: bool) -> np.ndarray:
 
 def tile_window(grid: TileGrid, i: int, j: int) -> np.ndarray:
     """The ``(tile, tile)`` blending weights of tile ``(i, j)`` of ``grid``."""
-    wr = axis_window(grid.tile, grid.overlap, i == 0, i == grid.n_rows - 1)
-    wc = axis_window(grid.tile, grid.overlap, j == 0, j == grid.n_cols - 1)
-    return np.outer(wr, wc)
+    return _window(grid.tile, grid.overlap, i == 0, i == grid.n_rows - 1, j == 0, j == grid.n_cols - 1)
+
+
+@lru_cache(maxsize=64)
+def _window(tile: int, overlap: int, top: bool, bottom: bool, left: bool, right: bool) -> np.ndarray:
+    w = np.outer(axis_window(tile, overlap, top, bottom), axis_window(tile, overlap, left, right))
+    w.setflags(write=False)
+    return w
+
+
+class Accumulator:
+    """Σw·y and Σw over a block's extent ``shape``, accumulated in place tile by tile.
+
+    ``device`` ``None``: numpy arrays; else a torch device (``"cuda"``, or ``"cpu"`` in tests): torch tensors
+    there, and :meth:`add` takes the predictions as tensors on that device."""
+
+    def __init__(self, grid: TileGrid, shape: tuple[int, int], device=None):
+        self.grid, self.device = grid, device
+        h, w = shape
+        if device is None:
+            self.sum_wy = np.zeros((3, h, w), dtype=np.float32)
+            self.sum_w = np.zeros((h, w), dtype=np.float32)
+        else:
+            import torch
+
+            self.sum_wy = torch.zeros((3, h, w), dtype=torch.float32, device=device)
+            self.sum_w = torch.zeros((h, w), dtype=torch.float32, device=device)
+        self._windows: dict = {}
+
+    def window(self, i: int, j: int):
+        w = tile_window(self.grid, i, j)
+        if self.device is None:
+            return w
+        key = (i == 0, i == self.grid.n_rows - 1, j == 0, j == self.grid.n_cols - 1)
+        if key not in self._windows:
+            import torch
+
+            self._windows[key] = torch.from_numpy(np.array(w)).to(self.device)
+        return self._windows[key]
+
+    def add(self, positions, yb) -> None:
+        """Add predictions ``yb`` ``(N, 3, T, T)`` of the tiles ``positions`` ``[(i, j, row, col), ...]``
+        (tile grid index, top-left corner in the block's extent)."""
+        T = self.grid.tile
+        for (i, j, lr, lc), y in zip(positions, yb, strict=True):
+            w = self.window(i, j)
+            self.sum_wy[:, lr : lr + T, lc : lc + T] += y * w
+            self.sum_w[lr : lr + T, lc : lc + T] += w
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(Σw·y, Σw)`` as float32 numpy arrays (copied back from the device)."""
+        if self.device is None:
+            return self.sum_wy, self.sum_w
+        return self.sum_wy.cpu().numpy(), self.sum_w.cpu().numpy()
 
 
 def normalise(sum_wy: np.ndarray, sum_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,13 +25,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sar2opt_geo import io, source
-from sar2opt_geo.blend import normalise, tile_window
+from sar2opt_geo.blend import Accumulator, normalise
 from sar2opt_geo.filters import apply_filter, local_ci2_samples
 from sar2opt_geo.plan import Conditioning, TranslateJob
 from sar2opt_geo.radiometry import normalize, output_to_uint8
 from sar2opt_geo.sar2optical import sar2optical_filter, sar2optical_halo, sar2optical_preprocess
 from sar2opt_geo.tiling import Block
-from sar2opt_geo.translate import predict_async
+from sar2opt_geo.translate import ModelRef, calibrated, predict_async
 from sar2opt_geo.workstate import WorkState
 
 
@@ -190,6 +190,33 @@ def tiles_to_run(job: TranslateJob, block: Block, valid: np.ndarray) -> list[tup
     return todo
 
 
+def calibration_tiles(job: TranslateJob, n: int = 8, lattice: int = 4) -> np.ndarray:
+    """Model inputs ``(≤ n, C, T, T)`` of tiles spread over the scene (a ``lattice²`` grid of tile positions,
+    those at least half valid first) for the int8 calibration; deterministic, so every worker process draws
+    the same tiles and finds the same cached graph."""
+    grid = job.grid
+    T, S = grid.tile, grid.stride
+    rows = sorted({int(v) for v in np.linspace(0, grid.n_rows - 1, lattice).round()})
+    cols = sorted({int(v) for v in np.linspace(0, grid.n_cols - 1, lattice).round()})
+    full, part = [], []
+    for i in rows:
+        for j in cols:
+            x, valid = model_input(job, i * S, i * S + T, j * S, j * S + T)
+            share = float(valid.mean()) if valid.size else 0.0
+            if share >= 0.5:
+                full.append(x)
+            elif share > 0:
+                part.append(x)
+    tiles = (full + part)[:n]
+    return np.stack(tiles) if tiles else np.zeros((0, 1, T, T), np.float32)
+
+
+def blend_device(ref: ModelRef) -> str | None:
+    """Where a block's predictions are blended: on the GPU for torch on CUDA (predictions stay there), else
+    on the host (``None``)."""
+    return ref.device if ref.backend == "torch" and ref.device.startswith("cuda") else None
+
+
 def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
     """Run the generator on the tiles block ``(bi, bj)`` owns; return their weighted partial sums."""
     block: Block = job.plan.block(bi, bj)
@@ -198,26 +225,26 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
     x, valid = model_input(job, r0, r1, c0, c1)
     todo = tiles_to_run(job, block, valid)
     T = grid.tile
-    sum_wy = np.zeros((3, r1 - r0, c1 - c0), dtype=np.float32)
-    sum_w = np.zeros((r1 - r0, c1 - c0), dtype=np.float32)
-    bs = max(1, job.batch_size)
-
-    def blend(batch, yb):
-        for (i, j, lr, lc), y in zip(batch, yb, strict=True):
-            w = tile_window(grid, i, j)
-            sum_wy[:, lr : lr + T, lc : lc + T] += y * w
-            sum_w[lr : lr + T, lc : lc + T] += w
+    ref = calibrated(job.model, lambda: calibration_tiles(job)) if todo else job.model
+    device = blend_device(ref)
+    acc = Accumulator(grid, (r1 - r0, c1 - c0), device)
+    # batch 0 (CUDA, from free memory): the whole block in one call, split by predict
+    bs = job.batch_size if job.batch_size > 0 else max(1, len(todo))
 
     pending = None  # software pipeline: the next batch runs while the previous one is blended
     for k in range(0, len(todo), bs):
         batch = todo[k : k + bs]
         xb = np.stack([x[:, lr : lr + T, lc : lc + T] for _, _, lr, lc in batch])
-        fut = predict_async(job.model, xb, bs)
+        if device is None:
+            fut = predict_async(ref, xb, job.batch_size)
+        else:
+            fut = predict_async(ref, xb, job.batch_size, on_device=True)
         if pending is not None:
-            blend(pending[0], pending[1].result())
+            acc.add(pending[0], pending[1].result())
         pending = (batch, fut)
     if pending is not None:
-        blend(pending[0], pending[1].result())
+        acc.add(pending[0], pending[1].result())
+    sum_wy, sum_w = acc.result()
     hh, ww = min(r1, grid.height) - r0, min(c1, grid.width) - c0
     return Partial(
         key=block.key,

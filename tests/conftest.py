@@ -31,6 +31,21 @@ def make_small_generator(ngf: int = 8, seed: int = 0, in_channels: int = 3):
     return model
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache_dir(tmp_path_factory):
+    """`--backend auto` exports models into a user cache directory: keep the tests' exports in a temporary
+    one (shared by the session, as a user's cache is shared by runs)."""
+    import os
+
+    old = os.environ.get("SAR2OPT_GEO_CACHE_DIR")
+    os.environ["SAR2OPT_GEO_CACHE_DIR"] = str(tmp_path_factory.mktemp("sar2opt-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SAR2OPT_GEO_CACHE_DIR", None)
+    else:
+        os.environ["SAR2OPT_GEO_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"

@@ -67,7 +67,7 @@ def _translate(capsys, scene, out, model, *extra):
 
 
 def test_onnx_backend_matches_torch(small_scene, tiny_model_path, tmp_path, capsys, monkeypatch):
-    rt, mt = _translate(capsys, small_scene, tmp_path / "torch.tif", tiny_model_path)
+    rt, mt = _translate(capsys, small_scene, tmp_path / "torch.tif", tiny_model_path, "--backend", "torch")
     twin = TwinPredict(monkeypatch)
     ro, mo = _translate(capsys, small_scene, tmp_path / "onnx.tif", tiny_model_path, "--backend", "onnx")
 
@@ -85,7 +85,7 @@ def test_onnx_backend_matches_torch(small_scene, tiny_model_path, tmp_path, caps
     assert mo["tags"]["SAR2OPT_BACKEND"] == "onnx" and mt["tags"]["SAR2OPT_BACKEND"] == "torch"
     assert mo["tags"]["SAR2OPT_MODEL_HASH"] == checkpoint_hash(tiny_model_path)
     # the runner the pipeline used: CPU here (CUDA only when onnxruntime has it and a GPU was asked for)
-    runner = get_cached_onnx_generator(tiny_model_path, "cpu")
+    runner = get_cached_onnx_generator(tiny_model_path, "cpu", tile_size=256)
     assert runner.providers == ["CPUExecutionProvider"]
 
 
