@@ -7,10 +7,12 @@ pydantic models (:class:`JobDocument`: strict types, unknown keys refused, defau
 of the first bad key and what was expected (``job.yaml: tiling.overlap: expected an integer, got str
 ('64')``).
 Every path (inputs, model, adapter, output dir) is made absolute against the spec's folder before anything
-reaches a worker. A job whose outputs would land on its inputs (same path, a symbolic or hard link to one,
-inside an input's ``.SAFE`` product folder) or on its model is refused when its scenes are resolved.
+reaches a worker. Inputs are files or Sentinel-1 ``.SAFE`` product folders. A job whose outputs would land
+on its inputs (same path, a symbolic or hard link to one, inside an input folder or product, a folder
+holding one: :func:`sar2opt_geo.safety.collision`) or on its model is refused when its scenes are resolved.
 
-Progress lives in ``<output dir>/.sar2opt-job.json`` (per scene: pending / running / done / failed, error,
+Progress lives in ``<output dir>/.sar2opt-job.json`` (per scene: pending / running / done / failed /
+interrupted, error,
 tiles done / total, timestamps and the scene's *fingerprint*), rewritten atomically as blocks finish. The
 fingerprint of a scene digests its input (real path, size, mtime), the model's and adapter's content hashes
 and every translate option that changes pixels. The same file keeps a ledger of the outputs this tool
@@ -18,8 +20,10 @@ finished, each with its fingerprint and the file's identity (device, inode, size
 only when its output is the very file the ledger says was made with the scene's current fingerprint. So
 ``submit --resume`` redoes outputs made by another spec, model or input (and says so), and ``status`` and
 ``submit`` agree on every scene: *running* / *partial* / *failed* come only from this job's own records
-(same fingerprint), never from an output or work folder some other run left. Written by hand: the ledger
-(plain JSON, atomic renames); schema validation is pydantic's.
+(same fingerprint), never from an output or work folder some other run left; a second submit sharing a
+live one's state file is refused. Written by hand: the ledger (plain JSON, atomic renames) — the
+fingerprint is not an output tag because the translate options have no way to add tags yet; schema
+validation is pydantic's.
 """
 
 from __future__ import annotations
