@@ -25,6 +25,7 @@ pixels would depend on the window; the transformer and PROJ are GDAL's.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
 from collections.abc import Callable
@@ -90,9 +91,14 @@ def _src_crs(src: io.Georef) -> CRS:
 
 @functools.lru_cache(maxsize=8)
 def _gcp_transformer(gcps: tuple) -> GCPTransformer:
+    """GDAL's TPS transformer for a GCP set, built once per process (closed before interpreter exit: GDAL
+    objects must not outlive the modules their destructors use)."""
     return GCPTransformer(
         [GroundControlPoint(row=r, col=c, x=x, y=y, z=z) for r, c, x, y, z in gcps], tps=True
     )
+
+
+atexit.register(_gcp_transformer.cache_clear)
 
 
 def src_to_crs(src: io.Georef, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
