@@ -16,7 +16,7 @@ interrupted, error,
 tiles done / total, timestamps and the scene's *fingerprint*), rewritten atomically as blocks finish. The
 fingerprint of a scene digests its input (real path, size, mtime), the model's and adapter's content hashes
 and every translate option that changes pixels. The same file keeps a ledger of the outputs this tool
-finished, each with its fingerprint and the file's identity (device, inode, size, mtime): a scene is *done*
+finished, each with its fingerprint and the file's identity (inode, size, mtime): a scene is *done*
 only when its output is the very file the ledger says was made with the scene's current fingerprint. So
 ``submit --resume`` redoes outputs made by another spec, model or input (and says so), and ``status`` and
 ``submit`` agree on every scene: *running* / *partial* / *failed* come only from this job's own records
@@ -509,9 +509,10 @@ def load_job(path: str | os.PathLike) -> JobSpec:
 
 
 def _file_identity(path: str) -> dict:
-    """Which file ``path`` is right now: replaced, rewritten or touched, it is another one."""
+    """Which file ``path`` is right now: replaced, rewritten or touched, it is another one. (No device
+    number: the same shared filesystem has another one on each machine that mounts it.)"""
     st = os.stat(path)
-    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 @lru_cache(maxsize=64)
