@@ -64,7 +64,11 @@ class ClientExecutor:
     ) -> dict:
         """``resources`` maps keys to worker resources they need (e.g. ``{"GPU": 1}``); they travel as
         layer annotations of a HighLevelGraph, which graph optimisation keeps."""
+        from concurrent.futures import CancelledError
+
         from distributed import as_completed
+        from distributed.comm.core import CommClosedError
+        from distributed.scheduler import KilledWorker
 
         graph = _annotated_graph(dsk, resources) if resources else dsk
         futures = self.client.get(graph, list(keys), sync=False)
@@ -74,10 +78,31 @@ class ClientExecutor:
                 results[fut.key] = value
                 if on_result is not None:
                     on_result(fut.key, value)
+        except KilledWorker as exc:  # one line, not distributed's wall of text
+            raise ClusterError(
+                f"Dask workers died running task {_task_name(exc)} ({_tries(exc)} tries; out of memory? see "
+                "the worker logs; fewer --workers or a smaller --chunk-size need less memory)"
+            ) from None
+        except (CommClosedError, CancelledError) as exc:
+            raise ClusterError(f"lost the Dask cluster while running ({type(exc).__name__}: {exc})") from None
         finally:
             for f in futures:
                 f.release()
         return results
+
+
+def _tries(exc: BaseException) -> int:
+    import dask
+
+    allowed = getattr(exc, "allowed_failures", None)
+    if allowed is None:
+        allowed = dask.config.get("distributed.scheduler.allowed-failures", 3)
+    return int(allowed) + 1
+
+
+def _task_name(exc: BaseException) -> str:
+    key = getattr(exc, "task", None) or (exc.args[0] if exc.args else "?")
+    return str(key)
 
 
 def _annotated_graph(dsk: dict, resources: dict):

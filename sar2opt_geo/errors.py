@@ -64,7 +64,9 @@ class JobSpecError(Sar2OptError):
 
 
 class ClusterError(Sar2OptError):
-    """The Dask scheduler cannot be reached or the cluster failed."""
+    """The Dask scheduler cannot be reached or the cluster failed (finished work is kept for --resume)."""
+
+    keeps_work_state = True
 
 
 def _short(items, limit=8):
@@ -72,3 +74,24 @@ def _short(items, limit=8):
     if len(items) <= limit:
         return ", ".join(items)
     return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
+
+
+class ReadError(InputError):
+    """Pixels of an input could not be read (a truncated or corrupt file, a lost network share). The run's
+    finished work is kept: it may be resumed once the file reads again."""
+
+    keeps_work_state = True
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept (``work_state``); the CLI adds the commands that
+    resume or discard it. A ``KeyboardInterrupt`` still, so whoever stops on Ctrl-C (``submit``) stops."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, work_state: str | None = None):
+        super().__init__(message)
+        self.work_state = work_state
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.work_state))

@@ -32,7 +32,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from sar2opt_geo.errors import GeoreferenceError, InputError, OutputError
+from sar2opt_geo.errors import GeoreferenceError, InputError, OutputError, ReadError
 
 #: GDAL environment used for every read and write (bounded block cache; no directory listings on open).
 GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_NUM_THREADS": "ALL_CPUS"}
@@ -220,6 +220,18 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def _gdal_cause(exc: BaseException) -> str:
+    """The most specific GDAL message of a rasterio error chain (rasterio's own says "see previous
+    exception"), on one line."""
+    msgs = []
+    while exc is not None:
+        if str(exc).strip():
+            msgs.append(_first_line(exc))
+        exc = exc.__cause__ or exc.__context__
+    specific = [m for m in msgs if "previous exception" not in m]
+    return (specific or msgs or ["read failed"])[0]
+
+
 def read_scale_tags(path: str | os.PathLike) -> dict[str, str]:
     """Dataset tags, per-band tags and band units of a raster (``units_N``): what input-scale detection
     reads (e.g. ``Sigma0_VV_db``, units ``dB``)."""
@@ -267,11 +279,17 @@ def read_window(
     c_lo, c_hi = int(cols.min()), int(cols.max()) + 1
     window = Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo)
     indexes = list(bands) if bands else list(range(1, scene.count + 1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.Env(**GDAL_ENV), rasterio.open(scene.path) as src:
-            raw = src.read(indexes, window=window)
-            mask = src.read_masks(indexes[0], window=window) if scene.has_mask else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.Env(**GDAL_ENV), rasterio.open(scene.path) as src:
+                raw = src.read(indexes, window=window)
+                mask = src.read_masks(indexes[0], window=window) if scene.has_mask else None
+    except (RasterioIOError, rasterio.errors.RasterioError) as exc:
+        raise ReadError(
+            f"{scene.path}: read failed in rows {r_lo}-{r_hi - 1}, columns {c_lo}-{c_hi - 1} "
+            f"(truncated or corrupt file?): {_gdal_cause(exc)}"
+        ) from None
     data = raw.astype(np.float32, copy=False)
     valid = np.all(np.isfinite(data), axis=0)
     if scene.nodata is not None and not (isinstance(scene.nodata, float) and math.isnan(scene.nodata)):
@@ -667,6 +685,11 @@ def store_to_zarr(store: str | os.PathLike, dst: str | os.PathLike, geo: GeoProf
         ds = ds.rio.write_gcps(gcps, CRS.from_wkt(geo.gcp_crs_wkt) if geo.gcp_crs_wkt else None)
     # no _FillValue on rgb: 0 is a legitimate colour; the ``valid`` variable is the nodata mask
     ds["rgb"].attrs["description"] = "RGB uint8; pixels where valid == False are nodata"
+    if "spatial_ref" in ds.coords:
+        # listed as a coordinate of each variable, so that plain ``xr.open_zarr(p).rio.crs`` finds it (xarray
+        # leaves grid_mapping variables out of ``coordinates``: only decode_coords="all" would see it)
+        for name in ("rgb", "valid"):
+            ds[name].encoding["coordinates"] = "spatial_ref"
     # consolidated metadata: xarray readers open the store in one request and without a fallback warning;
     # zarr 3 says at write time that consolidation is not in the v3 spec yet (other readers ignore it)
     with warnings.catch_warnings():

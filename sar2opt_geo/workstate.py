@@ -13,16 +13,18 @@ Hand-written: plain files and atomic renames; the block data itself is Zarr.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 
-from sar2opt_geo.errors import UsageError
+from sar2opt_geo.errors import OutputError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,89 @@ class WorkState:
             return None
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
+
+
+class RunLock:
+    """A lock on an output's work state (``.OUTPUT.work.lock`` beside it, outside the folder a fresh run
+    deletes): a second run on the same output is refused, naming the first (pid, host, start time). A lock
+    left by a dead process on this host is taken over; one from another host must be removed by hand.
+    Created with ``O_CREAT | O_EXCL``: of two runs starting at once, exactly one gets it."""
+
+    def __init__(self, output: str | os.PathLike):
+        root = WorkState(output).root
+        self.output = str(output)
+        self.path = root.with_name(root.name + ".lock")
+        self.held = False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = self._read()
+                if other is not None and not self._stale(other):
+                    raise OutputError(
+                        f"{self.output}: another run is writing this output (pid {other.get('pid')} on "
+                        f"{other.get('host')}, started {other.get('started')}); wait for it to end or stop "
+                        f"it (if it is gone, remove {self.path})"
+                    ) from None
+                log.warning("taking over the stale lock %s (%s)", self.path, other)
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise OutputError(f"{self.output}: cannot lock its work state ({self.path})")
+
+    def _read(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text() or "null")
+        except (OSError, ValueError):
+            return None  # half-written by a run that died while creating it: stale
+
+    @staticmethod
+    def _stale(other: dict) -> bool:
+        if other.get("host") != socket.gethostname():
+            return False  # cannot tell whether a process on another machine is alive
+        try:
+            os.kill(int(other["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, TypeError, ValueError):
+            return False
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def kept_summary(ws: WorkState) -> tuple[int, int]:
+    """``(finished blocks, bytes on disk)`` of a work state (what an interruption keeps)."""
+    total = 0
+    for dirpath, _, files in os.walk(ws.root):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(os.path.join(dirpath, f))
+    return len(ws.done_records()), total
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def fingerprint_file(path: str) -> dict:

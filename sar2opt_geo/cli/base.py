@@ -11,11 +11,37 @@ from sar2opt_geo import __version__
 from sar2opt_geo.errors import UsageError
 
 
+class _QuietFilter(logging.Filter):
+    """With ``-q``: this package's warnings and everyone's errors, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or (
+            record.name.startswith("sar2opt_geo") and record.levelno >= logging.WARNING
+        )
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
+    """Log level for the whole process (and, with ``-q``, the Dask worker processes it starts).
+
+    The level is set on the handler too: libraries such as distributed set INFO on their own loggers at
+    import, and their records reach the root handler whatever the root logger's level. ``-q`` also silences
+    Python warnings (rasterio's NotGeoreferencedWarning, distributed's) here and in worker processes
+    (``PYTHONWARNINGS``, inherited when they are spawned); ``-v`` brings library INFO logs back.
+    """
     level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+        if quiet:
+            handler.addFilter(_QuietFilter())
     for noisy in ("distributed", "rasterio", "fiona", "numexpr", "asyncio", "tornado"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if quiet:
+        import os
+        import warnings
+
+        warnings.simplefilter("ignore")
+        os.environ["PYTHONWARNINGS"] = "ignore"
 
 
 class Progress:
@@ -51,6 +77,26 @@ def given(ctx: click.Context, *names: str) -> list[str]:
         if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
             out.append("--" + name.replace("_", "-"))
     return out
+
+
+#: Output formats named by the output's extension.
+FORMAT_SUFFIXES = {".zarr": "zarr", ".tif": "cog", ".tiff": "cog"}
+
+
+def output_format(ctx: click.Context, output: str, fmt: str) -> str:
+    """The output format: ``--format`` when given, else what the extension names (``.zarr`` → zarr,
+    ``.tif``/``.tiff`` → COG), else COG. A ``--format`` that contradicts the extension is a usage error."""
+    import os
+
+    named = FORMAT_SUFFIXES.get(os.path.splitext(str(output).rstrip("/"))[1].lower())
+    if not given(ctx, "fmt"):
+        return named or "cog"
+    if named is not None and named != fmt:
+        raise UsageError(
+            f"--format {fmt} contradicts the output name {output} (a {named} name): drop --format or "
+            f"name the output {'.tif' if fmt == 'cog' else '.zarr'}"
+        )
+    return fmt
 
 
 def bundled_model_or(model: str | None) -> str:
