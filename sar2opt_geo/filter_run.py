@@ -96,6 +96,7 @@ def run_filter(
     calibration_constant: float | None = None,
     output_scale: str | None = None,
     require_product: bool = False,
+    resampling: str = defaults.RESAMPLING,
 ) -> dict:
     """``sar2opt-geo filter`` (and ``calibrate``): a (speckle-filtered) float32 COG on the input's grid
     — for a Sentinel-1 product or a GCP input, on the warped map grid (``warp``) — block by block.
@@ -111,6 +112,7 @@ def run_filter(
         warp=warp,
         resolution=resolution,
         allow_ungeoreferenced=allow_ungeoreferenced,
+        resampling=resampling,
     )
     if require_product and getattr(scene, "product", None) is None:
         raise InputError(

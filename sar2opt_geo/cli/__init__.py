@@ -14,7 +14,7 @@ import click
 
 # importing a subcommand module registers its commands on the root group (`serve` imports its web stack
 # lazily)
-from sar2opt_geo.cli import demo, filter, jobs, model, serve, synth, train, translate  # noqa: F401
+from sar2opt_geo.cli import calibrate, demo, filter, jobs, model, serve, synth, train, translate  # noqa: F401
 from sar2opt_geo.cli.base import cli
 from sar2opt_geo.errors import Sar2OptError
 

@@ -19,16 +19,18 @@ from sar2opt_geo.cli.options import (
     verbose_opt,
     workers_opt,
 )
+from sar2opt_geo.cli.translate import product_opts
 from sar2opt_geo.errors import UsageError
 
 
 @cli.command("filter")
-@click.argument("input", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path())
 @click.argument("output", type=click.Path())
 @filter_name_opt(True, "Speckle filter.")
 @apply(filter_params)
 @bands_opt
 @input_scale_opt
+@apply(product_opts)
 @chunk_opt
 @workers_opt
 @scheduler_opt
@@ -45,6 +47,11 @@ def filter_cmd(
     damping,
     bands,
     input_scale,
+    calibration,
+    no_denoise,
+    warp,
+    resolution,
+    resampling,
     chunk_size,
     workers,
     scheduler,
@@ -76,6 +83,11 @@ def filter_cmd(
                 allow_ungeoreferenced=allow_ungeoreferenced,
                 overwrite=overwrite,
                 progress=progress,
+                calibration=calibration,
+                denoise=not no_denoise,
+                warp=warp,
+                resolution=resolution,
+                resampling=resampling,
             )
     finally:
         progress.close()
