@@ -499,8 +499,12 @@ def test_throughput_breakdown_runs_the_trainer_code(pairs):
     from sar2opt_geo.training.throughput import measure
 
     res = measure(pairs, None, ["ngf=8", "ndf=8", "batch_size=2", "val_max_images=1"], 1, 0, (0,))
-    rates = [res["ceiling_steps_per_s"], res["generator_only_steps_per_s"], res["loop_steps_per_s"]["0"]]
-    assert all(math.isfinite(r) and r > 0 for r in rates)
-    assert set(res["phases_s"]) == {"G_forward", "D_fwd_bwd_adam", "G_adv_D_forward", "G_bwd_adam"}
-    assert all(v > 0 for v in res["phases_s"].values()) and res["data"]["decode_s_per_batch"] > 0
+    rates = [res["ceiling"], res["generator_only"], res["loop"]["0"]]
+    assert all(math.isfinite(r["steps_per_s"]) and 0 < r["min_s"] <= r["median_s"] for r in rates)
+    phases = res["phases"]["median_s"]
+    assert set(phases) == {"G_forward", "D_fwd_bwd_adam", "G_adv_D_forward", "G_bwd_adam"}
+    assert all(v > 0 for v in phases.values()) and sum(res["phases"]["share"].values()) == pytest.approx(
+        1, abs=0.01
+    )
+    assert res["data"]["decode_s_per_batch"] > 0
     assert res["validation_s"] > 0 and res["cores"] >= 1

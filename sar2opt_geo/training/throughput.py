@@ -16,8 +16,9 @@ folder) and times, each after warm-up steps that are not counted:
   ``train_step``) for each ``--workers`` value: the steps/s a run gets;
 * ``validation`` (one ``Run.validate()``, ``val_max_images`` images) and ``precise_bn`` (per batch).
 
-Written by hand: ``torch.profiler`` gives per-operator tables but not these per-phase and end-to-end figures
-in one short run. Timings share the machine with whatever else runs: the load average is recorded.
+Per-step times are reported as median and minimum (steps/s from the median): on a shared machine a mean swings
+with other processes' load. Written by hand: ``torch.profiler`` gives per-operator tables but not these
+per-phase and end-to-end figures in one short run. The load average is recorded with every figure.
 """
 
 from __future__ import annotations
@@ -38,15 +39,23 @@ from sar2opt_geo.training.datasets import _to3, augment_pair, to_model_range
 from sar2opt_geo.training.trainer import Run, batch_indices, usable_cores
 
 
-def _rate(fn, steps: int, warmup: int) -> tuple[float, float]:
-    """Calls per second of ``fn`` over ``steps`` calls after ``warmup`` uncounted ones, and the CPU seconds
-    per call of this process (all its threads: less sensitive to other load than wall time)."""
+def _stats(times: list[float]) -> dict:
+    """Per-step seconds as median and minimum (robust on a shared machine, where a mean swings with other
+    processes' load) and the steps/s of the median."""
+    t = np.asarray(times, dtype=np.float64)
+    return {"median_s": float(np.median(t)), "min_s": float(t.min()), "steps_per_s": float(1 / np.median(t))}
+
+
+def _timed(fn, steps: int, warmup: int) -> dict:
+    """:func:`_stats` of ``steps`` calls of ``fn`` after ``warmup`` uncounted ones."""
     for _ in range(warmup):
         fn()
-    t, c = time.perf_counter(), time.process_time()
+    times = []
     for _ in range(steps):
+        t = time.perf_counter()
         fn()
-    return steps / (time.perf_counter() - t), (time.process_time() - c) / steps
+        times.append(time.perf_counter() - t)
+    return _stats(times)
 
 
 def _say(name: str, value) -> None:
@@ -73,7 +82,7 @@ def _data_times(run: Run, batches: int) -> dict:
 
 def _phases(run: Run, x, y, steps: int) -> dict:
     G, D, bce = run.G, run.D, run.bce
-    acc = {"G_forward": 0.0, "D_fwd_bwd_adam": 0.0, "G_adv_D_forward": 0.0, "G_bwd_adam": 0.0}
+    acc = {"G_forward": [], "D_fwd_bwd_adam": [], "G_adv_D_forward": [], "G_bwd_adam": []}
     for s in range(steps + 1):
         t0 = time.perf_counter()
         fake = G(x)
@@ -93,8 +102,10 @@ def _phases(run: Run, x, y, steps: int) -> dict:
         t4 = time.perf_counter()
         if s:  # step 0 is warm-up
             for k, v in zip(acc, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                acc[k] += v
-    return {k: v / steps for k, v in acc.items()}
+                acc[k].append(v)
+    med = {k: float(np.median(v)) for k, v in acc.items()}
+    total = sum(med.values())
+    return {"median_s": med, "share": {k: round(v / total, 3) for k, v in med.items()}}
 
 
 def _generator_only(run: Run, x, y) -> None:
@@ -105,19 +116,21 @@ def _generator_only(run: Run, x, y) -> None:
     run.opt_G.step()
 
 
-def _loop_rate(run: Run, workers: int, steps: int, warmup: int) -> float:
+def _loop_rate(run: Run, workers: int, steps: int, warmup: int) -> dict:
     run.cfg.num_workers = workers
     run.cfg.steps = run.step + warmup + steps
     loader, _ = run._loader(run.step)
     it = iter(loader)
     for _ in range(warmup):
         run.train_step(*next(it))
+    times = []
     t = time.perf_counter()
-    for x, y in it:
+    for x, y in it:  # a step's time includes waiting for its batch
         run.train_step(x, y)
-    rate = steps / (time.perf_counter() - t)
+        times.append(time.perf_counter() - t)
+        t = time.perf_counter()
     del it
-    return rate
+    return _stats(times)
 
 
 def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, workers=(0, 1, 2)) -> dict:
@@ -143,15 +156,13 @@ def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, worker
             _say(key, value)
 
         put("data", _data_times(run, max(steps, 4)))
-        rate, cpu = _rate(lambda: run.train_step(x, y), steps, warmup)
-        put("ceiling_steps_per_s", rate)
-        put("ceiling_cpu_s_per_step", cpu)
-        put("phases_s", _phases(run, x, y, steps))
-        put("generator_only_steps_per_s", _rate(lambda: _generator_only(run, x, y), steps, warmup)[0])
-        res["loop_steps_per_s"] = {}
+        put("ceiling", _timed(lambda: run.train_step(x, y), steps, warmup))
+        put("phases", _phases(run, x, y, steps))
+        put("generator_only", _timed(lambda: _generator_only(run, x, y), steps, warmup))
+        res["loop"] = {}
         for w in workers:
-            res["loop_steps_per_s"][str(w)] = _loop_rate(run, w, steps, warmup)
-            _say(f"loop_steps_per_s[{w} workers]", res["loop_steps_per_s"][str(w)])
+            res["loop"][str(w)] = _loop_rate(run, w, steps, warmup)
+            _say(f"loop[{w} workers]", res["loop"][str(w)])
         t = time.perf_counter()
         run.validate()
         put("validation_s", time.perf_counter() - t)
