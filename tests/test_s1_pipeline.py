@@ -125,6 +125,39 @@ def test_geolocation_grid_corners_land_on_their_radar_pixels(products, pass_dir)
     assert np.abs(sc[np.ix_(rows, cols)] - exact_c).max() < 0.01
 
 
+def _grid_point_errors(grid, points) -> np.ndarray:
+    """|(line, pixel) through the warp − annotated (line, pixel)| of geolocation-grid points ``(n, 4+)``:
+    each point placed on the output grid by its lon/lat, mapped back by the warp's node lattice."""
+    inv = ~Affine(*grid.transform)
+    xs, ys = warp_transform(CRS.from_epsg(4326), CRS.from_wkt(grid.crs_wkt), points[:, 2], points[:, 3])
+    errs = []
+    for (line, pixel), x, y in zip(points[:, :2], xs, ys, strict=True):
+        col, row = inv * (x, y)
+        r0, c0 = int(np.floor(row - 0.5)), int(np.floor(col - 0.5))
+        sr, sc = warp.source_coords(grid, r0, r0 + 2, c0, c0 + 2)
+        u, v = row - 0.5 - r0, col - 0.5 - c0
+        got_r = (1 - u) * ((1 - v) * sr[0, 0] + v * sr[0, 1]) + u * ((1 - v) * sr[1, 0] + v * sr[1, 1])
+        got_c = (1 - u) * ((1 - v) * sc[0, 0] + v * sc[0, 1]) + u * ((1 - v) * sc[1, 0] + v * sc[1, 1])
+        errs.append((abs(got_r - line), abs(got_c - pixel)))
+    return np.array(errs)
+
+
+def test_real_geolocation_grid_through_the_warp():
+    """The real S1B IW GRDH product (26102 x 16705, geolocation grid only): warped north-up onto its UTM
+    zone at 10 m; all 210 annotated grid points map back to their (line, pixel) within 0.5 px."""
+    from test_sentinel1_real import S1B
+
+    if not S1B.is_dir():
+        pytest.skip("real Sentinel-1 metadata (shared/s1-products) not found")
+    scene = source.open_source(S1B)
+    grid = scene.warp
+    a = scene.affine
+    assert (a.b, a.d, a.a, a.e) == (0.0, 0.0, 10.0, -10.0) and grid.epsg == 32633
+    assert scene.product.gcp_source == "annotation" and len(scene.product.gcps) == 210
+    err = _grid_point_errors(grid, np.array(scene.product.gcps))
+    assert err.max() <= 0.5, err.max()
+
+
 @pytest.mark.parametrize("resampling", ["bilinear", "nearest"])
 def test_warped_windows_are_bit_identical_whatever_the_split(products, resampling):
     scene = source.open_source(products["ASCENDING"].safe, resampling=resampling)
