@@ -499,7 +499,7 @@ def test_throughput_breakdown_runs_the_trainer_code(pairs):
     from sar2opt_geo.training.throughput import measure
 
     res = measure(pairs, None, ["ngf=8", "ndf=8", "batch_size=2", "val_max_images=1"], 1, 0, (0,))
-    rates = [res["ceiling"], res["generator_only"], res["loop"]["0"]]
+    rates = [res["ceiling"], res["generator_only"], res["loop[0]"]]
     assert all(math.isfinite(r["steps_per_s"]) and 0 < r["min_s"] <= r["median_s"] for r in rates)
     phases = res["phases"]["median_s"]
     assert set(phases) == {"G_forward", "D_fwd_bwd_adam", "G_adv_D_forward", "G_bwd_adam"}

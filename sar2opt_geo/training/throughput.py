@@ -14,6 +14,8 @@ folder) and times, each after warm-up steps that are not counted:
 * ``generator_only``: G forward + L1 backward + Adam, without any discriminator;
 * ``loop[w]``: the trainer's loop (DataLoader from ``Run._loader`` with ``w`` worker processes, then
   ``train_step``) for each ``--workers`` value: the steps/s a run gets;
+
+  all of these interleaved, one step of each per round, so that they see the same load;
 * ``validation`` (one ``Run.validate()``, ``val_max_images`` images) and ``precise_bn`` (per batch).
 
 Per-step times are reported as median and minimum (steps/s from the median): on a shared machine a mean swings
@@ -80,32 +82,29 @@ def _data_times(run: Run, batches: int) -> dict:
     return {"decode_s_per_batch": dec / batches, "augment_convert_s_per_batch": rest / batches}
 
 
-def _phases(run: Run, x, y, steps: int) -> dict:
+_PHASES = ("G_forward", "D_fwd_bwd_adam", "G_adv_D_forward", "G_bwd_adam")
+
+
+def _phase_step(run: Run, x, y) -> tuple[float, float, float, float]:
+    """One training step (as ``Run.train_step`` without AMP and logging) timed phase by phase."""
     G, D, bce = run.G, run.D, run.bce
-    acc = {"G_forward": [], "D_fwd_bwd_adam": [], "G_adv_D_forward": [], "G_bwd_adam": []}
-    for s in range(steps + 1):
-        t0 = time.perf_counter()
-        fake = G(x)
-        t1 = time.perf_counter()
-        pr, pf = D(torch.cat([x, y], 1)), D(torch.cat([x, fake.detach()], 1))
-        loss_d = 0.5 * (bce(pr, torch.ones_like(pr)) + bce(pf, torch.zeros_like(pf)))
-        run.opt_D.zero_grad(set_to_none=True)
-        loss_d.backward()
-        run.opt_D.step()
-        t2 = time.perf_counter()
-        pf = D(torch.cat([x, fake], 1))
-        loss_g = bce(pf, torch.ones_like(pf)) + run.cfg.lambda_l1 * (fake - y).abs().mean()
-        t3 = time.perf_counter()
-        run.opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
-        run.opt_G.step()
-        t4 = time.perf_counter()
-        if s:  # step 0 is warm-up
-            for k, v in zip(acc, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                acc[k].append(v)
-    med = {k: float(np.median(v)) for k, v in acc.items()}
-    total = sum(med.values())
-    return {"median_s": med, "share": {k: round(v / total, 3) for k, v in med.items()}}
+    t0 = time.perf_counter()
+    fake = G(x)
+    t1 = time.perf_counter()
+    pr, pf = D(torch.cat([x, y], 1)), D(torch.cat([x, fake.detach()], 1))
+    loss_d = 0.5 * (bce(pr, torch.ones_like(pr)) + bce(pf, torch.zeros_like(pf)))
+    run.opt_D.zero_grad(set_to_none=True)
+    loss_d.backward()
+    run.opt_D.step()
+    t2 = time.perf_counter()
+    pf = D(torch.cat([x, fake], 1))
+    loss_g = bce(pf, torch.ones_like(pf)) + run.cfg.lambda_l1 * (fake - y).abs().mean()
+    t3 = time.perf_counter()
+    run.opt_G.zero_grad(set_to_none=True)
+    loss_g.backward()
+    run.opt_G.step()
+    t4 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2, t4 - t3
 
 
 def _generator_only(run: Run, x, y) -> None:
@@ -116,24 +115,17 @@ def _generator_only(run: Run, x, y) -> None:
     run.opt_G.step()
 
 
-def _loop_rate(run: Run, workers: int, steps: int, warmup: int) -> dict:
+def _loop_iter(run: Run, workers: int, steps: int):
+    """Batches of the trainer's own DataLoader (``Run._loader``) with ``workers`` processes."""
     run.cfg.num_workers = workers
-    run.cfg.steps = run.step + warmup + steps
+    run.cfg.steps = run.step + steps
     loader, _ = run._loader(run.step)
-    it = iter(loader)
-    for _ in range(warmup):
-        run.train_step(*next(it))
-    times = []
-    t = time.perf_counter()
-    for x, y in it:  # a step's time includes waiting for its batch
-        run.train_step(x, y)
-        times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-    del it
-    return _stats(times)
+    return iter(loader)
 
 
 def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, workers=(0, 1, 2)) -> dict:
+    """Interleaved rounds: each round times one step of every variant (ceiling, phases, generator only, the
+    trainer loop per worker count), so that all variants see the same load from other processes."""
     cfg = load_config(config, list(sets) + ["device=cpu", "precise_bn_batches=0"])
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,13 +148,34 @@ def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, worker
             _say(key, value)
 
         put("data", _data_times(run, max(steps, 4)))
-        put("ceiling", _timed(lambda: run.train_step(x, y), steps, warmup))
-        put("phases", _phases(run, x, y, steps))
-        put("generator_only", _timed(lambda: _generator_only(run, x, y), steps, warmup))
-        res["loop"] = {}
-        for w in workers:
-            res["loop"][str(w)] = _loop_rate(run, w, steps, warmup)
-            _say(f"loop[{w} workers]", res["loop"][str(w)])
+        loops = {w: _loop_iter(run, w, warmup + steps) for w in workers}
+        for _ in range(warmup):
+            run.train_step(x, y)
+            _generator_only(run, x, y)
+            for it in loops.values():
+                run.train_step(*next(it))
+        times: dict[str, list] = {"ceiling": [], "generator_only": [], **{f"loop[{w}]": [] for w in workers}}
+        phases: dict[str, list] = {k: [] for k in _PHASES}
+        for _ in range(steps):
+            t = time.perf_counter()
+            run.train_step(x, y)
+            times["ceiling"].append(time.perf_counter() - t)
+            for k, v in zip(_PHASES, _phase_step(run, x, y), strict=True):
+                phases[k].append(v)
+            t = time.perf_counter()
+            _generator_only(run, x, y)
+            times["generator_only"].append(time.perf_counter() - t)
+            for w, it in loops.items():  # a loop step's time includes waiting for its batch
+                t = time.perf_counter()
+                run.train_step(*next(it))
+                times[f"loop[{w}]"].append(time.perf_counter() - t)
+        del loops
+        for k, v in times.items():
+            put(k, _stats(v))
+        med = {k: float(np.median(v)) for k, v in phases.items()}
+        put(
+            "phases", {"median_s": med, "share": {k: round(v / sum(med.values()), 3) for k, v in med.items()}}
+        )
         t = time.perf_counter()
         run.validate()
         put("validation_s", time.perf_counter() - t)
