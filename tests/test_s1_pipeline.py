@@ -522,7 +522,13 @@ def _end_to_end_psnr(paths, tmp_path, resampling: str) -> dict:
     truth_sar, _ = _truth_window(scene, paths.sar_map)
     truth_sar[:, ~valid] = np.nan  # the same footprint
     eq = _write(
-        tmp_path / "eq.tif", truth_sar, "float32", transform=scene.affine, crs=scene.crs, nodata=float("nan")
+        tmp_path / "eq.tif",
+        truth_sar,
+        "float32",
+        transform=scene.affine,
+        crs=scene.crs,
+        nodata=float("nan"),
+        descriptions=("VV", "VH"),
     )
     map_out = tmp_path / "map.tif"
     run_translate(eq, str(map_out), opts, ThreadedExecutor(2))
