@@ -543,3 +543,47 @@ def _end_to_end_psnr(paths, tmp_path, resampling: str) -> dict:
         )
 
     return {"product": psnr(a), "map": psnr(b)}
+
+
+def test_tile_pairs_from_a_product_cut_its_calibrated_sigma0(products, tmp_path, capsys):
+    import zarr
+
+    paths = products["ASCENDING"]
+    code, _, err = run_cli(
+        [
+            "tile-pairs",
+            paths.zip,
+            paths.optical,
+            tmp_path / "p.zarr",
+            "--tile-size",
+            "64",
+            "--stride",
+            "64",
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert run_cli(["calibrate", paths.safe, tmp_path / "s.tif", "-q"], capsys)[0] == 0
+    code, _, err = run_cli(
+        [
+            "tile-pairs",
+            tmp_path / "s.tif",
+            paths.optical,
+            tmp_path / "q.zarr",
+            "--tile-size",
+            "64",
+            "--stride",
+            "64",
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    a, b = (
+        zarr.open_group(str(tmp_path / "p.zarr"), mode="r"),
+        zarr.open_group(str(tmp_path / "q.zarr"), mode="r"),
+    )
+    assert a["sar"].shape[0] > 10 and np.array_equal(a["sar"][:], b["sar"][:])
+    assert np.array_equal(a["optical"][:], b["optical"][:]) and np.array_equal(a["window"][:], b["window"][:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr", "q.zarr", "s.tif"]  # no staged σ⁰ left

@@ -12,6 +12,7 @@ import click
 
 from sar2opt_geo.cli.base import Progress, cli, setup_logging
 from sar2opt_geo.cli.options import apply, overwrite_opt, quiet_opt, verbose_opt
+from sar2opt_geo.cli.translate import product_opts
 from sar2opt_geo.defaults import BUNDLED_MODEL
 from sar2opt_geo.errors import OutputError, UsageError
 
@@ -271,18 +272,59 @@ def evaluate_cmd(
 @click.option(
     "--max-nodata", type=float, default=0.0, show_default=True, help="Largest invalid fraction kept."
 )
+@apply(product_opts)
 @overwrite_opt
 @quiet_opt
 @verbose_opt
-def tile_pairs_cmd(sar, optical, out, tile_size, stride, max_nodata, overwrite, quiet, verbose):
-    """Cut co-registered SAR and OPTICAL rasters into aligned tile pairs in the Zarr store OUT."""
+def tile_pairs_cmd(
+    sar,
+    optical,
+    out,
+    tile_size,
+    stride,
+    max_nodata,
+    calibration,
+    no_denoise,
+    warp,
+    resolution,
+    resampling,
+    overwrite,
+    quiet,
+    verbose,
+):
+    """Cut co-registered SAR and OPTICAL rasters into aligned tile pairs in the Zarr store OUT. SAR may be a
+    Sentinel-1 GRD product: its calibrated, denoised, map-projected σ⁰ (as `calibrate` writes it, into a
+    temporary file beside OUT) is cut."""
+    from sar2opt_geo import io
+    from sar2opt_geo.source import is_product_path
     from sar2opt_geo.training.pairs import tile_pairs
 
     setup_logging(verbose, quiet)
+    staged = None
+    if is_product_path(sar):
+        from sar2opt_geo.distributed import make_executor
+        from sar2opt_geo.filter_run import run_filter
+
+        io.check_output_path(out, overwrite)
+        staged = io.temporary_sibling(out, "sigma0.tif")
+        with make_executor(None, None) as ex:
+            run_filter(
+                sar,
+                str(staged),
+                None,
+                ex,
+                output_scale="linear",
+                require_product=True,
+                calibration=calibration,
+                denoise=not no_denoise,
+                warp=warp,
+                resolution=resolution,
+                resampling=resampling,
+            )
     progress = Progress("cutting", quiet)
     try:
         res = tile_pairs(
-            sar,
+            str(staged) if staged else sar,
             optical,
             out,
             tile_size=tile_size,
@@ -293,6 +335,8 @@ def tile_pairs_cmd(sar, optical, out, tile_size, stride, max_nodata, overwrite, 
         )
     finally:
         progress.close()
+        if staged is not None:
+            io.remove_path(staged)
     if not quiet:
         click.echo(
             f"wrote {res['pairs']} pairs to {res['out']} "
