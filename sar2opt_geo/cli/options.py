@@ -59,7 +59,9 @@ input_scale_opt = click.option(
     type=click.Choice(defaults.INPUT_SCALES),
     default="auto",
     show_default=True,
-    help="Scale of the input values (auto: integers are DN, negatives mean dB, else linear).",
+    help="Scale of the input values. auto: Sentinel-1 products are calibrated; else file name (ASF "
+    "HyP3), band names/units (dB), uint8 = the model's 8-bit levels, floats below 0 = dB, else linear; "
+    "other integers are refused (use dn with --calibration-constant).",
 )
 format_opt = click.option(
     "--format",
