@@ -34,8 +34,20 @@ from rasterio.windows import Window
 
 from sar2opt_geo.errors import GeoreferenceError, InputError, OutputError, ReadError
 
-#: GDAL environment used for every read and write (bounded block cache; no directory listings on open).
-GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_NUM_THREADS": "ALL_CPUS"}
+#: GDAL's raster block cache in MiB. GDAL reads the size once per process, at its first use, so it is set
+#: for the whole process when this module is imported (every process that reads or writes rasters imports
+#: it first), not per call: the cache bounds what reads and the COG write keep, whatever the scene size.
+GDAL_CACHE_MB = 64
+os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+
+#: GDAL configuration of every open, read and write (``info``, translate, filter, previews...): sidecar files
+#: such as ``.msk`` masks and ``.ovr`` overviews are found by probing their names (``TRUE``), without listing
+#: the directory (``EMPTY_DIR`` would hide them).
+GDAL_ENV = {
+    "GDAL_CACHEMAX": GDAL_CACHE_MB,
+    "GDAL_DISABLE_READDIR_ON_OPEN": "TRUE",
+    "GDAL_NUM_THREADS": "ALL_CPUS",
+}
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
@@ -112,6 +124,7 @@ class SceneInfo(Georef):
     tiled: bool = False
     descriptions: tuple[str | None, ...] = ()
     has_mask: bool = False
+    colorinterp: tuple[str, ...] = ()  # GDAL colour interpretation per band: gray, palette, red, ...
 
     def band_names(self) -> list[str]:
         names = []
@@ -213,6 +226,7 @@ def _scene_info(src, path: str, allow_ungeoreferenced: bool) -> SceneInfo:
         tiled=tiled,
         descriptions=tuple(src.descriptions),
         has_mask=has_mask,
+        colorinterp=tuple(ci.name for ci in src.colorinterp),
     )
 
 
@@ -483,7 +497,7 @@ def read_raster(path: str | os.PathLike, masked: bool = False):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
-            with rasterio.open(str(path)) as src:
+            with rasterio.Env(**GDAL_ENV), rasterio.open(str(path)) as src:
                 data = src.read()
                 meta = {
                     "crs": src.crs,
@@ -509,7 +523,7 @@ def read_overview(path: str | os.PathLike, max_size: int = 1024) -> tuple[np.nda
     """A decimated read of a raster (uses overviews when present) for previews: ``(data, mask)``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(str(path)) as src:
+        with rasterio.Env(**GDAL_ENV), rasterio.open(str(path)) as src:
             f = max(1, math.ceil(max(src.width, src.height) / max_size))
             shape = (src.count, max(1, src.height // f), max(1, src.width // f))
             data = src.read(out_shape=shape, resampling=rasterio.enums.Resampling.average)

@@ -20,8 +20,10 @@ import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from sar2opt_geo import defaults, io
-from sar2opt_geo.errors import InputError, UsageError
+from sar2opt_geo.errors import InputError, ModelError, UsageError
 from sar2opt_geo.filters import FilterSpec, filter_halo
 from sar2opt_geo.radiometry import DEFAULT_LEVELS, INPUT_SCALES, Radiometry, SceneStats, to_linear
 from sar2opt_geo.sar2optical import Sar2OpticalProfile
@@ -270,12 +272,92 @@ def _band_index(scene: io.SceneInfo, names: list[str], tok: str) -> int:
     raise UsageError(f"--bands: no band named {tok!r} (the input has {', '.join(scene.band_names())})")
 
 
-def model_bands(scene: io.SceneInfo, spec: str | None, radiometry: Radiometry, meta: CheckpointMeta):
-    """The scene bands the model reads: one band when the radiometry replicates it to the model's input
-    channels, else as many as the model has input channels."""
+def model_channels(radiometry: Radiometry, meta: CheckpointMeta, what: str = "the model") -> int:
+    """How many scene bands the model reads — one when its radiometry replicates a band to its input
+    channels, else one per input channel — after checking that bands × radiometry give exactly the model's
+    input channels (ModelError saying what disagrees otherwise)."""
     in_ch = int(meta.arch_args.get("in_channels", 3))
-    n_needed = 1 if radiometry.replicate_to and radiometry.replicate_to == in_ch else in_ch
-    return select_bands(scene, spec, n_needed, list(meta.input_bands or []))
+    rep = radiometry.replicate_to
+    if rep and rep != in_ch:
+        raise ModelError(
+            f"{what}: its radiometry replicates one band to {rep} channels but the model takes {in_ch} input "
+            f"channel(s); convert it again with `sar2opt-geo model convert` (which derives the channel "
+            "handling from the weights) or fix replicate_to in its radiometry"
+        )
+    n = 1 if rep else in_ch
+    declared = list(meta.input_bands or [])
+    if declared and len(declared) != n:
+        raise ModelError(
+            f"{what}: it declares {len(declared)} input band(s) ({', '.join(declared)}) but its "
+            f"{in_ch} input channel(s) and radiometry (replicate_to {rep}) take {n}"
+        )
+    return n
+
+
+def model_bands(scene: io.SceneInfo, spec: str | None, radiometry: Radiometry, meta: CheckpointMeta):
+    """The scene bands the model reads (see :func:`model_channels`). Without ``--bands``, the model's band
+    names are matched against the scene's band descriptions (exactly, else as a word of them such as the VV
+    of ``Sigma0_VV_db``); an input that is probably not SAR is refused unless its bands are named."""
+    n_needed = model_channels(radiometry, meta, os.path.basename(str(meta.name or "the model")))
+    declared = list(meta.input_bands or [])
+    if not spec:
+        spec = _bands_by_word(scene, declared)
+    named = bool(declared) and all(b.upper() in [n.upper() for n in scene.band_names()] for b in declared)
+    if not spec and not named:  # bands named like the model's inputs (e.g. a product's VV, VH) are chosen
+        check_probably_sar(scene, n_needed, declared)
+    return select_bands(scene, spec, n_needed, declared)
+
+
+def _bands_by_word(scene: io.SceneInfo, declared: list[str]) -> str | None:
+    """``--bands`` equivalent when every declared band is exactly one scene band's name or a word of it."""
+    import re
+
+    names = [n.upper() for n in scene.band_names()]
+    if not declared or all(b.upper() in names for b in declared):
+        return None
+    words = [set(re.split(r"[^A-Z0-9]+", n)) for n in names]
+    picked = []
+    for b in declared:
+        hits = [i + 1 for i, w in enumerate(words) if b.upper() in w]
+        if len(hits) != 1:
+            return None
+        picked.append(str(hits[0]))
+    return ",".join(picked)
+
+
+def check_probably_sar(scene: io.SceneInfo, n_needed: int, declared: list[str]) -> None:
+    """Refuse inputs that are probably not SAR when the user did not name the bands: palette images, 8-bit
+    3/4-band images whose bands differ (an RGB picture; SAR chips saved as grey RGB have equal bands), and
+    more bands than the model takes with no band name matching its inputs."""
+    names = scene.band_names()
+    found = f"{scene.count} band(s) of {scene.dtype} ({', '.join(names)})"
+    example = ",".join(str(i + 1) for i in range(n_needed))
+    how = f"choose the SAR band(s) with --bands (e.g. --bands {example})"
+    interp = tuple(getattr(scene, "colorinterp", ()) or ())
+    if interp and interp[0] == "palette":
+        raise InputError(f"{scene.path}: a palette (colour-mapped) image, probably not SAR: {found}; {how}")
+    if scene.dtype == "uint8" and scene.count in (3, 4) and n_needed < scene.count:
+        if not _bands_differ(scene):
+            return  # a grey image saved as RGB (SAR chips often are): its first band is the SAR
+        raise InputError(
+            f"{scene.path}: an 8-bit {scene.count}-band image with different bands (an RGB picture?), "
+            f"probably not SAR: {found}; {how}"
+        )
+    if scene.count > n_needed:
+        wanted = ", ".join(declared) or f"{n_needed} unnamed band(s)"
+        raise InputError(
+            f"{scene.path}: {found} but the model takes {wanted} and no band name matches; {how}"
+        )
+
+
+def _bands_differ(scene: io.SceneInfo, size: int = 256) -> bool:
+    """Whether the first three bands differ in a central window (a colour image rather than grey)."""
+    from sar2opt_geo.source import read_window
+
+    r0, c0 = max(0, scene.height // 2 - size // 2), max(0, scene.width // 2 - size // 2)
+    r1, c1 = min(scene.height, r0 + size), min(scene.width, c0 + size)
+    data, _ = read_window(scene, r0, r1, c0, c1, (1, 2, 3))
+    return not (np.array_equal(data[0], data[1]) and np.array_equal(data[0], data[2]))
 
 
 def aoi_pixels_wkb(path: str | None, scene: io.SceneInfo) -> bytes | None:

@@ -20,14 +20,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sar2opt_geo import __version__, io
-from sar2opt_geo.errors import InputError, Sar2OptError
+from sar2opt_geo.errors import InputError, Interrupted, OutputError, Sar2OptError
 from sar2opt_geo.plan import PreparedTranslate, TranslateJob, TranslateOptions, prepare_translate
 from sar2opt_geo.radiometry import SceneStats
-from sar2opt_geo.safety import absolute, refuse_collisions
+from sar2opt_geo.safety import absolute, collision, refuse_collisions
 from sar2opt_geo.sampling import measure_scene
 from sar2opt_geo.tasks import BlockDone, translate_graph
 from sar2opt_geo.tiling import BlockPlan
-from sar2opt_geo.workstate import WorkState, digest, fingerprint_file
+from sar2opt_geo.workstate import RunLock, WorkState, digest, fingerprint_file, kept_summary
 
 Progress = Callable[[int, int], None]
 
@@ -56,7 +56,7 @@ def output_tags(prep: PreparedTranslate, job: TranslateJob) -> dict:
         "SAR2OPT_INPUT_SCALE": job.cond.input_scale,
         "SAR2OPT_FILTER": f.to_dict() if f is not None else "none",
         "SAR2OPT_TILING": {"tile": grid.tile, "overlap": grid.overlap, "blend": "raised-cosine"},
-        "SAR2OPT_BACKEND": job.model.backend,
+        "SAR2OPT_BACKEND": job.model.engine,  # the engine actually used, with its precision unless fp32
     }
     if job.preprocess is not None:
         tags["SAR2OPT_PREPROCESS"] = {
@@ -158,6 +158,43 @@ def execute(
     return sum(r.n_eval for r in results.values()), sum(r["n_eval"] for r in records.values())
 
 
+def _run_job(prep: PreparedTranslate, job: TranslateJob, out: Path, executor, resume: bool, progress) -> int:
+    """Work state → blocks → output; what happens to the work state on each way out. Returns the number
+    of model evaluations of this run."""
+    tags = output_tags(prep, job)
+    fmt = prep.options.fmt
+    ws = open_work_state(job, out, fmt, tags, resume)
+    geo = io.GeoProfile.from_scene(prep.scene, tags)
+    try:
+        with OutputSink(ws, out, fmt, geo, job.plan) as sink:
+            n_eval, prior_eval = execute(job, ws, sink, executor, progress)
+            if n_eval + prior_eval == 0:
+                what = "no valid pixel inside the AOI (all nodata)" if job.aoi_wkb else (
+                    "all pixels are nodata; nothing to translate"
+                )
+                raise InputError(f"{prep.scene.path}: {what}")
+            sink.commit()
+    except KeyboardInterrupt:
+        n, size = kept_summary(ws)
+        raise Interrupted(
+            f"interrupted; {n} of {job.plan.n_blocks} blocks finished, kept in {ws.root} "
+            f"({size / 2**20:.1f} MiB)",
+            work_state=str(ws.root),
+        ) from None
+    except Sar2OptError as exc:
+        if getattr(exc, "keeps_work_state", False):  # e.g. a read error: the file may read again later
+            n, size = kept_summary(ws)
+            raise type(exc)(
+                f"{exc}; {n} finished blocks kept in {ws.root} ({size / 2**20:.1f} MiB) for --resume"
+            ) from None
+        # a deterministic failure (bad data, bad adapter...): resuming would fail the same way
+        ws.discard()
+        raise
+    # anything else (a bug, a lost cluster) propagates with the work state kept for --resume
+    ws.discard()  # finished: the output is in place
+    return n_eval
+
+
 def run_translate(
     input_path: str,
     output_path: str,
@@ -175,28 +212,13 @@ def run_translate(
     opts = replace(opts, model=absolute(opts.model), lora=absolute(opts.lora), aoi=absolute(opts.aoi))
     protected = [("input", input_path), ("model", opts.model), ("LoRA adapter", opts.lora), ("AOI", opts.aoi)]
     refuse_collisions(output_path, protected)
-    refuse_collisions(WorkState(output_path).root, [("input", input_path)])
+    if collision(WorkState(output_path).root, input_path):  # a fresh run deletes its work-state folder
+        raise OutputError(f"{output_path}: the input {input_path} lies in this output's work-state folder")
     out = io.check_output_path(output_path, overwrite)
     prep = prepare_translate(input_path, opts, executor)
-    job = measure_scene(executor, prep)
-    tags = output_tags(prep, job)
-    fmt = prep.options.fmt
-    ws = open_work_state(job, out, fmt, tags, resume)
-    geo = io.GeoProfile.from_scene(prep.scene, tags)
-    try:
-        with OutputSink(ws, out, fmt, geo, job.plan) as sink:
-            n_eval, prior_eval = execute(job, ws, sink, executor, progress)
-            if n_eval + prior_eval == 0:
-                what = "no valid pixel inside the AOI (all nodata)" if job.aoi_wkb else (
-                    "all pixels are nodata; nothing to translate"
-                )
-                raise InputError(f"{prep.scene.path}: {what}")
-            sink.commit()
-    except Sar2OptError:
-        # a deterministic failure (bad data, bad adapter...): resuming would fail the same way
-        ws.discard()
-        raise
-    ws.discard()  # finished: the output is in place
+    with RunLock(out):  # a second run on this output is refused, naming this one
+        job = measure_scene(executor, prep)
+        n_eval = _run_job(prep, job, out, executor, resume, progress)
     return TranslateSummary(
         output=str(out),
         tiles=job.grid.count,

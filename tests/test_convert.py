@@ -246,7 +246,9 @@ def test_pix2pix_unet256_conversion(tmp_path, norm):
     meta = convert_checkpoint(src, tmp_path / "p2p.safetensors", radiometry=radiometry, bands=["VH"])
     assert meta.architecture == "pix2pix_unet256"
     assert meta.arch_args == {"in_channels": 3, "out_channels": 3, "ngf": 8, "norm": norm}
-    assert meta.radiometry == radiometry and meta.input_bands == ["VH"] and meta.name == "latest_net_G"
+    # one band for 3 input channels: convert derives the replication from the weights
+    assert meta.radiometry == {**radiometry, "replicate_to": 3}
+    assert meta.input_bands == ["VH"] and meta.name == "latest_net_G"
     model, _ = load_generator(tmp_path / "p2p.safetensors")
     # The reference keeps the original's in-place LeakyReLU (skip carries LeakyReLU(x)); outputs still match.
     assert _max_diff(ref, model, 3) <= 1e-5
@@ -258,7 +260,9 @@ def test_native_safetensors_input_passes_through(tmp_path):
     torch.save(ref.state_dict(), src)
     first = convert_checkpoint(src, tmp_path / "a.safetensors", radiometry={"k": 1}, name="first")
     second = convert_checkpoint(tmp_path / "a.safetensors", tmp_path / "b.safetensors")
-    assert second.name == "first" and second.radiometry == {"k": 1} and second.arch_args == first.arch_args
+    assert first.radiometry == {"k": 1, "replicate_to": 3}  # one band, 3 input channels: derived
+    assert second.name == "first" and second.radiometry == first.radiometry
+    assert second.arch_args == first.arch_args
     assert second.provenance["converted_from"]["file"] == "a.safetensors"
     model, _ = load_generator(tmp_path / "b.safetensors")
     assert _max_diff(ref, model, 3) <= 1e-5

@@ -75,7 +75,7 @@ def test_translate_onto_its_input_is_refused_and_the_input_is_intact(tmp_path, s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]  # no work state, no temporary files
 
 
-def test_symlink_hard_link_and_relative_spelling_of_the_input_are_refused(tmp_path, scene, capsys, monkeypatch):
+def test_symlink_hard_link_and_relative_spelling_are_refused(tmp_path, scene, capsys, monkeypatch):
     before = sha(scene)
     os.symlink(scene, tmp_path / "link.tif")
     os.link(scene, tmp_path / "hard.tif")
@@ -165,3 +165,318 @@ def test_collision_rules_unit(tmp_path):
     assert collision(tmp_path, a) == "is a folder holding"
     assert collision(tmp_path / "d" / "x.tif", tmp_path / "d") == "is inside the folder"
     assert collision(tmp_path / "d" / "x.tif", tmp_path / "d2") is None  # a prefix is not a parent
+
+
+# ------------------------------------------------------------------------ 2. every failure is one line
+
+
+def write_cog(path, data, descriptions=("VV",)):
+    data = np.asarray(data)[None] if np.asarray(data).ndim == 2 else np.asarray(data)
+    profile = dict(
+        driver="COG",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype.name,
+        crs="EPSG:32633",
+        transform=from_origin(500000, 5500000, 10, 10),
+        blocksize=256,
+        compress="deflate",
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, d in enumerate(descriptions, start=1):
+            dst.set_band_description(i, d)
+    return str(path)
+
+
+def test_truncated_geotiff_is_one_line_naming_file_and_window(tmp_path, tiny_model_path, capsys):
+    cog = write_cog(tmp_path / "cut.tif", sar_tile(700, 800, seed=1))
+    os.truncate(cog, int(os.path.getsize(cog) * 0.6))  # an interrupted download
+    out = tmp_path / "out.tif"
+    code, _, err = run_cli(["translate", cog, out, "--model", tiny_model_path, "-q"], capsys)
+    assert code == 1
+    line = one_error_line(err)
+    assert "cut.tif" in line and "read failed in rows" in line and "columns" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif"]  # nothing at (or beside) the output
+
+
+@pytest.fixture
+def blocky(tmp_path):
+    """A 2 × 2-block scene (chunk 192) for work-state tests."""
+    return write_tif(tmp_path / "s.tif", sar_tile(300, 330, seed=2), descriptions=["VV"])
+
+
+def test_read_error_in_a_block_keeps_a_resumable_work_state(tmp_path, blocky, tiny_model_path, monkeypatch):
+    from sar2opt_geo import source
+    from sar2opt_geo.distributed import ThreadedExecutor
+    from sar2opt_geo.errors import ReadError
+    from sar2opt_geo.plan import TranslateOptions
+    from sar2opt_geo.run import run_translate
+    from sar2opt_geo.workstate import WorkState
+
+    opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=192)
+    ref = run_translate(blocky, str(tmp_path / "ref.tif"), opts, ThreadedExecutor(1))
+    real = source.read_linear
+
+    def failing(scene, row0, *a, **k):
+        if row0 >= 150:  # the lower blocks' reads fail, as on a truncated file
+            raise ReadError(f"{scene.path}: read failed in rows {row0}-...")
+        return real(scene, row0, *a, **k)
+
+    monkeypatch.setattr(source, "read_linear", failing)
+    out = tmp_path / "out.tif"
+    with pytest.raises(ReadError, match="finished blocks kept in .* for --resume"):
+        run_translate(blocky, str(out), opts, ThreadedExecutor(1))
+    ws = WorkState(out)
+    assert not out.exists() and ws.root.is_dir() and 0 < len(ws.done_records()) < 4
+    monkeypatch.setattr(source, "read_linear", real)  # the file reads again
+    res = run_translate(blocky, str(out), opts, ThreadedExecutor(1), resume=True)
+    assert 0 < res.evaluations < ref.evaluations  # finished blocks were not recomputed
+    a, _ = __import__("sar2opt_geo.io").io.read_raster(out)
+    b, _ = __import__("sar2opt_geo.io").io.read_raster(tmp_path / "ref.tif")
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert not ws.root.exists()
+
+
+def test_unexpected_exception_is_one_line_with_type_and_traceback_hint(scene, tmp_path, capsys, monkeypatch):
+    from sar2opt_geo import run
+
+    def bug(*a, **k):
+        raise ValueError("something internal\nsecond line")
+
+    monkeypatch.setattr(run, "prepare_translate", bug)
+    code, _, err = run_cli(["translate", scene, tmp_path / "o.tif", "-q"], capsys)
+    assert code == 1
+    assert one_error_line(err) == (
+        "Error: ValueError: something internal (run with -v for the traceback)"
+    )
+    code, _, err = run_cli(["translate", scene, tmp_path / "o.tif", "-v"], capsys)
+    assert code == 1 and "Traceback" in err and err.strip().endswith("something internal")
+
+
+def test_killed_worker_is_one_line(tmp_path):
+    import dask
+    from distributed import Client, LocalCluster
+
+    from sar2opt_geo.distributed import ClientExecutor
+    from sar2opt_geo.errors import ClusterError
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=50) as cluster, Client(cluster, set_as_default=False) as client:
+            ex = ClientExecutor(client)
+            with pytest.raises(ClusterError) as info:
+                ex.run({("acc", 0): (os._exit, 3)}, [("acc", 0)])
+    msg = str(info.value)
+    assert "\n" not in msg and "workers died running task" in msg and "acc" in msg
+
+
+# --------------------------------------------------------------- 3. quiet means quiet, names mean formats
+
+
+def test_quiet_with_worker_processes_prints_nothing(tmp_path, tiny_model_path):
+    src = np.abs(sar_tile(200, 210, seed=3))
+    scene = write_tif(tmp_path / "s.tif", src)  # no CRS warning needed: plain GeoTIFF without descriptions
+    cmd = [sys.executable, "-m", "sar2opt_geo", "translate", scene, str(tmp_path / "o.tif"), "--model",
+           tiny_model_path, "--workers", "2", "-q", "--bands", "1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "" and p.stderr == ""
+    assert (tmp_path / "o.tif").exists()
+
+
+def test_ungeoreferenced_input_with_quiet_prints_no_rasterio_warning(tmp_path, tiny_model_path):
+    path = tmp_path / "plain.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="float32") as dst:
+        dst.write(np.abs(sar_tile(64, 64))[None])
+    cmd = [sys.executable, "-m", "sar2opt_geo", "translate", str(path), str(tmp_path / "o.tif"), "--model",
+           tiny_model_path, "--allow-ungeoreferenced", "-q"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "" and p.stderr == ""
+
+
+def test_output_format_follows_the_extension(tmp_path, scene, tiny_model_path, capsys):
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    out = tmp_path / "o.zarr"
+    code, _, err = run_cli(["translate", scene, out, "--model", tiny_model_path, "-q"], capsys)
+    assert code == 0, err
+    assert out.is_dir()
+    ds = xr.open_zarr(out)  # the obvious way, without decode_coords="all"
+    assert ds.rio.crs.to_epsg() == 32633
+    assert ds.rio.transform() == rasterio.open(scene).transform
+    for name, fmt in (("o2.tif", "zarr"), ("o3.zarr", "cog")):
+        code, _, err = run_cli(
+            ["translate", scene, tmp_path / name, "--model", tiny_model_path, "--format", fmt, "-q"], capsys
+        )
+        assert code == 2 and "contradicts the output name" in one_error_line(err)
+        assert not (tmp_path / name).exists()
+
+
+# ------------------------------------------------------------------------ 5. runs that cannot collide
+
+
+def test_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path, blocky, tiny_model_path, capsys):
+    from sar2opt_geo.workstate import RunLock
+
+    out = tmp_path / "o.tif"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = RunLock(out)
+        lock.path.write_text(
+            f'{{"pid": {sleeper.pid}, "host": "{__import__("socket").gethostname()}", "started": "T0"}}'
+        )
+        code, _, err = run_cli(["translate", blocky, out, "--model", tiny_model_path, "-q"], capsys)
+        assert code == 1
+        line = one_error_line(err)
+        assert f"pid {sleeper.pid}" in line and "started T0" in line and "another run" in line
+        assert not out.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the first run is gone: its lock is stale and taken over
+    code, _, err = run_cli(["translate", blocky, out, "--model", tiny_model_path, "-q"], capsys)
+    assert code == 0, err
+    assert out.exists() and not lock.path.exists()
+
+
+def test_ctrl_c_says_what_was_kept_and_the_commands_to_resume_or_discard(
+    tmp_path, blocky, tiny_model_path, capsys, monkeypatch
+):
+    import shlex
+
+    from sar2opt_geo import run
+
+    real_add, calls = run.OutputSink.add, {"n": 0}
+
+    def add_then_interrupt(self, key):
+        real_add(self, key)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run.OutputSink, "add", add_then_interrupt)
+    monkeypatch.chdir(tmp_path)
+    args = ["translate", "s.tif", "o.tif", "--model", tiny_model_path, "--chunk-size", "192", "-q"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 130
+    line = err.strip()
+    assert "\n" not in line and line.startswith("Interrupted; ")
+    assert "blocks finished, kept in" in line and "MiB" in line
+    resume = line.split("resume with `")[1].split("`")[0]
+    discard = line.split("discard it with `")[1].split("`")[0]
+    ws = tmp_path / ".o.tif.work"
+    assert ws.is_dir() and discard == f"rm -r {ws}"
+    assert shlex.split(resume)[0] == "sar2opt-geo" and shlex.split(resume)[-1] == "--resume"
+    monkeypatch.setattr(run.OutputSink, "add", real_add)
+    code, _, err = run_cli(shlex.split(resume)[1:], capsys)
+    assert code == 0, err
+    assert (tmp_path / "o.tif").exists() and not ws.exists()
+
+
+# ---------------------------------------------------- 4. probably-not-SAR inputs, model and radiometry agree
+
+
+def test_rgb_picture_is_refused_unless_bands_are_named(tmp_path, tiny_model_path, capsys):
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, size=(3, 80, 90), dtype=np.uint8)
+    pic = write_tif(tmp_path / "photo.tif", rgb)
+    code, _, err = run_cli(["translate", pic, tmp_path / "o.tif", "--model", tiny_model_path, "-q"], capsys)
+    assert code == 1
+    line = one_error_line(err)
+    assert "8-bit 3-band" in line and "3 band(s) of uint8" in line and "--bands" in line
+    assert not (tmp_path / "o.tif").exists()
+    code, _, err = run_cli(
+        ["translate", pic, tmp_path / "o.tif", "--model", tiny_model_path, "--bands", "2", "-q"], capsys
+    )
+    assert code == 0, err
+    # SAR saved as grey RGB (three equal bands) is not a colour picture
+    grey = write_tif(tmp_path / "grey.tif", np.repeat(rgb[:1], 3, axis=0))
+    code, _, err = run_cli(["translate", grey, tmp_path / "g.tif", "--model", tiny_model_path, "-q"], capsys)
+    assert code == 0, err
+
+
+def test_palette_image_is_refused(tmp_path, tiny_model_path, capsys):
+    path = tmp_path / "pal.tif"
+    write_tif(path, np.random.default_rng(5).integers(0, 4, size=(60, 70), dtype=np.uint8))
+    with rasterio.open(path, "r+") as dst:
+        cmap = {0: (0, 0, 0, 255), 1: (255, 0, 0, 255), 2: (0, 255, 0, 255), 3: (0, 0, 255, 255)}
+        dst.write_colormap(1, cmap)
+    code, _, err = run_cli(["translate", path, tmp_path / "o.tif", "--model", tiny_model_path, "-q"], capsys)
+    assert code == 1 and "palette" in one_error_line(err)
+
+
+def test_more_bands_than_the_model_takes_without_matching_names(tmp_path, tiny_model_path, capsys):
+    two = np.stack([sar_tile(seed=6), sar_tile(seed=7)])
+    path = write_tif(tmp_path / "two.tif", two)
+    code, _, err = run_cli(["translate", path, tmp_path / "o.tif", "--model", tiny_model_path, "-q"], capsys)
+    assert code == 1
+    line = one_error_line(err)
+    assert "2 band(s) of float32 (band1, band2)" in line and "takes VV" in line and "--bands" in line
+    # named bands: exactly, or as a word of a longer name (SNAP's Sigma0_VV_db)
+    named = write_tif(tmp_path / "named.tif", two, descriptions=["Sigma0_VH_db", "Sigma0_VV_db"])
+    code, _, err = run_cli(["translate", named, tmp_path / "n.tif", "--model", tiny_model_path, "-q"], capsys)
+    assert code == 0, err
+
+
+def test_converted_one_channel_checkpoint_translates(tmp_path, scene, capsys):
+    import torch
+    from conftest import make_small_generator
+
+    from sar2opt_geo.models.checkpoint import read_metadata
+
+    pth = tmp_path / "sar2optical_1ch.pth"
+    torch.save(make_small_generator(in_channels=1).state_dict(), pth)
+    native = tmp_path / "one.safetensors"
+    code, _, err = run_cli(["model", "convert", pth, native, "-q"], capsys)
+    assert code == 0, err
+    meta = read_metadata(native)
+    assert meta.arch_args["in_channels"] == 1 and not meta.radiometry.get("replicate_to")
+    code, _, err = run_cli(["translate", scene, tmp_path / "o.tif", "--model", native, "-q"], capsys)
+    assert code == 0, err
+    assert rasterio.open(tmp_path / "o.tif").count == 3
+
+
+def test_radiometry_that_disagrees_with_the_weights_is_refused_before_work(tmp_path, scene, capsys):
+    from conftest import SEN12_RADIOMETRY, make_small_generator
+
+    from sar2opt_geo.models.checkpoint import CheckpointMeta, save_checkpoint
+
+    bad = tmp_path / "bad.safetensors"
+    meta = CheckpointMeta(
+        name="bad",
+        architecture="unet_sar2optical",
+        arch_args={"in_channels": 1, "out_channels": 3, "ngf": 8},
+        input_bands=["VV"],
+        radiometry=SEN12_RADIOMETRY,  # replicate_to 3 for a 1-channel model: the issue's torch traceback
+    )
+    save_checkpoint(bad, make_small_generator(in_channels=1), meta)
+    code, _, err = run_cli(["translate", scene, tmp_path / "o.tif", "--model", bad, "-q"], capsys)
+    assert code == 1
+    line = one_error_line(err)
+    assert "replicates one band to 3 channels but the model takes 1" in line
+    assert not (tmp_path / "o.tif").exists() and not (tmp_path / ".o.tif.work").exists()
+
+
+def test_model_info_and_evaluate_say_what_disagrees(tmp_path, capsys):
+    from conftest import SEN12_RADIOMETRY, make_small_generator
+
+    from sar2opt_geo.models.checkpoint import CheckpointMeta, save_checkpoint
+
+    bad = tmp_path / "bad.safetensors"
+    meta = CheckpointMeta(
+        name="bad",
+        architecture="unet_sar2optical",
+        arch_args={"in_channels": 1, "out_channels": 3, "ngf": 8},
+        input_bands=["VV"],
+        radiometry=SEN12_RADIOMETRY,
+    )
+    save_checkpoint(bad, make_small_generator(in_channels=1), meta)
+    code, out, err = run_cli(["model", "info", bad], capsys)
+    assert code == 1 and "unet_sar2optical" in out  # the description, then what is wrong
+    assert "replicates one band to 3 channels but the model takes 1" in one_error_line(err)
+    code, _, err = run_cli(["evaluate", "--model", bad, "--data", tmp_path / "nothing"], capsys)
+    assert code == 1 and "replicates one band" in one_error_line(err)

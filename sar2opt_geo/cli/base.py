@@ -110,6 +110,19 @@ def bundled_model_or(model: str | None) -> str:
     return str(BUNDLED_MODEL)
 
 
+def check_model_channels(model: str) -> None:
+    """One-line ModelError when a native/ONNX checkpoint's bands × radiometry do not give exactly its input
+    channels (before any work: translate, evaluate and model info say the same)."""
+    import os
+
+    from sar2opt_geo.plan import model_channels, read_model_metadata
+    from sar2opt_geo.radiometry import Radiometry
+
+    meta = read_model_metadata(model)
+    if meta.radiometry:
+        model_channels(Radiometry.from_dict(meta.radiometry), meta, os.path.basename(str(model)))
+
+
 def filter_spec_from(filter_name, window, enl, damping):
     if not filter_name:
         return None

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from sar2opt_geo import __version__
-from sar2opt_geo.cli.base import cli
+from sar2opt_geo.cli.base import check_model_channels, cli
 from sar2opt_geo.cli.options import model_path, overwrite_opt, quiet_opt
 from sar2opt_geo.defaults import TILE_SIZE
 from sar2opt_geo.errors import ModelError, OutputError, Sar2OptError, UsageError
@@ -314,6 +314,8 @@ def model_info(path, as_json):
         click.echo(json.dumps(d, indent=2, ensure_ascii=False))
     else:
         _print_info(d)
+    if d.get("kind") == "checkpoint" or str(path).lower().endswith(".onnx"):
+        check_model_channels(path)  # shown, then one line saying what disagrees
 
 
 @model_group.command("convert")

@@ -6,12 +6,19 @@ import json
 
 import click
 
-from sar2opt_geo.cli.base import Progress, bundled_model_or, cli, filter_spec_from, given, setup_logging
+from sar2opt_geo.cli.base import (
+    Progress,
+    bundled_model_or,
+    cli,
+    filter_spec_from,
+    given,
+    output_format,
+    setup_logging,
+)
 from sar2opt_geo.cli.options import (
     allow_ungeo_opt,
     apply,
     bands_opt,
-    batch_opt,
     chunk_opt,
     device_opt,
     filter_opts,
@@ -26,7 +33,17 @@ from sar2opt_geo.cli.options import (
     verbose_opt,
     workers_opt,
 )
-from sar2opt_geo.defaults import BACKENDS, CALIBRATION, CALIBRATIONS, RESAMPLING, RESAMPLINGS, WARP
+from sar2opt_geo.defaults import (
+    BACKEND,
+    BACKEND_CHOICES,
+    CALIBRATION,
+    CALIBRATIONS,
+    PRECISION,
+    PRECISIONS,
+    RESAMPLING,
+    RESAMPLINGS,
+    WARP,
+)
 from sar2opt_geo.errors import UsageError
 from sar2opt_geo.sar2optical import SAR2OPTICAL_FILTERS
 
@@ -99,13 +116,30 @@ def preprocess_profile(name, filter_name, window, gamma):
 @click.option("--lora", type=model_path, default=None, help="LoRA adapter merged into the model at load.")
 @tile_opt
 @overlap_opt
-@batch_opt
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Tiles per forward pass. Default: per engine on CPU (torch 8, onnx 2, measured), from free memory "
+    "on CUDA.",
+)
 @device_opt
 @click.option(
     "--backend",
-    type=click.Choice(BACKENDS),
-    default=None,
-    help="Inference engine. Default: onnx for an .onnx model, else torch.",
+    type=click.Choice(BACKEND_CHOICES),
+    default=BACKEND,
+    show_default=True,
+    help="Inference engine. auto: ONNX Runtime on CPU when the model exports and matches torch within 1 DN "
+    "(exported once into the user cache, $SAR2OPT_GEO_CACHE_DIR), else torch; torch on CUDA; onnx for an "
+    ".onnx model.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=PRECISION,
+    show_default=True,
+    help="Model precision: bf16 (torch autocast, CPU/CUDA), fp16 (CUDA), int8 (ONNX Runtime static "
+    "quantisation calibrated on tiles of the scene, CPU).",
 )
 @workers_opt
 @scheduler_opt
@@ -167,6 +201,7 @@ def translate(
     batch_size,
     device,
     backend,
+    precision,
     workers,
     scheduler,
     chunk_size,
@@ -205,6 +240,7 @@ def translate(
     if stray and preprocess != "sar2optical":
         raise UsageError(f"{', '.join(stray)}: only valid with --preprocess sar2optical")
     model = bundled_model_or(model)
+    fmt = output_format(ctx, output, fmt)
     opts = TranslateOptions(
         model=model,
         tile_size=tile_size,
@@ -212,6 +248,7 @@ def translate(
         batch_size=batch_size,
         device=device,
         backend=backend,
+        precision=precision,
         chunk_size=chunk_size,
         bands=bands,
         input_scale=input_scale,

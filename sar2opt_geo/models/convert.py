@@ -219,6 +219,33 @@ def convert_state_dict(
     return model, fmt, args
 
 
+def _default_bands(in_channels: int) -> list[str]:
+    """Scene bands a foreign model takes by default: VV (replicated when it has 3 input channels), VV+VH for
+    2 channels, else numbered bands."""
+    if in_channels in (1, 3):
+        return ["VV"]
+    if in_channels == 2:
+        return ["VV", "VH"]
+    return [f"band{i + 1}" for i in range(in_channels)]
+
+
+def channel_handling(radiometry: Mapping[str, Any], in_channels: int, n_bands: int) -> dict[str, Any]:
+    """The radiometry with its channel handling derived from the weights: one band is replicated to the
+    model's input channels only when it has more than one (a 1-channel model gets no replication); as many
+    bands as channels need none."""
+    rad = dict(radiometry)
+    replicate = in_channels if (n_bands == 1 and in_channels > 1) else None
+    if rad.get("replicate_to") != replicate:
+        rad["replicate_to"] = replicate
+        if rad.get("description") == SEN12_DB_PRESET["description"]:
+            rad["description"] = "linear σ⁰ → dB, clip [−25, 0] → 0..255 → [−1, 1]" + (
+                f", one band replicated to {replicate} channels" if replicate else ""
+            )
+    if rad.get("replicate_to") is None:
+        rad.pop("replicate_to", None)
+    return rad
+
+
 def convert_checkpoint(
     src_path: str | os.PathLike,
     dst_path: str | os.PathLike,
@@ -274,7 +301,9 @@ def convert_checkpoint(
     if radiometry is None:
         radiometry = native.radiometry if native is not None else SEN12_DB_PRESET
     if bands is None:
-        bands = native.input_bands if native is not None else ["VV"]
+        bands = native.input_bands if native is not None else _default_bands(int(args.get("in_channels", 3)))
+    if native is None:  # foreign weights: the channel handling follows them (a native file keeps its own)
+        radiometry = channel_handling(radiometry, int(args.get("in_channels", 3)), len(bands))
     if name is None:
         name = native.name if native is not None else src.stem
     if preprocess is None and native is not None:
