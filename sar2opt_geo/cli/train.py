@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sar2opt_geo.cli.base import Progress, cli, setup_logging
+from sar2opt_geo.cli.base import Progress, check_model_channels, cli, setup_logging
 from sar2opt_geo.cli.options import apply, overwrite_opt, quiet_opt, verbose_opt
 from sar2opt_geo.cli.translate import product_opts
 from sar2opt_geo.defaults import BUNDLED_MODEL
@@ -244,6 +244,7 @@ def evaluate_cmd(
         raise UsageError("--max-images must be >= 1")
     if samples and Path(samples_out).exists() and not overwrite:
         raise OutputError(f"{samples_out} exists (use --overwrite to replace it)")
+    check_model_channels(str(model if model is not None else BUNDLED_MODEL))
     res = evaluate(
         model if model is not None else BUNDLED_MODEL,
         data,
