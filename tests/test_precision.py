@@ -70,7 +70,7 @@ def test_int8_on_cpu_within_measured_bounds(small_scene, tiny_model_path, tmp_pa
     mask = mref["mask"] > 0
     psnr, maxdn = psnr_maxdn(r, ref, mask)
     print(f"int8 vs fp32: PSNR {psnr:.2f} dB, max {maxdn} DN", file=sys.__stderr__)
-    assert 0 < maxdn <= 48 and psnr >= 35.0, (psnr, maxdn)  # measured here: 39.8 dB, max 21 DN
+    assert 0 < maxdn <= 40 and psnr >= 36.0, (psnr, maxdn)  # measured here: 41.2 dB, max 16 DN
     assert r[:, mask].std() > 3  # still a picture
     # the int8 graph is cached under the checkpoint hash and a digest of the calibration tiles
     graphs = sorted(p.name for p in cache_dir().glob("*-int8-c*.onnx"))
