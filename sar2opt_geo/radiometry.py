@@ -71,8 +71,11 @@ def from_linear(x: np.ndarray, scale: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if scale == "linear":
         return x
-    if scale == "db":
-        return (np.float32(10.0) * np.log10(np.maximum(x, np.float32(_TINY)))).astype(np.float32)
+    if scale == "db":  # in place on one temporary (same float32 operations as 10·log10(max(x, tiny)))
+        v = np.maximum(x, np.float32(_TINY))
+        np.log10(v, out=v)
+        v *= np.float32(10.0)
+        return v
     if scale == "amplitude":
         return np.sqrt(np.maximum(x, np.float32(0.0)), dtype=np.float32)
     raise UsageError(f"unknown model scale {scale!r} (valid: {', '.join(MODEL_SCALES)})")
@@ -209,11 +212,18 @@ def normalize(linear: np.ndarray, valid: np.ndarray, radiometry: Radiometry, sta
     vals = from_linear(np.maximum(linear, 0), radiometry.scale)
     lo = np.asarray(stats.lo, dtype=np.float32)[:, None, None]
     hi = np.asarray(stats.hi, dtype=np.float32)[:, None, None]
-    unit = np.clip((vals - lo) / (hi - lo), 0.0, 1.0)
+    # block-level arithmetic in place on one float32 buffer (the same operations, in the same order, as
+    # a + clip((v − lo) / (hi − lo), 0, 1)·(b − a): bit-identical, with one temporary instead of six)
+    out = np.subtract(vals, lo, dtype=np.float32)
+    out /= hi - lo
+    np.clip(out, np.float32(0.0), np.float32(1.0), out=out)
     if radiometry.quantize:
-        unit = np.floor(unit * np.float32(255.0)) / np.float32(255.0)
+        out *= np.float32(255.0)
+        np.floor(out, out=out)
+        out /= np.float32(255.0)
     a, b = radiometry.out_range
-    out = (np.float32(a) + unit * np.float32(b - a)).astype(np.float32)
+    out *= np.float32(b - a)
+    out += np.float32(a)
     out[:, ~valid] = np.float32(a)
     if radiometry.replicate_to and out.shape[0] == 1 and radiometry.replicate_to > 1:
         out = np.repeat(out, radiometry.replicate_to, axis=0)
@@ -223,5 +233,9 @@ def normalize(linear: np.ndarray, valid: np.ndarray, radiometry: Radiometry, sta
 def output_to_uint8(y: np.ndarray, out_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
     """Generator output (tanh range) to 0..255 uint8, rounding to nearest."""
     a, b = out_range
-    unit = (np.asarray(y, dtype=np.float32) - np.float32(a)) / np.float32(b - a)
-    return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
+    unit = np.subtract(y, np.float32(a), dtype=np.float32)  # in place from here: same operations, one buffer
+    unit /= np.float32(b - a)
+    unit *= np.float32(255.0)
+    np.rint(unit, out=unit)
+    np.clip(unit, 0, 255, out=unit)
+    return unit.astype(np.uint8)
