@@ -86,6 +86,8 @@ def job_fingerprint(job: TranslateJob, fmt: str) -> dict:
                 fmt,
                 job.preprocess_stats,
                 job.preprocess.to_dict() if job.preprocess is not None else None,
+                # products / warped inputs: calibration, noise removal, warp grid (issue #11)
+                job.cond.scene.fingerprint() if hasattr(job.cond.scene, "fingerprint") else None,
             ]
         ),
     }

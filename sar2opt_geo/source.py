@@ -66,6 +66,16 @@ class SourceScene(io.SceneInfo):
     def source_count(self) -> int:
         return self.product.count if self.product is not None else self.raster.count
 
+    def fingerprint(self) -> dict:
+        """What besides the input file decides the pixels read (for ``--resume``): calibration, noise
+        removal and the warp grid."""
+        w = self.warp
+        return {
+            "calibration": self.calibration if self.product is not None else None,
+            "denoise": self.denoise if self.product is not None else None,
+            "warp": None if w is None else [w.crs_wkt, list(w.transform), w.width, w.height, w.resampling],
+        }
+
     def describe_source(self) -> str:
         if self.product is not None:
             p = self.product

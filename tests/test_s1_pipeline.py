@@ -587,3 +587,23 @@ def test_tile_pairs_from_a_product_cut_its_calibrated_sigma0(products, tmp_path,
     assert a["sar"].shape[0] > 10 and np.array_equal(a["sar"][:], b["sar"][:])
     assert np.array_equal(a["optical"][:], b["optical"][:]) and np.array_equal(a["window"][:], b["window"][:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr", "q.zarr", "s.tif"]  # no staged σ⁰ left
+
+
+def test_resume_fingerprint_tells_calibration_noise_and_warp_apart(products, tiny_model_path, tmp_path):
+    from sar2opt_geo.plan import prepare_translate
+    from sar2opt_geo.run import job_fingerprint
+    from sar2opt_geo.sampling import measure_scene
+
+    ex = ThreadedExecutor(1)
+    prints = []
+    for kw in (
+        {},
+        {"calibration": "gamma0"},
+        {"denoise": False},
+        {"resampling": "nearest"},
+        {"resolution": 20.0},
+    ):
+        opts = TranslateOptions(model=tiny_model_path, device="cpu", bands="VV", **kw)
+        job = measure_scene(ex, prepare_translate(str(products["ASCENDING"].safe), opts, ex))
+        prints.append(job_fingerprint(job, "cog")["job"])
+    assert len(set(prints)) == len(prints)
