@@ -15,7 +15,7 @@ from sar2opt_geo import defaults, io
 from sar2opt_geo.errors import InputError
 from sar2opt_geo.plan import Conditioning, open_input, select_bands
 from sar2opt_geo.sampling import sample_lattice
-from sar2opt_geo.source import SourceScene, decide_input_scale
+from sar2opt_geo.source import SourceScene, decide_input_scale, is_product_path, open_source
 from sar2opt_geo.tasks import sample_windows
 from sar2opt_geo.tiling import BlockPlan, TileGrid
 from sar2opt_geo.warp import footprint_mask
@@ -50,9 +50,12 @@ def scale_decision(scene: io.SceneInfo, bands: tuple[int, ...], requested: str =
     """``scale (reason)`` as translate decides it, from a 3 x 3 lattice of sample windows read here."""
     if requested != "auto":
         return f"{requested} (given by --input-scale)"
-    cond = Conditioning(scene=scene, bands=bands, input_scale="linear")
-    corners = sample_lattice(scene.height, scene.width, n=3)
-    raw, _, _ = sample_windows(cond, corners, 64)
+    if isinstance(scene, SourceScene) and scene.product is not None:
+        raw = np.zeros((len(bands), 0), dtype=np.float32)  # decided from the product, not its pixels
+    else:
+        cond = Conditioning(scene=scene, bands=bands, input_scale="linear")
+        corners = sample_lattice(scene.height, scene.width, n=3)
+        raw, _, _ = sample_windows(cond, corners, 64)
     try:
         d = decide_input_scale(scene, bands, raw)
     except InputError as exc:
@@ -101,21 +104,25 @@ def describe_scene(
     resampling: str = defaults.RESAMPLING,
 ) -> dict:
     """What ``sar2opt-geo info`` prints: metadata, nodata share and the tile grid for the given options."""
-    scene = open_input(
-        input_path,
-        calibration=calibration,
-        denoise=denoise,
-        warp=warp,
-        resolution=resolution,
-        allow_ungeoreferenced=allow_ungeoreferenced,
-        resampling=resampling,
+    kw = dict(
+        calibration=calibration, denoise=denoise, warp=warp, resolution=resolution, resampling=resampling
     )
+    unreadable = None
+    try:
+        scene = open_input(input_path, allow_ungeoreferenced=allow_ungeoreferenced, **kw)
+    except InputError as exc:
+        if not is_product_path(input_path):
+            raise
+        # a product whose measurement tiffs are absent or unreadable: describe it from its metadata
+        scene = open_source(input_path, metadata_only=True, **kw)
+        unreadable = str(exc)
     grid = TileGrid(scene.height, scene.width, tile, overlap)
     plan = BlockPlan.create(grid, chunk, scene.block_shape if scene.tiled else None)
     valid = _valid_overview(scene)
     band_idx = select_bands(scene, bands, len(bands.split(",")) if bands else scene.count, [])
     return {
         **product_facts(scene),
+        **({"measurement": f"not readable ({unreadable}); metadata only"} if unreadable else {}),
         "path": scene.path,
         "size": f"{scene.width} x {scene.height}",
         "bands": ", ".join(scene.band_names()),

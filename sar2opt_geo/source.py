@@ -111,12 +111,14 @@ def open_source(
     resolution: float | None = None,
     allow_ungeoreferenced: bool = False,
     resampling: str = "bilinear",
+    metadata_only: bool = False,
 ) -> io.SceneInfo:
-    """The scene the pipeline reads for ``path`` (see the module docstring)."""
+    """The scene the pipeline reads for ``path`` (see the module docstring). ``metadata_only``: a product
+    whose measurement tiffs are absent (it describes, it cannot be read)."""
     if calibration not in CALIBRATIONS:
         raise UsageError(f"--calibration must be one of {', '.join(CALIBRATIONS)} (got {calibration!r})")
     if is_product_path(path):
-        return _product_scene(path, calibration, denoise, warp, resolution, resampling)
+        return _product_scene(path, calibration, denoise, warp, resolution, resampling, metadata_only)
     scene = io.open_scene(path, allow_ungeoreferenced=allow_ungeoreferenced)
     grid = plan_grid(scene, warp, resolution, resampling=resampling)
     if grid is None:
@@ -137,9 +139,15 @@ def open_source(
 
 
 def _product_scene(
-    path, calibration: str, denoise: bool, warp: str, resolution: float | None, resampling: str
+    path,
+    calibration: str,
+    denoise: bool,
+    warp: str,
+    resolution: float | None,
+    resampling: str,
+    metadata_only: bool = False,
 ) -> SourceScene:
-    product = open_product(path)
+    product = open_product(path, metadata_only=metadata_only)
     gcp_wkt = io.crs_wkt(GCP_CRS)
     radar = io.Georef(
         width=product.width, height=product.height, crs_wkt=gcp_wkt, gcps=product.gcps, gcp_crs_wkt=gcp_wkt

@@ -142,20 +142,28 @@ def _grid_point_errors(grid, points) -> np.ndarray:
     return np.array(errs)
 
 
-def test_real_geolocation_grid_through_the_warp():
-    """The real S1B IW GRDH product (26102 x 16705, geolocation grid only): warped north-up onto its UTM
-    zone at 10 m; all 210 annotated grid points map back to their (line, pixel) within 0.5 px."""
-    from test_sentinel1_real import S1B
+@pytest.mark.parametrize("name, epsg", [("S1B", 32633), ("S1A", 32631)])
+def test_real_geolocation_grid_through_the_warp(name, epsg, capsys):
+    """The real IW GRDH products (geolocation grid only; S1A without measurement images): warped north-up
+    onto their UTM zone at 10 m; all 210 annotated grid points map back to their (line, pixel) within
+    0.5 px; `info` describes them (S1A from its metadata alone)."""
+    import test_sentinel1_real as real
 
-    if not S1B.is_dir():
+    safe = getattr(real, name)
+    if not safe.is_dir():
         pytest.skip("real Sentinel-1 metadata (shared/s1-products) not found")
-    scene = source.open_source(S1B)
+    scene = source.open_source(safe, metadata_only=True)
     grid = scene.warp
     a = scene.affine
-    assert (a.b, a.d, a.a, a.e) == (0.0, 0.0, 10.0, -10.0) and grid.epsg == 32633
+    assert (a.b, a.d, a.a, a.e) == (0.0, 0.0, 10.0, -10.0) and grid.epsg == epsg
     assert scene.product.gcp_source == "annotation" and len(scene.product.gcps) == 210
     err = _grid_point_errors(grid, np.array(scene.product.gcps))
     assert err.max() <= 0.5, err.max()
+    code, out, err_text = run_cli(["info", safe, "--json"], capsys)
+    assert code == 0, err_text
+    d = json.loads(out)
+    assert d["crs"] == f"EPSG:{epsg}" and d["product_type"] == f"{name} IW GRDH"
+    assert ("measurement" in d) == (name == "S1A")
 
 
 @pytest.mark.parametrize("resampling", ["bilinear", "nearest"])
