@@ -71,7 +71,8 @@ class WarpGrid:
         crs = CRS.from_wkt(self.crs_wkt)
         name = f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else crs.to_string()
         how = "thin-plate spline from the GCPs" if self.src.gcps else "CRS transform"
-        return f"{name} at {self.resolution:g} m ({how}, {self.resampling} on linear intensity)"
+        unit = " m" if crs.is_projected else "°"
+        return f"{name} at {self.resolution:g}{unit} ({how}, {self.resampling} on linear intensity)"
 
 
 # ------------------------------------------------------------------------------------ the target grid
@@ -182,6 +183,8 @@ def plan_grid(
     tx, ty = _reproject(src_crs, dst_crs, bx, by)
     if not (np.all(np.isfinite(tx)) and np.all(np.isfinite(ty))):
         raise GeoreferenceError(f"the input's footprint cannot be projected to {dst_crs.to_string()}")
+    if resolution is None and default_resolution and not dst_crs.is_projected:
+        default_resolution = None  # a spacing in metres means nothing in degrees: measure it
     res = resolution or default_resolution or _native_resolution(src, dst_crs)
     x0, x1 = math.floor(tx.min() / res) * res, math.ceil(tx.max() / res) * res
     y0, y1 = math.floor(ty.min() / res) * res, math.ceil(ty.max() / res) * res

@@ -615,3 +615,12 @@ def test_resume_fingerprint_tells_calibration_noise_and_warp_apart(products, tin
         job = measure_scene(ex, prepare_translate(str(products["ASCENDING"].safe), opts, ex))
         prints.append(job_fingerprint(job, "cog")["job"])
     assert len(set(prints)) == len(prints)
+
+
+def test_warp_to_a_geographic_crs_measures_its_pixel_size_in_degrees(products):
+    scene = source.open_source(products["ASCENDING"].safe, warp="EPSG:4326")
+    a = scene.affine
+    assert a.b == a.d == 0 and 5e-5 < a.a < 2e-4 and a.e == -a.a  # ~10 m in degrees at 49.6° N
+    assert scene.warp.describe().startswith(f"EPSG:4326 at {a.a:g}° (thin-plate spline")
+    d, v = source.read_window(scene, 0, scene.height, 0, scene.width, ("VV",))
+    assert 0.3 < v.mean() < 0.9 and np.all(d[:, v] > 0)
