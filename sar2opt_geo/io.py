@@ -460,26 +460,32 @@ def _tag_value(v) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
 
+#: GDAL COG creation options of the final outputs. DEFLATE (readable everywhere) at level 1 with the
+#: horizontal predictor, compressed on every core: measured on a 3072² RGB output of the bundled model
+#: (GDAL 3.10, 2 loaded cores, best of 2): DEFLATE level 6 (GDAL's default) 1.67 s / 13.5 MiB, level 1
+#: 1.27 s / 13.4 MiB, level 6 on one thread 1.81 s, without predictor 1.33 s / 17.5 MiB, LZW 1.80 s /
+#: 15.1 MiB, ZSTD level 1 1.03 s / 12.8 MiB (fastest, but not every reader decodes ZSTD TIFFs).
+COG_OPTIONS = {
+    "COMPRESS": "DEFLATE",
+    "LEVEL": 1,
+    "PREDICTOR": "YES",
+    "OVERVIEWS": "IGNORE_EXISTING",
+    "OVERVIEW_RESAMPLING": "AVERAGE",
+    "RESAMPLING": "AVERAGE",
+    "BIGTIFF": "IF_SAFER",
+    "NUM_THREADS": "ALL_CPUS",
+}
+
+
 def staging_to_cog(staging: str | os.PathLike, dst: str | os.PathLike, *, blocksize: int = 512) -> None:
-    """Convert a tiled staging GeoTIFF into a Cloud-Optimized GeoTIFF with overviews (GDAL COG driver).
+    """Convert a tiled staging GeoTIFF into a Cloud-Optimized GeoTIFF with overviews (GDAL COG driver,
+    :data:`COG_OPTIONS`).
 
     The internal mask is carried over (GDAL builds mask overviews too). The result validates with
     ``rio cogeo validate``.
     """
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, **GDAL_ENV):
-        rasterio.shutil.copy(
-            str(staging),
-            str(dst),
-            driver="COG",
-            BLOCKSIZE=blocksize,
-            COMPRESS="DEFLATE",
-            PREDICTOR="YES",
-            OVERVIEWS="IGNORE_EXISTING",
-            OVERVIEW_RESAMPLING="AVERAGE",
-            RESAMPLING="AVERAGE",
-            BIGTIFF="IF_SAFER",
-            NUM_THREADS="ALL_CPUS",
-        )
+        rasterio.shutil.copy(str(staging), str(dst), driver="COG", BLOCKSIZE=blocksize, **COG_OPTIONS)
 
 
 def validate_cog(path: str | os.PathLike) -> tuple[bool, list[str], list[str]]:

@@ -1,0 +1,270 @@
+#!/usr/bin/env python
+"""Speed of ``translate`` (issue #15): every goal row that can be measured on this machine, in one run.
+
+Rows (each translate is the real CLI in a fresh subprocess, wall time; scenes are seeded synthetic
+Sentinel-1-like scenes; exports/quantisations are made once beforehand, as a user's cache holds them):
+
+1. default options (``--backend auto``) vs ``--backend torch`` — bundled model, the large scene;
+2. ``--precision int8`` vs default — wall time, and its quality cost (PSNR of the RGB output, max DN);
+   ``--precision bf16`` likewise (torch autocast on CPU);
+3. pipeline alone — a near-null model (the bundled U-Net at ngf 1), default options, *marginal* between the
+   small and the large scene (fixed costs — imports, model load, probe, COG overview pass of a tiny scene —
+   cancel): tiles/s, Mpx/s and Mpx/s per core; against the I/O floor measured in the same run, marginal over
+   the same two sizes: GDAL writing the same RGB output (with its mask) as a deflate COG with overviews from
+   memory, with the same creation options as the pipeline's final COG;
+4. end-to-end ÷ model-only for the bundled model on the default engine, marginal (tiles/s between the two
+   scenes ÷ the engine's own tiles/s on the same batch size and threads).
+
+GPU rows and the geo-inference comparison are not run here (no GPU on this machine; geo-inference needs its
+own virtual environment, see the issue).
+
+    python scripts/bench_speed.py [--small 1024] [--large 3072] [--skip-slow]
+
+Prints Markdown tables with the load average before and after, and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sar2opt_geo.defaults import BUNDLED_MODEL, ENGINE_BATCH_SIZE  # noqa: E402
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def null_checkpoint(path: Path) -> str:
+    """The bundled model's architecture and radiometry at ngf 1 (random weights): a near-null model."""
+    import torch
+
+    from sar2opt_geo.models.checkpoint import CheckpointMeta, read_metadata, save_checkpoint
+    from sar2opt_geo.models.registry import create_model
+
+    meta = read_metadata(BUNDLED_MODEL)
+    args = {**meta.arch_args, "ngf": 1}
+    torch.manual_seed(0)
+    model = create_model(meta.architecture, **args).eval()
+    d = {**meta.to_dict(), "arch_args": args, "name": "near-null-ngf1"}
+    save_checkpoint(path, model, CheckpointMeta.from_dict(d))
+    return str(path)
+
+
+def make_scene(outdir: Path, size: int, seed: int = 11) -> str:
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    sar, _ = write_scene(outdir, SceneSpec(width=size, height=size, seed=seed))
+    return str(sar)
+
+
+def translate(scene: str, out: Path, model: str, *extra: str, env: dict) -> tuple[float, int]:
+    """Wall seconds of one CLI run and the model evaluations it reports."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "sar2opt_geo",
+        "translate",
+        scene,
+        str(out),
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--overwrite",
+        *extra,
+    ]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"translate failed: {' '.join(cmd)}\n{r.stderr}")
+    last = [ln for ln in r.stderr.splitlines() if ln.startswith("wrote ")][-1]
+    n_eval = int(last.split(": ", 1)[1].split(" of ")[0])
+    return dt, n_eval
+
+
+def io_floor(path: Path, out: Path) -> float:
+    """Seconds GDAL takes to write the RGB (and mask) of ``path`` as a deflate COG with overviews, from
+    memory (reading is not timed), with the pipeline's COG creation options (``io.COG_OPTIONS``)."""
+    import rasterio
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
+
+    from sar2opt_geo.io import COG_OPTIONS, GDAL_ENV
+
+    with rasterio.open(path) as src:
+        data, mask, profile = src.read(), src.dataset_mask(), src.profile
+    profile.update(driver="GTiff", compress=None, tiled=True, blockxsize=512, blockysize=512)
+    t0 = time.perf_counter()
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, **GDAL_ENV), MemoryFile() as mem:
+        with mem.open(**{k: v for k, v in profile.items() if k not in ("compress",)}) as dst:
+            dst.write(data)
+            dst.write_mask(mask)
+        with mem.open() as src:
+            rasterio.shutil.copy(src, str(out), driver="COG", BLOCKSIZE=512, **COG_OPTIONS)
+    return time.perf_counter() - t0
+
+
+def model_only(model: str, n_tiles: int, batch: int, backend: str) -> float:
+    """Tiles/s of the engine alone (same export and thread count as the pipeline), on ``n_tiles`` tiles."""
+    from sar2opt_geo.models.checkpoint import read_metadata
+    from sar2opt_geo.translate import make_model_ref, predict, probe_batch
+
+    c = int(read_metadata(model).arch_args.get("in_channels", 3))
+    x = np.concatenate([probe_batch(c, 256, n=min(16, n_tiles), seed=s) for s in range(-(-n_tiles // 16))])
+    x = x[:n_tiles]
+    ref = make_model_ref(model, "cpu", backend, tile_size=256)
+    predict(ref, x[:batch], batch)  # warm-up (load + first pass)
+    t0 = time.perf_counter()
+    predict(ref, x, batch)
+    return n_tiles / (time.perf_counter() - t0)
+
+
+def model_only_subprocess(model: str, n_tiles: int, batch: int, env: dict) -> float:
+    """:func:`model_only` with the ONNX engine in a fresh process (as the translate runs are)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from bench_speed import model_only; "
+        "print(model_only(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), 'onnx'))"
+    )
+    cmd = [sys.executable, "-c", code, str(Path(__file__).parent), model, str(n_tiles), str(batch)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def psnr_maxdn(a_path: Path, b_path: Path) -> tuple[float, int]:
+    from sar2opt_geo import io
+
+    a, ma = io.read_raster(a_path, masked=True)
+    b, _ = io.read_raster(b_path, masked=True)
+    d = (a.astype(np.float64) - b.astype(np.float64))[:, ma["mask"] > 0]
+    mse = float((d**2).mean())
+    return (float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)), int(np.abs(d).max())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--small", type=int, default=1024, help="small scene side (px)")
+    ap.add_argument("--large", type=int, default=3072, help="large scene side (px)")
+    ap.add_argument(
+        "--skip-slow", action="store_true", help="skip the torch and bf16 runs of the bundled model"
+    )
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+    print(f"load average before: {loadavg()}  ({cores} cores)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        tmp = Path(tmp)
+        env = {**os.environ, "SAR2OPT_GEO_CACHE_DIR": str(tmp / "cache")}
+        os.environ["SAR2OPT_GEO_CACHE_DIR"] = env["SAR2OPT_GEO_CACHE_DIR"]
+        null = null_checkpoint(tmp / "null.safetensors")
+        bundled = str(BUNDLED_MODEL)
+        scenes = {s: make_scene(tmp / f"s{s}", s) for s in (args.small, args.large)}
+        S, L = args.small, args.large
+        mpx = (L * L - S * S) / 1e6
+
+        # one-time costs, untimed in the rows: export + parity probe, int8 calibration
+        t0 = time.perf_counter()
+        translate(scenes[S], tmp / "w1.tif", bundled, env=env)
+        translate(scenes[S], tmp / "w2.tif", null, env=env)
+        t_first = time.perf_counter() - t0
+        translate(scenes[S], tmp / "w3.tif", bundled, "--precision", "int8", env=env)
+        print(f"(first runs with ONNX export + probe of two models: {t_first:.1f} s)", flush=True)
+
+        rows = []
+        # 3. pipeline alone: near-null model, marginal, vs the I/O floor
+        tn_s, en_s = translate(scenes[S], tmp / "ns.tif", null, env=env)
+        tn_l, en_l = translate(scenes[L], tmp / "nl.tif", null, env=env)
+        f_s = io_floor(tmp / "ns.tif", tmp / "fs.tif")
+        f_l = io_floor(tmp / "nl.tif", tmp / "fl.tif")
+        pipe = tn_l - tn_s
+        floor = f_l - f_s
+        rows.append(
+            (
+                f"pipeline alone (ngf-1 model, default options), marginal {S}²→{L}²",
+                f"{pipe:.2f} s for {en_l - en_s} tiles: {(en_l - en_s) / pipe:.1f} tiles/s, "
+                f"{mpx / pipe:.2f} Mpx/s ({mpx / pipe / cores:.2f} Mpx/s per core)",
+            )
+        )
+        rows.append(
+            (
+                "I/O floor (GDAL: same RGB + mask → deflate COG with overviews), marginal",
+                f"{floor:.2f} s ({mpx / floor:.2f} Mpx/s)",
+            )
+        )
+        rows.append(("pipeline alone ÷ I/O floor (goal ≤ 1.5)", f"**{pipe / floor:.2f}**"))
+
+        # 1./4. bundled model: default (auto) marginal vs model-only (measured before, between and after the
+        # two end-to-end runs, in a subprocess like them; the best of the three is the ceiling)
+        bs = ENGINE_BATCH_SIZE["onnx"]
+        mo = [model_only_subprocess(bundled, 64, bs, env)]
+        ta_s, ea_s = translate(scenes[S], tmp / "as.tif", bundled, env=env)
+        mo.append(model_only_subprocess(bundled, 64, bs, env))
+        ta_l, ea_l = translate(scenes[L], tmp / "al.tif", bundled, env=env)
+        mo.append(model_only_subprocess(bundled, 64, bs, env))
+        e2e = (ea_l - ea_s) / (ta_l - ta_s)
+        rows.append((f"bundled model, default options ({L}²)", f"{ta_l:.1f} s, {ea_l} tiles"))
+        rows.append((f"bundled model end-to-end, marginal (onnx, batch {bs})", f"{e2e:.1f} tiles/s"))
+        rows.append(
+            (
+                "bundled model alone (ONNX Runtime, same export, batch and threads; 64 tiles, 3 runs)",
+                f"{max(mo):.1f} tiles/s (runs: {', '.join(f'{v:.1f}' for v in mo)})",
+            )
+        )
+        rows.append(("end-to-end ÷ best model-only run (goal ≥ 0.90)", f"**{e2e / max(mo):.2f}**"))
+
+        # 2. int8
+        ti_l, _ = translate(scenes[L], tmp / "il.tif", bundled, "--precision", "int8", env=env)
+        rows.append((f"`--precision int8` ({L}²)", f"{ti_l:.1f} s: **{ti_l / ta_l:.2f}×** default"))
+        if not args.skip_slow:
+            tt_l, _ = translate(scenes[L], tmp / "tl.tif", bundled, "--backend", "torch", env=env)
+            rows.insert(
+                3,
+                (
+                    f"bundled model, `--backend torch` ({L}²)",
+                    f"{tt_l:.1f} s: default is **{ta_l / tt_l:.2f}×** torch's wall time",
+                ),
+            )
+            p, m = psnr_maxdn(tmp / "tl.tif", tmp / "al.tif")
+            rows.append(("default (onnx) vs torch output", f"PSNR {p:.1f} dB, max {m} DN"))
+            p, m = psnr_maxdn(tmp / "tl.tif", tmp / "il.tif")
+            rows.append(("int8 vs torch fp32 output", f"PSNR {p:.1f} dB, max {m} DN"))
+            tb_l, _ = translate(scenes[L], tmp / "bl.tif", bundled, "--precision", "bf16", env=env)
+            p, m = psnr_maxdn(tmp / "tl.tif", tmp / "bl.tif")
+            rows.append(
+                (
+                    f"`--precision bf16` (torch autocast, {L}²)",
+                    f"{tb_l:.1f} s ({tb_l / tt_l:.2f}× torch fp32); PSNR {p:.1f} dB, max {m} DN vs fp32",
+                )
+            )
+        else:
+            p, m = psnr_maxdn(tmp / "al.tif", tmp / "il.tif")
+            rows.append(("int8 vs default (fp32) output", f"PSNR {p:.1f} dB, max {m} DN"))
+
+    print()
+    print("| row | measured |")
+    print("|---|---|")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+    print()
+    print(f"load average after: {loadavg()}")
+    print(
+        f"command: python scripts/bench_speed.py --small {args.small} --large {args.large}"
+        + (" --skip-slow" if args.skip_slow else "")
+    )
+
+
+if __name__ == "__main__":
+    main()
