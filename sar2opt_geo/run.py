@@ -88,6 +88,8 @@ def job_fingerprint(job: TranslateJob, fmt: str) -> dict:
                 job.preprocess.to_dict() if job.preprocess is not None else None,
                 # products / warped inputs: calibration, noise removal, warp grid (issue #11)
                 job.cond.scene.fingerprint() if hasattr(job.cond.scene, "fingerprint") else None,
+                # the engine and precision (an int8 block beside an fp32 one would show) (issue #15)
+                job.model.engine,
             ]
         ),
     }
