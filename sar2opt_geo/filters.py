@@ -55,9 +55,21 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from sar2opt_geo.errors import InputError, UsageError
+
+
+class _Ndimage:
+    """``scipy.ndimage``, imported on first use: the CLI imports :data:`FILTER_NAMES` for its option
+    choices, and importing scipy.ndimage up front made ``sar2opt-geo --help`` take ~0.5 s more (issue #15)."""
+
+    def __getattr__(self, name):
+        from scipy import ndimage
+
+        return getattr(ndimage, name)
+
+
+ndi = _Ndimage()
 
 __all__ = [
     "FILTER_NAMES",
