@@ -9,7 +9,7 @@ import click
 
 from sar2opt_geo.cli.base import Progress, cli, setup_logging
 from sar2opt_geo.cli.options import overwrite_opt, quiet_opt, scheduler_opt, verbose_opt, workers_opt
-from sar2opt_geo.errors import Sar2OptError
+from sar2opt_geo.errors import Interrupted, Sar2OptError
 
 
 class JobFailed(Sar2OptError):
@@ -85,8 +85,8 @@ def submit(job, scheduler, workers, resume, overwrite, dry_run, quiet, verbose):
     except KeyboardInterrupt:
         again = ["sar2opt-geo", "submit", job, "--resume"]
         again += ["--scheduler", scheduler] if scheduler else (["--workers", str(workers)] if workers else [])
-        click.echo(_interrupted(current.get("scene"), shlex.join(again)), err=True)
-        raise
+        # the CLI's entry point prints an Interrupted's message as it is (exit code 130)
+        raise Interrupted(_interrupted(current.get("scene"), shlex.join(again))) from None
     failed = [r for r in results if r.state == "failed"]
     click.echo(f"{len(results) - len(failed)} of {len(results)} scenes done; state in {spec.state_path}")
     if failed:
