@@ -471,7 +471,7 @@ def test_eta_from_a_moving_window_after_warm_up():
     p = _Progress(total, 0, True, window_s=60.0, clock=lambda: now[0])
     rng = np.random.default_rng(0)
     durations = [8.0, 4.0, 2.0] + list(0.5 * rng.uniform(0.8, 1.2, total - 3))
-    finish = sum(durations) + val_s * ((total - 1) // every)
+    finish = sum(durations) + val_s * ((total - 1) // every) + val_s  # + the final validation
     etas = {}
     for step in range(1, total + 1):
         now[0] += durations[step - 1]
@@ -481,6 +481,7 @@ def test_eta_from_a_moving_window_after_warm_up():
             now[0] += val_s
             p.add_periodic("validation", every, val_s)
     assert math.isnan(etas[2][0])  # no estimate during warm-up
+    assert etas[total][0] == 0.0
     for step, (eta, left) in etas.items():
         if sum(durations[:step]) >= 60 and step < total - 10:
             assert abs(eta - left) <= 0.2 * left, (step, eta, left)

@@ -284,7 +284,7 @@ def resolve_device(name: str) -> torch.device:
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
-    seconds = int(round(seconds))
+    seconds = max(int(round(seconds)), 0)
     h, rem = divmod(seconds, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
@@ -296,8 +296,10 @@ class _Progress:
     The rate is measured over a moving window (the last ``window_s`` seconds, at least two marks) of pure
     training time, after a warm-up of ``warmup_steps`` steps (first batches: thread pools, allocator, loader
     start-up) that is left out. Validation and checkpoint time is kept apart and added back per remaining
-    occurrence (``every`` steps each, at their last measured cost), so a periodic validation neither inflates
-    the rate nor is forgotten in the ETA. ``clock`` is injectable for tests.
+    occurrence (``every`` steps each, and once more for the final phase, at their last measured cost), so a
+    periodic validation neither inflates the rate nor is forgotten in the ETA. The ETA cannot foresee a change
+    of speed (e.g. other processes starting on a shared machine); the window follows one within
+    ``window_s``. ``clock`` is injectable for tests.
     """
 
     def __init__(
@@ -316,7 +318,6 @@ class _Progress:
         self.marks: deque[tuple[float, int]] = deque()
         self.overhead = 0.0  # seconds spent in periodic work (validation, checkpoints) so far
         self.periodic: dict[str, tuple[int, float]] = {}  # name -> (every N steps, last cost in s)
-        self.final_s = 0.0  # known cost of the work after the last step (0 until measured)
 
     def step_done(self, step: int) -> None:
         if step - self.start < self.warmup_steps:
@@ -338,13 +339,18 @@ class _Progress:
         return (s1 - s0) / (t1 - t0) if t1 > t0 else None
 
     def eta(self, step: int) -> float:
+        """Seconds left: remaining steps at the windowed rate, the periodic work still to come, and the final
+        phase (one more validation and save, at their last measured cost)."""
+        if step >= self.total:
+            return 0.0
         r = self.rate()
         if r is None or r <= 0:
             return float("nan")
         left = (self.total - step) / r
         for every, cost in self.periodic.values():
-            left += ((self.total - 1) // every - step // every) * cost  # occurrences before the last step
-        return left + self.final_s
+            left += max((self.total - 1) // every - step // every, 0) * cost  # before the last step
+            left += cost  # the final phase validates and saves once more
+        return left
 
     def update(self, step: int, losses: dict) -> None:
         if self.quiet:
