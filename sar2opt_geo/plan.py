@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from sar2opt_geo.models.checkpoint import CheckpointMeta
 
 
+#: What the model sees at nodata pixels (``--nodata-fill``).
+NODATA_FILLS = ("reflect", "constant")
+
+
 @dataclass(frozen=True)
 class TranslateOptions:
     """What the user asked for (CLI options or a job spec); validated by :func:`prepare_translate`.
@@ -67,6 +71,9 @@ class TranslateOptions:
     warp: str = defaults.WARP
     resolution: float | None = None
     calibration_constant: float | None = None  # --input-scale dn: σ⁰ = DN²/A²
+    # what the model sees at nodata pixels: filled from nearby valid pixels (reflect), or the low end of its
+    # range (constant, before issue #12)
+    nodata_fill: str = "reflect"
     resampling: str = defaults.RESAMPLING
 
 
@@ -128,6 +135,7 @@ class TranslateJob:
     preprocess: Sar2OpticalProfile | None = None
     # the profile's scene-level statistics (global variance, stretch bounds), see sar2optical_scene_stats
     preprocess_stats: dict[str, Any] | None = None
+    nodata_fill: str = "reflect"  # see TranslateOptions.nodata_fill
 
     @property
     def grid(self) -> TileGrid:
@@ -144,6 +152,8 @@ def validate_options(opts: TranslateOptions) -> TranslateOptions:
         raise UsageError(f"--format must be cog or zarr (got {opts.fmt!r})")
     if opts.input_scale != "auto" and opts.input_scale not in INPUT_SCALES:
         raise UsageError(f"--input-scale must be auto or one of {', '.join(INPUT_SCALES)}")
+    if opts.nodata_fill not in NODATA_FILLS:
+        raise UsageError(f"--nodata-fill must be one of {', '.join(NODATA_FILLS)} (got {opts.nodata_fill!r})")
     if opts.batch_size is not None and opts.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {opts.batch_size})")
     if opts.calibration_constant is not None:

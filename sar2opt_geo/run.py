@@ -90,6 +90,7 @@ def job_fingerprint(job: TranslateJob, fmt: str) -> dict:
                 job.cond.scene.fingerprint() if hasattr(job.cond.scene, "fingerprint") else None,
                 # the engine and precision (an int8 block beside an fp32 one would show) (issue #15)
                 job.model.engine,
+                job.nodata_fill,  # what the model saw at nodata pixels (issue #12)
             ]
         ),
     }
@@ -221,7 +222,7 @@ def run_translate(
     out = io.check_output_path(output_path, overwrite)
     prep = prepare_translate(input_path, opts, executor)
     with RunLock(out):  # a second run on this output is refused, naming this one
-        job = measure_scene(executor, prep)
+        job = replace(measure_scene(executor, prep), nodata_fill=prep.options.nodata_fill)
         n_eval = _run_job(prep, job, out, executor, resume, progress)
     return TranslateSummary(
         output=str(out),

@@ -3,6 +3,9 @@ recorded before the translate path was restructured (issue #10: no behaviour cha
 
 The digests below were measured with the pre-split ``pipeline.py`` (commit f81a5db) on small seeded
 synthetic scenes with the bundled model and default options. A change here means the output changed.
+Translate pixels re-recorded for issue #12 (nodata filled from nearby valid pixels for the model instead of
+a constant; the scenes have a nodata collar), as the test suite runs them (``--backend auto`` resolves to
+torch here); masks and georeferencing unchanged.
 """
 
 from __future__ import annotations
@@ -20,23 +23,23 @@ pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="the bundled 
 
 GOLDEN = {
     "default": {
-        "pixels": "295c569e3e24aa5f89c1434ec93951e8b94ea7e82d127963078b905d90bcb013",
+        "pixels": "9c92a3e58082a4e03326e17d134b9651889f06f9a79e916e40111b97fc3d8261",
         "mask": "350adf3b1e2505fbc492d105d142c2db30e703999ef7deff2adf4e7a696db41f",
         "geo": "74b9e17c0938cf15bbce14cc4fb3c1260a4ea5c88904dfe353e3696ebd0f530e",
     },
     "gcps": {
-        "pixels": "0bfe7268cd6e9d1194062b966db47779d73e91b2e0d9b0a2d7f7dd8fe90611c9",
+        "pixels": "61bb8397ffdd445abd37f7860ad115064e8a30d0c89cc5562a355de6103047b8",
         "mask": "08c4a74cf4514937cb880fbcb614a030117e3df6dddb09fdab7aa691c28e2080",
         "geo": "a0647d7c9bfd30d9345366645472fc404bce4c88c0f59377e8e9b7d4249b0909",
     },
     "lee_sar2optical": {
-        "pixels": "b54edbcaba11715aa57ec3bd569fea9c2658dcebea89efe52cde734a1fd751e7",
+        "pixels": "1b84302626dbd97f08c88db44407e06cdab7f06c2a5d6aa4f7175e7b7b7192e5",
         "mask": "350adf3b1e2505fbc492d105d142c2db30e703999ef7deff2adf4e7a696db41f",
         "geo": "74b9e17c0938cf15bbce14cc4fb3c1260a4ea5c88904dfe353e3696ebd0f530e",
     },
     # same pixels as "default": the chunking does not change the output
     "chunked_zarr": {
-        "pixels": "295c569e3e24aa5f89c1434ec93951e8b94ea7e82d127963078b905d90bcb013",
+        "pixels": "9c92a3e58082a4e03326e17d134b9651889f06f9a79e916e40111b97fc3d8261",
         "mask": "48d2081abd0c0a919e6e43ae2e602ea34f5fb174ef78391d321a7e74967f8424",
         "geo": "45f6710dd4f2665c7f68b7dc5907155072ddcbd3041a78b5b98575eb08bd2346",
     },

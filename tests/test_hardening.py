@@ -480,3 +480,77 @@ def test_model_info_and_evaluate_say_what_disagrees(tmp_path, capsys):
     assert "replicates one band to 3 channels but the model takes 1" in one_error_line(err)
     code, _, err = run_cli(["evaluate", "--model", bad, "--data", tmp_path / "nothing"], capsys)
     assert code == 1 and "replicates one band" in one_error_line(err)
+
+
+# ------------------------------------------------------------------------- 6. honest edges and masks
+
+
+def test_sidecar_msk_mask_is_honoured_by_info_and_translate(tmp_path, tiny_model_path, capsys):
+    import json
+
+    path = tmp_path / "m.tif"
+    data = np.abs(sar_tile(96, 128, seed=8))
+    mask = np.full((96, 128), 255, np.uint8)
+    mask[:, :40] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False):  # GDAL writes the mask as a sidecar m.tif.msk
+        with rasterio.open(path, "w", driver="GTiff", width=128, height=96, count=1, dtype="float32",
+                           crs="EPSG:32633", transform=from_origin(500000, 5500000, 10, 10)) as dst:
+            dst.write(data[None])
+            dst.write_mask(mask)
+    assert (tmp_path / "m.tif.msk").exists()
+    code, out, err = run_cli(["info", path, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["nodata_share"] == pytest.approx(40 / 128)
+    code, _, err = run_cli(["translate", path, tmp_path / "o.tif", "--model", tiny_model_path, "-q"], capsys)
+    assert code == 0, err
+    with rasterio.open(tmp_path / "o.tif") as src:
+        got = src.dataset_mask()
+    assert (got[:, :40] == 0).all() and (got[:, 40:] == 255).all()
+
+
+def _edge_profile_deviation(out, edge: int) -> tuple[float, float]:
+    """Mean over the 8 valid columns next to the footprint edge of |column-mean colour − colour far from the
+    edge| (DN, averaged over the bands), and the same for 64 columns far from the edge (the noise floor)."""
+    y = rasterio.open(out).read().astype(np.float64)
+    prof = y.mean(axis=1)  # (3, W): every row is the same situation, a straight vertical edge
+    far = prof[:, edge + 96 :].mean(axis=1, keepdims=True)
+    near = float(np.abs(prof[:, edge : edge + 8] - far).mean())
+    floor = float(np.abs(prof[:, edge + 96 : edge + 160] - far).mean())
+    return near, floor
+
+
+@pytest.mark.parametrize("level", [0.02, 0.3])
+def test_footprint_edge_looks_like_the_scene_far_from_it(tmp_path, level):
+    """A straight nodata collar (200 columns) beside stationary speckle at σ⁰ = ``level``; bundled model.
+    Before (nodata fed as the low end of the range) the 8 columns next to the edge were 22-31 DN off the
+    colour far from the edge; filled from nearby valid pixels they are within a third of that."""
+    from dataclasses import replace
+
+    from sar2opt_geo.defaults import BUNDLED_MODEL
+    from sar2opt_geo.distributed import ThreadedExecutor
+    from sar2opt_geo.plan import TranslateOptions
+    from sar2opt_geo.run import run_translate
+
+    h, w, edge = 384, 640, 200
+    d = (level * np.random.default_rng(0).gamma(4.4, 1 / 4.4, size=(h, w))).astype(np.float32)
+    d[:, :edge] = 0
+    scene = write_tif(tmp_path / "e.tif", d, nodata=0, descriptions=["VV"])
+    opts = TranslateOptions(model=str(BUNDLED_MODEL), device="cpu", input_scale="linear")
+    run_translate(scene, str(tmp_path / "filled.tif"), opts, ThreadedExecutor(2))
+    const_opts = replace(opts, nodata_fill="constant")  # the behaviour before issue #12
+    run_translate(scene, str(tmp_path / "const.tif"), const_opts, ThreadedExecutor(2))
+    filled, floor = _edge_profile_deviation(tmp_path / "filled.tif", edge)
+    const, _ = _edge_profile_deviation(tmp_path / "const.tif", edge)
+    assert const > 5 * floor  # the effect is measurable with this model
+    assert filled < const / 2.5
+
+
+def test_fill_nodata_mirrors_across_the_edge():
+    from sar2opt_geo.tasks import fill_nodata
+
+    x = np.arange(10, dtype=np.float32)[None, None, :].repeat(2, axis=1)  # (1, 2, 10)
+    valid = np.ones((2, 10), bool)
+    valid[:, :4] = False
+    got = fill_nodata(x, valid)
+    assert got[0, 0].tolist() == [8, 7, 6, 5, 4, 5, 6, 7, 8, 9]  # mirrored about column 4
+    assert np.array_equal(fill_nodata(x, np.ones_like(valid)), x)

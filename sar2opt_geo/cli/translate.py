@@ -45,6 +45,7 @@ from sar2opt_geo.defaults import (
     WARP,
 )
 from sar2opt_geo.errors import UsageError
+from sar2opt_geo.plan import NODATA_FILLS
 from sar2opt_geo.sar2optical import SAR2OPTICAL_FILTERS
 
 PROFILE_OPTIONS = ("preprocess_filter", "preprocess_window", "gamma")
@@ -183,6 +184,14 @@ def preprocess_profile(name, filter_name, window, gamma):
     help="GeoJSON polygon: only tiles touching it are processed, pixels outside it are nodata. Plain "
     "GeoJSON is EPSG:4326 longitude/latitude (RFC 7946) unless the file carries a `crs` member.",
 )
+@click.option(
+    "--nodata-fill",
+    type=click.Choice(NODATA_FILLS),
+    default="reflect",
+    show_default=True,
+    help="What the model sees at nodata pixels: reflect (mirrored from the nearby valid pixels, so footprint "
+    "edges look like the scene) or constant (the low end of its range).",
+)
 @format_opt
 @allow_ungeo_opt
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its saved work state.")
@@ -222,6 +231,7 @@ def translate(
     preprocess_window,
     gamma,
     aoi,
+    nodata_fill,
     fmt,
     allow_ungeoreferenced,
     resume,
@@ -256,6 +266,7 @@ def translate(
         preprocess=preprocess_profile(preprocess, preprocess_filter, preprocess_window, gamma),
         checkpoint_preprocess=preprocess != "none",
         aoi=aoi,
+        nodata_fill=nodata_fill,
         lora=lora,
         fmt=fmt,
         allow_ungeoreferenced=allow_ungeoreferenced,
