@@ -342,7 +342,7 @@ class _Progress:
         """Seconds left: remaining steps at the windowed rate, the periodic work still to come, and the final
         phase (one more validation and save, at their last measured cost)."""
         if step >= self.total:
-            return 0.0
+            return sum(cost for _, cost in self.periodic.values())  # the final phase only
         r = self.rate()
         if r is None or r <= 0:
             return float("nan")
