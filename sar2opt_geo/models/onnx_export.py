@@ -196,6 +196,11 @@ class OnnxGenerator:
     ``providers`` defaults to ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` when CUDA is available
     in this onnxruntime build, else ``["CPUExecutionProvider"]``. ``meta`` is the embedded checkpoint
     metadata (dict) or ``None``.
+
+    ``spinning`` (default off): whether ONNX Runtime's intra-op threads spin-wait between operators. Off,
+    because the pipeline's own threads (reading, radiometry, blending, writing) share the cores with the
+    model: measured on 2 cores under load, the bundled model on a 3072² scene took 9.2/9.6 s end to end
+    without spinning against 14.4/17.4 s with it, and the model alone ran 23 tiles/s against 17.
     """
 
     def __init__(
@@ -203,6 +208,7 @@ class OnnxGenerator:
         path: str | os.PathLike,
         providers: Sequence[str] | None = None,
         intra_op_num_threads: int | None = None,
+        spinning: bool = False,
     ):
         import onnxruntime as ort
 
@@ -213,6 +219,7 @@ class OnnxGenerator:
             available = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         opts = ort.SessionOptions()
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         if intra_op_num_threads:
             opts.intra_op_num_threads = int(intra_op_num_threads)
         try:
