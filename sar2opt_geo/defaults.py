@@ -27,8 +27,8 @@ BACKENDS = ("torch", "onnx")
 BACKEND_CHOICES = ("auto", *BACKENDS)
 BACKEND = "auto"
 #: Tiles per forward pass per engine on CPU when --batch-size is not given (measured with the bundled model
-#: on 2 cores, batches 1/2/4/8, median tiles/s: ONNX Runtime 10.2/12.4/11.4/9.9, torch 1.3/4.2/2.4/5.4
-#: under load; scripts/bench_speed.py prints the current figures). On CUDA the batch comes from free memory.
+#: on 2 loaded cores, 16 tiles per run, engines and batches interleaved, median of 3 runs, tiles/s at batch
+#: 1/2/4/8: ONNX Runtime 10.2/12.4/11.4/9.9, torch 1.3/4.2/2.4/5.4). On CUDA the batch comes from free memory.
 ENGINE_BATCH_SIZE = {"torch": 8, "onnx": 2}
 #: Numeric precision of the model: fp32 everywhere; bf16 (torch autocast, CPU or CUDA); fp16 (torch
 #: autocast, CUDA only); int8 (ONNX Runtime static quantisation calibrated on the scene, CPU).

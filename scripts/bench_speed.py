@@ -74,8 +74,9 @@ def make_scene(outdir: Path, size: int, seed: int = 11) -> str:
     return str(sar)
 
 
-def translate(scene: str, out: Path, model: str, *extra: str, env: dict) -> tuple[float, int]:
-    """Wall seconds of one CLI run and the model evaluations it reports."""
+def translate(scene: str, out: Path, model: str, *extra: str, env: dict) -> tuple[float, int, float]:
+    """Wall seconds of one CLI run, the model evaluations it reports, and its CPU seconds (user + system, all
+    threads: the figure other processes' load disturbs least)."""
     cmd = [
         sys.executable,
         "-m",
@@ -90,19 +91,29 @@ def translate(scene: str, out: Path, model: str, *extra: str, env: dict) -> tupl
         "--overwrite",
         *extra,
     ]
+    c0 = _children_cpu()
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     dt = time.perf_counter() - t0
+    cpu = _children_cpu() - c0
     if r.returncode != 0:
         raise SystemExit(f"translate failed: {' '.join(cmd)}\n{r.stderr}")
     last = [ln for ln in r.stderr.splitlines() if ln.startswith("wrote ")][-1]
     n_eval = int(last.split(": ", 1)[1].split(" of ")[0])
-    return dt, n_eval
+    return dt, n_eval, cpu
 
 
-def io_floor(path: Path, out: Path) -> float:
-    """Seconds GDAL takes to write the RGB (and mask) of ``path`` as a deflate COG with overviews, from
-    memory (reading is not timed), with the pipeline's COG creation options (``io.COG_OPTIONS``)."""
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def io_floor(path: Path, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds GDAL takes to write the RGB (and mask) of ``path`` as a deflate COG with
+    overviews, from memory (reading is not timed), with the pipeline's COG creation options
+    (``io.COG_OPTIONS``)."""
     import rasterio
     import rasterio.shutil
     from rasterio.io import MemoryFile
@@ -112,18 +123,19 @@ def io_floor(path: Path, out: Path) -> float:
     with rasterio.open(path) as src:
         data, mask, profile = src.read(), src.dataset_mask(), src.profile
     profile.update(driver="GTiff", compress=None, tiled=True, blockxsize=512, blockysize=512)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, **GDAL_ENV), MemoryFile() as mem:
         with mem.open(**{k: v for k, v in profile.items() if k not in ("compress",)}) as dst:
             dst.write(data)
             dst.write_mask(mask)
         with mem.open() as src:
             rasterio.shutil.copy(src, str(out), driver="COG", BLOCKSIZE=512, **COG_OPTIONS)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def model_only(model: str, n_tiles: int, batch: int, backend: str) -> float:
-    """Tiles/s of the engine alone (same export and thread count as the pipeline), on ``n_tiles`` tiles."""
+def model_only(model: str, n_tiles: int, batch: int, backend: str) -> tuple[float, float]:
+    """Tiles/s of the engine alone (same export and thread count as the pipeline), on ``n_tiles`` tiles,
+    and its CPU seconds per tile."""
     from sar2opt_geo.models.checkpoint import read_metadata
     from sar2opt_geo.translate import make_model_ref, predict, probe_batch
 
@@ -132,20 +144,21 @@ def model_only(model: str, n_tiles: int, batch: int, backend: str) -> float:
     x = x[:n_tiles]
     ref = make_model_ref(model, "cpu", backend, tile_size=256)
     predict(ref, x[:batch], batch)  # warm-up (load + first pass)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     predict(ref, x, batch)
-    return n_tiles / (time.perf_counter() - t0)
+    return n_tiles / (time.perf_counter() - t0), (time.process_time() - c0) / n_tiles
 
 
-def model_only_subprocess(model: str, n_tiles: int, batch: int, env: dict) -> float:
+def model_only_subprocess(model: str, n_tiles: int, batch: int, env: dict) -> tuple[float, float]:
     """:func:`model_only` with the ONNX engine in a fresh process (as the translate runs are)."""
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); from bench_speed import model_only; "
-        "print(model_only(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), 'onnx'))"
+        "print(*model_only(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), 'onnx'))"
     )
     cmd = [sys.executable, "-c", code, str(Path(__file__).parent), model, str(n_tiles), str(batch)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    return float(r.stdout.strip().splitlines()[-1])
+    tps, cpt = r.stdout.strip().splitlines()[-1].split()
+    return float(tps), float(cpt)
 
 
 def psnr_maxdn(a_path: Path, b_path: Path) -> tuple[float, int]:
@@ -193,14 +206,16 @@ def main() -> None:
         # only ever adds time
         tn_s, tn_l, f_s, f_l = [], [], [], []
         for _ in range(args.repeat):
-            t, en_s = translate(scenes[S], tmp / "ns.tif", null, env=env)
-            tn_s.append(t)
-            t, en_l = translate(scenes[L], tmp / "nl.tif", null, env=env)
-            tn_l.append(t)
+            t, en_s, c = translate(scenes[S], tmp / "ns.tif", null, env=env)
+            tn_s.append((t, c))
+            t, en_l, c = translate(scenes[L], tmp / "nl.tif", null, env=env)
+            tn_l.append((t, c))
             f_s.append(io_floor(tmp / "ns.tif", tmp / "fs.tif"))
             f_l.append(io_floor(tmp / "nl.tif", tmp / "fl.tif"))
-        pipe = min(tn_l) - min(tn_s)
-        floor = min(f_l) - min(f_s)
+        pipe = min(tn_l)[0] - min(tn_s)[0]
+        floor = min(f_l)[0] - min(f_s)[0]
+        pipe_cpu = min(c for _, c in tn_l) - min(c for _, c in tn_s)
+        floor_cpu = min(c for _, c in f_l) - min(c for _, c in f_s)
         rows.append(
             (
                 f"pipeline alone (ngf-1 model, default options), marginal {S}²→{L}²",
@@ -215,6 +230,13 @@ def main() -> None:
             )
         )
         rows.append(("pipeline alone ÷ I/O floor (goal ≤ 1.5)", f"**{pipe / floor:.2f}**"))
+        rows.append(
+            (
+                "same in CPU seconds (user + system, all threads; least disturbed by other load)",
+                f"pipeline {pipe_cpu:.2f} s ({mpx / pipe_cpu:.2f} Mpx per CPU-second), "
+                f"floor {floor_cpu:.2f} s: **{pipe_cpu / floor_cpu:.2f}**",
+            )
+        )
 
         # 1./4. bundled model: default (auto) marginal vs model-only (measured before, between and after the
         # two end-to-end runs, in a subprocess like them; the best of the three is the ceiling)
@@ -222,31 +244,40 @@ def main() -> None:
         mo = [model_only_subprocess(bundled, 64, bs, env)]
         ta_s, ta_l = [], []
         for _ in range(args.repeat):
-            t, ea_s = translate(scenes[S], tmp / "as.tif", bundled, env=env)
-            ta_s.append(t)
+            t, ea_s, c = translate(scenes[S], tmp / "as.tif", bundled, env=env)
+            ta_s.append((t, c))
             mo.append(model_only_subprocess(bundled, 64, bs, env))
-            t, ea_l = translate(scenes[L], tmp / "al.tif", bundled, env=env)
-            ta_l.append(t)
+            t, ea_l, c = translate(scenes[L], tmp / "al.tif", bundled, env=env)
+            ta_l.append((t, c))
             mo.append(model_only_subprocess(bundled, 64, bs, env))
-        ta_s, ta_l = min(ta_s), min(ta_l)
+        e2e_cpt = (min(c for _, c in ta_l) - min(c for _, c in ta_s)) / (ea_l - ea_s)
+        ta_s, ta_l = min(ta_s)[0], min(ta_l)[0]
         e2e = (ea_l - ea_s) / (ta_l - ta_s)
+        mo_tps = [v for v, _ in mo]
+        mo_cpt = min(c for _, c in mo)
         rows.append((f"bundled model, default options ({L}²)", f"{ta_l:.1f} s, {ea_l} tiles"))
         rows.append((f"bundled model end-to-end, marginal (onnx, batch {bs})", f"{e2e:.1f} tiles/s"))
         rows.append(
             (
                 "bundled model alone (ONNX Runtime, same export, batch and threads; 64 tiles per run)",
-                f"{max(mo):.1f} tiles/s (runs: {', '.join(f'{v:.1f}' for v in mo)})",
+                f"{max(mo_tps):.1f} tiles/s (runs: {', '.join(f'{v:.1f}' for v in mo_tps)})",
             )
         )
-        rows.append(("end-to-end ÷ best model-only run (goal ≥ 0.90)", f"**{e2e / max(mo):.2f}**"))
+        rows.append(("end-to-end ÷ best model-only run (goal ≥ 0.90)", f"**{e2e / max(mo_tps):.2f}**"))
+        rows.append(
+            (
+                "same in CPU seconds per tile (model-only ÷ end-to-end marginal)",
+                f"{mo_cpt:.3f} ÷ {e2e_cpt:.3f}: **{mo_cpt / e2e_cpt:.2f}**",
+            )
+        )
 
         # 2. int8
-        ti_l, _ = translate(scenes[L], tmp / "il.tif", bundled, "--precision", "int8", env=env)
+        ti_l, _, _ = translate(scenes[L], tmp / "il.tif", bundled, "--precision", "int8", env=env)
         rows.append((f"`--precision int8` ({L}²)", f"{ti_l:.1f} s: **{ti_l / ta_l:.2f}×** default"))
         if not args.skip_slow:
-            tt_l, _ = translate(scenes[L], tmp / "tl.tif", bundled, "--backend", "torch", env=env)
+            tt_l, _, _ = translate(scenes[L], tmp / "tl.tif", bundled, "--backend", "torch", env=env)
             rows.insert(
-                3,
+                next(i for i, r in enumerate(rows) if r[0].startswith("bundled model, default")),
                 (
                     f"bundled model, `--backend torch` ({L}²)",
                     f"{tt_l:.1f} s: default is **{ta_l / tt_l:.2f}×** torch's wall time",
@@ -256,7 +287,7 @@ def main() -> None:
             rows.append(("default (onnx) vs torch output", f"PSNR {p:.1f} dB, max {m} DN"))
             p, m = psnr_maxdn(tmp / "tl.tif", tmp / "il.tif")
             rows.append(("int8 vs torch fp32 output", f"PSNR {p:.1f} dB, max {m} DN"))
-            tb_l, _ = translate(scenes[L], tmp / "bl.tif", bundled, "--precision", "bf16", env=env)
+            tb_l, _, _ = translate(scenes[L], tmp / "bl.tif", bundled, "--precision", "bf16", env=env)
             p, m = psnr_maxdn(tmp / "tl.tif", tmp / "bl.tif")
             rows.append(
                 (
