@@ -37,17 +37,13 @@ from sar2opt_geo.errors import GeoreferenceError, InputError, OutputError, ReadE
 #: GDAL's raster block cache in MiB. GDAL reads the size once per process, at its first use, so it is set
 #: for the whole process when this module is imported (every process that reads or writes rasters imports
 #: it first), not per call: the cache bounds what reads and the COG write keep, whatever the scene size.
-GDAL_CACHE_MB = 64
+GDAL_CACHE_MB = 32
 os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
 
 #: GDAL configuration of every open, read and write (``info``, translate, filter, previews...): sidecar files
 #: such as ``.msk`` masks and ``.ovr`` overviews are found by probing their names (``TRUE``), without listing
 #: the directory (``EMPTY_DIR`` would hide them).
-GDAL_ENV = {
-    "GDAL_CACHEMAX": GDAL_CACHE_MB,
-    "GDAL_DISABLE_READDIR_ON_OPEN": "TRUE",
-    "GDAL_NUM_THREADS": "ALL_CPUS",
-}
+GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "TRUE", "GDAL_NUM_THREADS": "ALL_CPUS"}
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 

@@ -330,6 +330,31 @@ def resumable_partial(job: TranslateJob, workdir: str, bi: int, bj: int) -> Part
     return p
 
 
+def partial_strips(p: Partial, block: Block) -> tuple[Partial, ...]:
+    """The parts of a block's partial sums that reach its neighbours, as small partials of their own: the
+    strip right of the block (its rows only) and the strip below it (its full width, corner included), so
+    no pixel is in both. Neighbours depend on these instead of the whole partial, which is then released as
+    soon as its own block is finished: peak memory holds one row of strips, not one row of partials."""
+    h, w = block.shape
+    hh, ww = p.sum_w.shape
+    out = []
+    if ww > w:
+        out.append(
+            Partial(f"{p.key}:right", p.row0, p.col0 + w, p.sum_wy[:, :h, w:].copy(), p.sum_w[:h, w:].copy(),
+                    p.valid[:h, w:].copy(), 0, 0)
+        )
+    if hh > h:
+        out.append(
+            Partial(f"{p.key}:bottom", p.row0 + h, p.col0, p.sum_wy[:, h:, :].copy(), p.sum_w[h:, :].copy(),
+                    p.valid[h:, :].copy(), 0, 0)
+        )
+    return tuple(out)
+
+
+def _flat(partials) -> list[Partial]:
+    return [q for p in partials for q in (p if isinstance(p, tuple) else (p,))]
+
+
 def overlap_add(block: Block, partials: tuple[Partial, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(Σw·y, Σw, valid)`` over ``block``: the parts of the partial sums that fall inside it, added."""
     h, w = block.shape
@@ -360,6 +385,7 @@ def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: P
         # own partial may now be spill-only (see resumable_partial), so it must not be written again.
         rec = ws.done_record(block.key)
         return BlockDone(key=block.key, n_tiles=int(rec["n_tiles"]), n_eval=int(rec["n_eval"]))
+    partials = _flat(partials)
     sum_wy, sum_w, valid = overlap_add(block, partials)
     y, covered = normalise(sum_wy, sum_w)
     rgb = output_to_uint8(y, job.radiometry.out_range)
@@ -400,7 +426,13 @@ def translate_graph(job: TranslateJob, workdir: str, done: set[str] = frozenset(
                 dsk[k] = (resumable_partial, job, workdir, c.bi, c.bj)
                 if gpu:
                     resources[k] = {"GPU": 1}
-            deps.append(k)
+            if c.key == b.key:
+                deps.append(k)  # its own partial, whole
+                continue
+            s = (f"strips-{token}", c.bi, c.bj)  # a neighbour's: only the strips that reach this block
+            if s not in dsk:
+                dsk[s] = (partial_strips, k, c)
+            deps.append(s)
         key = (f"out-{token}", b.bi, b.bj)
         dsk[key] = (finish_block, job, workdir, b.bi, b.bj, *deps)
         finals.append(key)
