@@ -217,6 +217,8 @@ def select_engine(
     if backend not in (None, *BACKEND_CHOICES):
         raise UsageError(f"--backend must be one of {', '.join(BACKEND_CHOICES)} (got {backend!r})")
     auto = backend in (None, "auto")
+    if is_onnx_path(path) and precision in ("fp16", "bf16"):
+        raise UsageError(f"--precision {precision} runs on torch: give the .safetensors checkpoint")
     check_precision(None if auto else backend, precision, device)
     cuda = str(device).startswith("cuda")
     local = "cpu" if remote else device
@@ -226,8 +228,6 @@ def select_engine(
                 f"{os.path.basename(path)} is an ONNX model: it runs with --backend onnx "
                 "(give the .safetensors checkpoint to run it with torch)"
             )
-        if precision in ("fp16", "bf16"):
-            raise UsageError(f"--precision {precision} runs on torch: give the .safetensors checkpoint")
         chosen, reason = "onnx", "an .onnx model runs on ONNX Runtime"
     elif not auto:
         chosen, reason = backend, f"--backend {backend}"

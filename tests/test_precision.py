@@ -101,6 +101,23 @@ def test_calibration_tiles_come_from_the_scene(small_scene, tiny_model_path):
     assert any(np.array_equal(t, x) for t in a)
 
 
+def test_int8_of_an_onnx_model_and_bf16_refused_for_it(small_scene, tiny_model_path, tmp_path, capsys, fp32):
+    from test_cli import assert_clean_error
+
+    onnx_path = tmp_path / "tiny.onnx"
+    code, _, err = run_cli(["model", "export-onnx", tiny_model_path, onnx_path], capsys)
+    assert code == 0, err
+    r, m = _run(capsys, small_scene, tmp_path / "i8.tif", str(onnx_path), "--precision", "int8")
+    assert m["tags"]["SAR2OPT_BACKEND"] == "onnx int8"
+    ref, mref = fp32
+    psnr, _ = psnr_maxdn(r, ref, mref["mask"] > 0)
+    assert psnr >= 36.0, psnr
+    out = tmp_path / "bf.tif"
+    args = ["translate", small_scene, out, "--model", onnx_path, "--device", "cpu", "--precision", "bf16"]
+    code, _, err = run_cli(args, capsys)
+    assert_clean_error(code, err, out, expected_code=2, contains="give the .safetensors checkpoint")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16/bf16 autocast on CUDA needs a GPU")
 def test_fp16_and_bf16_on_cuda(small_scene, tiny_model_path, tmp_path, capsys, fp32):  # pragma: no cover
     ref, mref = fp32
