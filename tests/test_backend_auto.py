@@ -94,9 +94,22 @@ def test_auto_falls_back_to_torch_when_export_fails(
     assert m["tags"]["SAR2OPT_BACKEND"] == "torch" and r[:, m["mask"] > 0].std() > 3
 
 
-def test_onnx_parity_measures_dn(tiny_model_path):
+def test_onnx_parity_measures_dn_and_keeps_the_verdict(tiny_model_path, monkeypatch):
+    from sar2opt_geo.models import cache as model_cache
+
+    verdict = cached_export_path(checkpoint_hash(tiny_model_path), tile_size=256)
+    verdict = verdict.with_name(verdict.name + ".parity.json")
+    verdict.unlink(missing_ok=True)
     dn, reason = translate.onnx_parity(tiny_model_path, None, 256)
     assert dn is not None and 0 <= dn <= 1 and reason.endswith(f"max {dn} DN")
+    assert verdict.is_file()
+    # the next run takes the verdict without loading the torch model for the probe
+    monkeypatch.setattr(model_cache, "get_cached_generator", lambda *a, **k: pytest.fail("probe ran again"))
+    assert translate.onnx_parity(tiny_model_path, None, 256) == (dn, reason + " (cached)")
+    # another onnxruntime version (or output range) probes again
+    verdict.write_text(verdict.read_text().replace('"onnxruntime": "', '"onnxruntime": "0.0-'))
+    monkeypatch.undo()
+    assert translate.onnx_parity(tiny_model_path, None, 256) == (dn, reason)
     a = np.full((1, 3, 4, 4), -1.0, np.float32)  # DN 0
     assert translate.output_dn_diff(a, a + 2.0 / 255) == 1  # 1 DN = 2/255 in [-1, 1]
     assert translate.output_dn_diff(a, a + 6.0 / 255) == 3
