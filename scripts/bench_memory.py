@@ -10,6 +10,7 @@ pixel). Prints one JSON line per size, then a Markdown table with the ratios to 
 part above the idle baseline, and the load average (other processes share the machine).
 
     python scripts/bench_memory.py --sizes 1536 3072 6144 10240 [--extra-args "--workers 2"]
+    python scripts/bench_memory.py --sizes 1536 17000x26000    # a full-size GRD-like scene (rows x columns)
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ print(psutil.Process().memory_info().rss)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1536, 3072, 6144, 10240])
+    ap.add_argument("--sizes", nargs="+", default=["1536", "3072", "6144", "10240"],
+                    help="square sizes N or ROWSxCOLUMNS")
     ap.add_argument("--extra-args", default="", help="extra translate options, e.g. '--workers 2'")
     ap.add_argument("--interval", type=float, default=0.05)
     ap.add_argument("--workdir", default=None, help="where scenes and outputs go (default: a temp dir)")
@@ -99,9 +101,11 @@ def main() -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes:
+        h, _, w = size.partition("x")
+        h, w = int(h), int(w or h)
         scene = tmp / f"scene_{size}.tif"
         if not scene.exists():
-            make_scene(scene, size, size)
+            make_scene(scene, h, w)
         if not rows:  # idle baseline on the first scene
             res = subprocess.run([sys.executable, "-c", IDLE, str(scene)], capture_output=True, text=True)
             idle = int(res.stdout.split()[-1])
@@ -122,7 +126,8 @@ def main() -> None:
         above = r["peak_mib"] - idle_mib
         above0 = max(1, base - idle_mib)
         ratio, ratio_above = r["peak_mib"] / base, above / above0
-        cells = [f"{r['size']}²", r["peak_mib"], f"{ratio:.2f}", above, f"{ratio_above:.2f}", r["seconds"]]
+        name = f"{r['size']}²" if "x" not in str(r["size"]) else r["size"]
+        cells = [name, r["peak_mib"], f"{ratio:.2f}", above, f"{ratio_above:.2f}", r["seconds"]]
         print("| " + " | ".join(str(c) for c in cells) + " |")
 
 

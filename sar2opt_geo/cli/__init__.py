@@ -29,11 +29,11 @@ def main(argv=None):
         click.echo(interrupted_message(exc, argv), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:  # click turns Ctrl-C into Abort
-        if isinstance(exc.__cause__, Interrupted):
-            click.echo(interrupted_message(exc.__cause__, argv), err=True)
+        cause = exc.__cause__
+        if isinstance(cause, Interrupted):
+            click.echo(interrupted_message(cause, argv), err=True)
         else:
-            ctrl_c = isinstance(exc.__cause__, KeyboardInterrupt)
-            click.echo("Interrupted." if ctrl_c else "Aborted.", err=True)
+            click.echo("Interrupted." if isinstance(cause, KeyboardInterrupt) else "Aborted.", err=True)
         sys.exit(130)
     except click.exceptions.UsageError as exc:  # one line, as every other error
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
