@@ -241,6 +241,7 @@ def test_broken_blends_are_detected(scene, full_scene, probes, tmp_path, monkeyp
 
     def run(name, model, **kw):
         out = tmp_path / f"{name}.tif"
+        blend._window.cache_clear()  # 2-D windows are cached per (tile, overlap, edges): rebuild from axis_window
         translate(scene_path, out, model, chunk_size=576, **kw)
         rgb, meta = io.read_raster(out, masked=True)
         return rgb, meta["mask"] > 0
@@ -254,3 +255,4 @@ def test_broken_blends_are_detected(scene, full_scene, probes, tmp_path, monkeyp
     scene_path, valid = full_scene
     rgb, mask = run("zero_edge", probes["field"])
     assert field_error(rgb, mask, valid) == math.inf  # valid pixels on the scene border left uncovered
+    blend._window.cache_clear()  # no broken window may outlive this test
