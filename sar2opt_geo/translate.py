@@ -195,6 +195,8 @@ def onnx_parity(
     try:
         runner = get_cached_onnx_generator(path, "cpu", lora=lora, tile_size=tile)
     except ModelError as exc:
+        # a checkpoint (or adapter) that does not load is an error, not a reason to fall back to torch
+        get_cached_generator(path, "cpu", lora=lora)
         return None, f"the model does not export to ONNX ({exc})"
     verdict = runner.path.with_name(runner.path.name + ".parity.json")
     key = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "out_range": list(out_range)}
