@@ -554,3 +554,35 @@ def test_fill_nodata_mirrors_across_the_edge():
     got = fill_nodata(x, valid)
     assert got[0, 0].tolist() == [8, 7, 6, 5, 4, 5, 6, 7, 8, 9]  # mirrored about column 4
     assert np.array_equal(fill_nodata(x, np.ones_like(valid)), x)
+
+
+def test_paths_sent_to_workers_are_absolute(tmp_path, blocky, tiny_model_path, monkeypatch):
+    """Remote workers have another working directory: every path in the task graph is absolute."""
+    import shutil as _sh
+
+    from sar2opt_geo.distributed import ThreadedExecutor
+    from sar2opt_geo.plan import TranslateOptions
+    from sar2opt_geo.run import run_translate
+
+    _sh.copy(tiny_model_path, tmp_path / "m.safetensors")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    class Recording(ThreadedExecutor):
+        def run(self, dsk, keys, on_result=None, resources=None):
+            for task in dsk.values():
+                for arg in task[1:]:
+                    scene = getattr(getattr(arg, "cond", arg), "scene", None)
+                    if scene is not None:
+                        seen.append(scene.path)
+                    model = getattr(arg, "model", None)
+                    if model is not None and hasattr(model, "path"):
+                        seen.append(model.path)
+                    if isinstance(arg, str) and arg.endswith(".work"):
+                        seen.append(arg)
+            return super().run(dsk, keys, on_result, resources)
+
+    opts = TranslateOptions(model="m.safetensors", device="cpu", chunk_size=192)
+    run_translate("s.tif", "o.tif", opts, Recording(1))
+    assert seen and all(os.path.isabs(p) for p in seen), seen
+    assert any(p.endswith(".work") for p in seen) and any(p.endswith("s.tif") for p in seen)
