@@ -170,36 +170,32 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _save_torch(obj, path: Path) -> None:
-    """``torch.save`` atomically: temporary file in the same folder, fsync, ``os.replace``, fsync the folder.
-
-    A kill or an error during the write leaves the previous file at ``path`` intact (and no temporary file
-    behind, except after SIGKILL: a stale ``.NAME.*.tmp`` that the next save does not read)."""
+def _replace_atomically(path: Path, mode: str, write) -> None:
+    """Write ``path`` atomically: ``write(f)`` into a temporary file in the same folder (opened with
+    ``mode``), flush and fsync it, then ``os.replace``. An error or a kill during the write leaves the
+    previous file at ``path`` intact and no temporary file behind (except after SIGKILL: a stale
+    ``.NAME.*.tmp`` that nothing reads)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
+        with open(tmp, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _save_torch(obj, path: Path) -> None:
+    """``torch.save`` atomically (:func:`_replace_atomically`), then fsync the folder."""
+    _replace_atomically(path, "wb", lambda f: torch.save(obj, f))
     _fsync_dir(path.parent)
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write a small text file atomically (temporary file, fsync, ``os.replace``)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write a small text file atomically (:func:`_replace_atomically`)."""
+    _replace_atomically(path, "w", lambda f: f.write(text))
 
 
 def save_generator(path: Path, model: nn.Module, meta: CheckpointMeta) -> Path:
