@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from sar2opt_geo.errors import InputError
 from sar2opt_geo.sentinel1 import NOISE_FLOOR_FRACTION, open_product
+from sar2opt_geo.sentinel1.synth import create_measurement
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "s1-products"
 S1B = SHARED / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
@@ -202,24 +200,7 @@ def test_full_size_measurement_of_our_own_dn(tmp_path):
         dn = rng.integers(20, 900, size=(64, 300)).astype(np.uint16)
         dn[:3, :5] = 0
         patches[key] = dn
-    grid = [GroundControlPoint(row=r, col=c, x=x, y=y, z=z) for r, c, x, y, z in prod0.gcps]
-    profile = dict(
-        driver="GTiff",
-        width=w,
-        height=h,
-        count=1,
-        dtype="uint16",
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-        compress="deflate",
-        sparse_ok=True,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        dst = rasterio.open(safe / "measurement" / real.name, "w", **profile)
-    with dst:
-        dst.gcps = (grid, CRS.from_epsg(4326))
+    with create_measurement(safe / "measurement" / real.name, w, h, prod0.gcps, sparse_ok=True) as dst:
         for (r0, c0), dn in patches.items():
             dst.write(dn[None], window=Window(c0, r0, 300, 64))
     assert (safe / "measurement" / real.name).stat().st_size < 2_000_000

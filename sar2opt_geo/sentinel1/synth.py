@@ -362,11 +362,14 @@ def _geolocation_grid(spec: ProductSpec) -> np.ndarray:
     return np.column_stack([ll.ravel(), pp.ravel(), lon, lat, np.zeros(ll.size), inc])
 
 
-def _write_measurement(path, spec, pol, cal, noise, grid) -> None:
+def create_measurement(path, width: int, height: int, gcps, **creation_options):
+    """Open a new measurement GeoTIFF for writing, as a GRD product's: one uint16 DN band, 256 x 256 tiles,
+    deflate, georeferenced by ``gcps`` (rows of at least row, col, lon, lat, height; EPSG:4326).
+    ``creation_options`` are added to (or override) that profile. The caller closes the returned dataset."""
     profile = dict(
         driver="GTiff",
-        width=spec.width,
-        height=spec.height,
+        width=width,
+        height=height,
         count=1,
         dtype="uint16",
         tiled=True,
@@ -374,12 +377,21 @@ def _write_measurement(path, spec, pol, cal, noise, grid) -> None:
         blockysize=256,
         compress="deflate",
     )
-    gcps = [GroundControlPoint(row=r[0], col=r[1], x=r[2], y=r[3], z=r[4]) for r in grid]
+    profile.update(creation_options)
+    points = [GroundControlPoint(row=r[0], col=r[1], x=r[2], y=r[3], z=r[4]) for r in gcps]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # GCPs are set right after opening
         dst = rasterio.open(path, "w", **profile)
-    with dst:
-        dst.gcps = (gcps, CRS.from_epsg(4326))
+    try:
+        dst.gcps = (points, CRS.from_epsg(4326))
+    except BaseException:
+        dst.close()
+        raise
+    return dst
+
+
+def _write_measurement(path, spec, pol, cal, noise, grid) -> None:
+    with create_measurement(path, spec.width, spec.height, grid) as dst:
         for r0 in range(0, spec.height, 256):
             r1 = min(spec.height, r0 + 256)
             dst.write(
