@@ -11,6 +11,15 @@ from sar2opt_geo.cli.options import overwrite_opt, quiet_opt, seed_opt
 from sar2opt_geo.defaults import TILE_SIZE
 from sar2opt_geo.errors import OutputError, UsageError
 
+#: The simulated sensor, for ``synth scene`` and ``synth pairs``.
+domain_opt = click.option(
+    "--domain",
+    type=click.Choice(["s1", "gf3"]),
+    default="s1",
+    show_default=True,
+    help="s1: Sentinel-1-like; gf3: Gaofen-3-like (finer, other speckle and radiometry).",
+)
+
 
 @cli.group()
 def synth():
@@ -26,13 +35,7 @@ def synth():
 @click.option("--crs", default="EPSG:32633", show_default=True, help="CRS of the scene's map grid.")
 @click.option("--gcps", is_flag=True, help="Georeference sar.tif by GCPs (EPSG:4326) like raw GRD products.")
 @click.option("--no-footprint", is_flag=True, help="No nodata collar.")
-@click.option(
-    "--domain",
-    type=click.Choice(["s1", "gf3"]),
-    default="s1",
-    show_default=True,
-    help="s1: Sentinel-1-like; gf3: Gaofen-3-like (finer, other speckle and radiometry).",
-)
+@domain_opt
 @overwrite_opt
 @quiet_opt
 def synth_scene(outdir, width, height, bands, seed, crs, gcps, no_footprint, domain, overwrite, quiet):
@@ -67,13 +70,7 @@ def synth_scene(outdir, width, height, bands, seed, crs, gcps, no_footprint, dom
 @synth.command("pairs")
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--count", type=int, required=True, help="Number of SAR/optical tile pairs.")
-@click.option(
-    "--domain",
-    type=click.Choice(["s1", "gf3"]),
-    default="s1",
-    show_default=True,
-    help="s1: Sentinel-1-like; gf3: Gaofen-3-like (finer, other speckle and radiometry).",
-)
+@domain_opt
 @seed_opt
 @click.option("--tile-size", type=int, default=TILE_SIZE, show_default=True, help="Tile side in pixels.")
 @overwrite_opt
