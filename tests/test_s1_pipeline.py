@@ -557,37 +557,16 @@ def test_tile_pairs_from_a_product_cut_its_calibrated_sigma0(products, tmp_path,
     import zarr
 
     paths = products["ASCENDING"]
-    code, _, err = run_cli(
-        [
-            "tile-pairs",
-            paths.zip,
-            paths.optical,
-            tmp_path / "p.zarr",
-            "--tile-size",
-            "64",
-            "--stride",
-            "64",
-            "-q",
-        ],
-        capsys,
-    )
-    assert code == 0, err
+
+    def tile_pairs(sar, out):
+        """``tile-pairs SAR optical.tif OUT`` with 64-pixel tiles and stride; asserts it succeeded."""
+        cmd = ["tile-pairs", sar, paths.optical, out, "--tile-size", "64", "--stride", "64", "-q"]
+        code, _, err = run_cli(cmd, capsys)
+        assert code == 0, err
+
+    tile_pairs(paths.zip, tmp_path / "p.zarr")
     assert run_cli(["calibrate", paths.safe, tmp_path / "s.tif", "-q"], capsys)[0] == 0
-    code, _, err = run_cli(
-        [
-            "tile-pairs",
-            tmp_path / "s.tif",
-            paths.optical,
-            tmp_path / "q.zarr",
-            "--tile-size",
-            "64",
-            "--stride",
-            "64",
-            "-q",
-        ],
-        capsys,
-    )
-    assert code == 0, err
+    tile_pairs(tmp_path / "s.tif", tmp_path / "q.zarr")
     a, b = (
         zarr.open_group(str(tmp_path / "p.zarr"), mode="r"),
         zarr.open_group(str(tmp_path / "q.zarr"), mode="r"),
