@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["ngf=8", "ndf=8", "batch_size=2", "val_every=1000", "checkpoint_every=1000", "log_every=1"]
 
 
+def _pretrain_args(pairs, out, steps, *options):
+    """``train pretrain`` arguments: PAIRS into OUT with the SMALL settings for STEPS steps, OPTIONS before
+    the ``--set`` overrides (all as strings)."""
+    sets = sum((["--set", s] for s in SMALL + [f"steps={steps}"]), [])
+    return [str(a) for a in ("train", "pretrain", "--data", pairs, "--out", out, *options, *sets)]
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     from sar2opt_geo.synth import write_pairs
@@ -114,19 +121,7 @@ def test_lora_finetune_trains_only_adapters(tiny_model_path, pairs, tmp_path):
 
 def test_cli_pretrain_and_errors(pairs, tmp_path, capsys):
     out = tmp_path / "cli"
-    code, _, err = run_cli(
-        [
-            "train",
-            "pretrain",
-            "--data",
-            pairs,
-            "--out",
-            out,
-            "-q",
-            *sum((["--set", s] for s in SMALL + ["steps=1"]), []),
-        ],
-        capsys,
-    )
+    code, _, err = run_cli(_pretrain_args(pairs, out, 1, "-q"), capsys)
     assert code == 0, err
     assert (out / "generator.safetensors").exists()
     code, _, err = run_cli(["train", "pretrain", "--data", pairs, "--out", out, "--set", "steps=1"], capsys)
@@ -336,19 +331,7 @@ def test_kill_during_save_never_corrupts_the_last_checkpoint(tmp_path):
 def _pretrain_cmd(pairs, out, steps):
     import sys
 
-    sets = sum((["--set", s] for s in SMALL + [f"steps={steps}"]), [])
-    return [
-        sys.executable,
-        "-m",
-        "sar2opt_geo",
-        "train",
-        "pretrain",
-        "--data",
-        str(pairs),
-        "--out",
-        str(out),
-        *sets,
-    ]
+    return [sys.executable, "-m", "sar2opt_geo", *_pretrain_args(pairs, out, steps)]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -417,20 +400,7 @@ def test_too_many_loader_workers_warn_once_and_deprecated_alias(pairs, tmp_path,
     import os
 
     n = len(os.sched_getaffinity(0)) + 1
-    code, _, err = run_cli(
-        [
-            "train",
-            "pretrain",
-            "--data",
-            pairs,
-            "--out",
-            tmp_path / "w",
-            "--workers",
-            n,
-            *sum((["--set", s] for s in SMALL + ["steps=1"]), []),
-        ],
-        capsys,
-    )
+    code, _, err = run_cli(_pretrain_args(pairs, tmp_path / "w", 1, "--workers", n), capsys)
     assert code == 0, err
     assert err.count("deprecated") == 1 and "--loader-workers" in err
     assert err.count(f"num_workers={n} DataLoader processes") == 1
