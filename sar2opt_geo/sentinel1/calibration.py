@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sar2opt_geo.errors import InputError, UsageError
-from sar2opt_geo.sentinel1.annotation import array, findall, local, number, parse_xml
+from sar2opt_geo.sentinel1.annotation import array, find, findall, local, number, parse_xml
 
 #: ``--calibration`` choices and the calibration vector element each one uses.
 CALIBRATIONS = {"sigma0": "sigmaNought", "beta0": "betaNought", "gamma0": "gamma"}
@@ -106,10 +106,10 @@ def parse_calibration(data: bytes, name: str) -> CalibrationLUT:
     luts: dict[str, list[np.ndarray]] = {k: [] for k in CALIBRATIONS}
     for v in vectors:
         lines.append(number(v, "line", name))
-        px = array(_child(v, "pixel"), name, "calibrationVector/pixel")
+        px = array(find(v, "pixel"), name, "calibrationVector/pixel")
         pixels.append(px)
         for key, tag in CALIBRATIONS.items():
-            vals = array(_child(v, tag), name, f"calibrationVector/{tag}")
+            vals = array(find(v, tag), name, f"calibrationVector/{tag}")
             if vals.size != px.size:
                 raise InputError(
                     f"{name}: calibrationVector/{tag} has {vals.size} values for {px.size} pixels"
@@ -131,10 +131,3 @@ def parse_calibration(data: bytes, name: str) -> CalibrationLUT:
         luts={k: tuple(v) for k, v in luts.items()},
         absolute_constant=const,
     )
-
-
-def _child(el, tag):
-    for c in el:
-        if local(c.tag) == tag:
-            return c
-    return None

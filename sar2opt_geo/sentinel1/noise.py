@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sar2opt_geo.errors import InputError
-from sar2opt_geo.sentinel1.annotation import array, findall, local, number, parse_xml, text
+from sar2opt_geo.sentinel1.annotation import array, find, findall, local, number, parse_xml, text
 from sar2opt_geo.sentinel1.calibration import grid_interp, interp1
 
 #: Denoised power is floored at this fraction of the local noise power (see the module docstring).
@@ -100,8 +100,8 @@ def parse_noise(data: bytes, name: str) -> NoiseLUT:
     lines, pixels, luts = [], [], []
     for v in vectors:
         lines.append(number(v, "line", name))
-        px = array(_child(v, "pixel"), name, "noise vector pixel")
-        vals = array(_child(v, lut_tag), name, lut_tag)
+        px = array(find(v, "pixel"), name, "noise vector pixel")
+        vals = array(find(v, lut_tag), name, lut_tag)
         if vals.size != px.size:
             raise InputError(f"{name}: {lut_tag} has {vals.size} values for {px.size} pixels")
         if np.any(np.diff(px) <= 0):
@@ -116,8 +116,8 @@ def parse_noise(data: bytes, name: str) -> NoiseLUT:
         raise InputError(f"{name}: noise vectors share a line")
     blocks = []
     for v in findall(root, "noiseAzimuthVectorList/noiseAzimuthVector"):
-        b_lines = array(_child(v, "line"), name, "noiseAzimuthVector/line")
-        b_lut = array(_child(v, "noiseAzimuthLut"), name, "noiseAzimuthLut")
+        b_lines = array(find(v, "line"), name, "noiseAzimuthVector/line")
+        b_lut = array(find(v, "noiseAzimuthLut"), name, "noiseAzimuthLut")
         if b_lines.size != b_lut.size:
             # single-valued LUTs (e.g. SM) repeat one value for the block
             if b_lut.size == 1:
@@ -144,10 +144,3 @@ def parse_noise(data: bytes, name: str) -> NoiseLUT:
         azimuth=tuple(blocks),
         legacy=legacy,
     )
-
-
-def _child(el, tag):
-    for c in el:
-        if local(c.tag) == tag:
-            return c
-    return None
