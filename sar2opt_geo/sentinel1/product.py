@@ -26,7 +26,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from sar2opt_geo.errors import InputError, UsageError
-from sar2opt_geo.io import reflect_index
+from sar2opt_geo.io import GDAL_ENV, reflect_index
 from sar2opt_geo.sentinel1.annotation import (
     SAFE_NAME,
     ImageAnnotation,
@@ -43,8 +43,8 @@ from sar2opt_geo.sentinel1.calibration import (
 from sar2opt_geo.sentinel1.noise import NoiseLUT, denoise_power, parse_noise
 from sar2opt_geo.sentinel1.safe import discover
 
-#: GDAL settings for measurement reads (bounded cache, no directory listing on open).
-GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+# Measurement reads use io.GDAL_ENV, the one GDAL configuration of every open (the block cache is bounded once
+# per process by io; a per-open cache setting would replace it with whatever the first reader asked for).
 GCP_CRS = "EPSG:4326"
 
 
