@@ -159,8 +159,12 @@ def test_finetune_refuses_other_architectures(arch, pairs, tmp_path, capsys):
 
 
 def test_shipped_configs_load():
-    for name in ("pretrain", "finetune", "default_model"):
+    names = {p.stem for p in (ROOT / "configs").glob("*.yaml")}
+    assert {"pretrain", "finetune", "default_model", "cpu_quick"} <= names
+    for name in sorted(names):
         load_config(ROOT / "configs" / f"{name}.yaml")
+    quick = load_config(ROOT / "configs" / "cpu_quick.yaml")
+    assert (quick.ngf, quick.ndf, quick.steps) == (16, 16, 2200)  # the README's measured CPU recipe
 
 
 def test_dropout_off_makes_training_forward_deterministic(pairs, tmp_path):
