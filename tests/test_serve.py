@@ -351,6 +351,40 @@ def test_chip_upload_translate_download_round_trip(client):
     assert tif.status_code == 200 and tif.content[:4] in (b"II*\x00", b"II+\x00")
 
 
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_uint8_chip_upload_gives_the_pixels_of_translate(client, tmp_path, capsys, fmt):
+    """An uploaded 8-bit single-band SAR chip (SEN1-2 levels of a seeded synthetic σ⁰) gives the pixels of
+    ``sar2opt-geo translate chip out.tif`` with default options (which reads it with the ``levels`` scale:
+    level L ↔ the centre of its interval of the model's dB range) within 1 DN."""
+    from conftest import run_cli
+
+    from sar2opt_geo.synth import SceneSpec, render_window
+
+    sar, _, _ = render_window(SceneSpec(width=160, height=144, seed=4, footprint=False), 0, 0, 144, 160)
+    levels = np.floor(np.clip((10 * np.log10(sar[0]) + 25.0) / 25.0, 0, 1) * 255).astype(np.uint8)
+    chip = tmp_path / f"chip.{'png' if fmt == 'png' else 'tif'}"
+    Image.fromarray(levels).save(chip)
+    r = client.post("/api/translate", files={"file": (chip.name, chip.read_bytes())})
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["id"])
+    assert job["state"] == "done", job
+    served = tmp_path / "served.tif"
+    served.write_bytes(client.get(job["files"]["result.tif"]).content)
+    args = ["translate", chip, tmp_path / "cli.tif", "-q"] + (
+        [] if fmt == "png" else ["--allow-ungeoreferenced"]
+    )
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    a, am = io.read_raster(served)
+    b, bm = io.read_raster(tmp_path / "cli.tif")
+    assert am["tags"]["SAR2OPT_INPUT_SCALE"] == bm["tags"]["SAR2OPT_INPUT_SCALE"] == "levels"
+    assert a.shape == b.shape == (3, 144, 160)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    # the served PNG is the same pixels
+    png = np.asarray(Image.open(_io.BytesIO(client.get(job["download"]).content)))
+    assert np.abs(np.moveaxis(png[..., :3], -1, 0).astype(int) - b.astype(int)).max() <= 1
+
+
 def test_sample_translate_with_preprocessing(client):
     samples = client.get("/api/samples").json()
     assert len(samples) == chips.SAMPLE_COUNT
@@ -393,6 +427,15 @@ def test_bad_uploads_are_refused_with_a_message(client, payload, status, message
     r = client.post("/api/translate", files={"file": ("x.bin", payload, "application/octet-stream")})
     assert r.status_code == status and message in r.json()["error"], r.text
     assert "/" not in r.json()["error"].split(":")[0]  # no server path in the message
+
+
+def test_bare_uint16_tiff_is_refused_at_upload_as_translate_refuses_it(client):
+    """translate's scale decision refuses a bare uint16 image (raw DN?); the app says so at upload."""
+    buf = _io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(1, 4000, (40, 48), dtype=np.uint16)).save(buf, "TIFF")
+    r = client.post("/api/translate", files={"file": ("dn.tif", buf.getvalue(), "image/tiff")})
+    assert r.status_code == 400 and "uint16 values without calibration" in r.json()["error"], r.text
+    assert "/" not in r.json()["error"].split(":")[0]
 
 
 def test_oversized_uploads_point_to_translate(scene_dir):

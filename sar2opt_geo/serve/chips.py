@@ -5,9 +5,12 @@ An upload (PNG/JPEG/TIFF SAR chip or a small GeoTIFF) or a shipped sample goes t
 so tile requests keep being answered while a translation runs. Files live in the app's temporary folder,
 under names the app chooses (the uploaded file name is only displayed, never used as a path).
 
-8-bit chips (PNG/JPEG, or an ungeoreferenced 8-bit TIFF) are read as the SEN1-2 / SAR2Optical 8-bit stretch
-(σ⁰ in dB clipped to [−25, 0] → 0..255), turned back into dB values in a float32 GeoTIFF and translated in
-pixel space; other TIFFs are translated as they are (input scale detected as by ``translate``).
+8-bit chips (PNG/JPEG, or an ungeoreferenced 8-bit TIFF) are translated, in pixel space, as the single-band
+8-bit image of their grey levels shown as ``input.png`` (the upload's own pixels for a single-band chip or a
+grey picture saved as RGB; a colour picture, which ``translate`` refuses as probably not SAR, is averaged).
+Other TIFFs are translated as they are. Either way the input scale is decided by ``translate``'s own code
+(``--input-scale auto``, :func:`sar2opt_geo.source.decide_input_scale`): an 8-bit chip holds the 8-bit levels
+of the model's radiometry (``levels``), so a chip gives the pixels of ``sar2opt-geo translate CHIP OUT.tif``.
 
 Written by hand here: only the upload checks (size, magic bytes) and the job bookkeeping.
 """
@@ -46,8 +49,6 @@ SAMPLE_COUNT = 4
 #: "model": what the checkpoint declares; "none": nothing; "filter": a Lee 7×7 speckle filter (plus what the
 #: checkpoint declares); "sar2optical": the SAR2Optical profile.
 PREPROCESSING = ("model", "none", "filter", "sar2optical")
-#: dB range of the 8-bit chip stretch (SEN1-2 preparation).
-CHIP_DB = (-25.0, 0.0)
 
 
 class Refused(Exception):
@@ -160,7 +161,6 @@ class ChipJob:
     files: dict[str, str] = field(default_factory=dict)  # name -> path (input.png, result.png, result.tif)
     width: int = 0
     height: int = 0
-    input_scale: str = "auto"  # "db" for 8-bit chips (converted back to dB values)
 
     def describe(self) -> dict:
         return {
@@ -176,17 +176,10 @@ class ChipJob:
             "scene_id": self.scene_id,
             "width": self.width,
             "height": self.height,
-            "files": {k: f"/api/translate/{self.id}/{k}" for k in sorted(self.files) if k != "source.tif"},
+            "files": {k: f"/api/translate/{self.id}/{k}" for k in sorted(self.files) if k != "source"},
             "download": f"/api/translate/{self.id}/"
             + ("result.tif" if self.kind == "geotiff" else "result.png"),
         }
-
-
-def chip_to_db(u8: np.ndarray) -> np.ndarray:
-    """8-bit SAR chip ``(C, h, w)`` (grey, or RGB of a grey picture) → dB ``(1, h, w)`` float32."""
-    grey = u8[:3].astype(np.float32).mean(axis=0) if u8.shape[0] >= 3 else u8[0].astype(np.float32)
-    lo, hi = CHIP_DB
-    return (grey * np.float32((hi - lo) / 255.0) + np.float32(lo))[None]
 
 
 class TranslateService:
@@ -268,7 +261,8 @@ class TranslateService:
         return job
 
     def _prepare(self, job: ChipJob, jdir: Path, data: bytes, fmt: str) -> None:
-        """Check the content and write the model input (``source.tif``) and ``input.png``."""
+        """Check the content, note the model input (``files["source"]``: the uploaded TIFF, or ``input.png``
+        for a chip) and write ``input.png``."""
         raw = jdir / f"upload.{'tif' if fmt == 'tiff' else fmt}"
         raw.write_bytes(data)
         chip = None
@@ -287,13 +281,14 @@ class TranslateService:
                 chip, _ = io.read_raster(raw)
             else:
                 job.kind = "geotiff" if scene.georeferenced else "chip"
-                job.files["source.tif"] = str(raw)
-                from sar2opt_geo.radiometry import detect_input_scale
+                job.files["source"] = str(raw)
                 from sar2opt_geo.serve.tiles import SarStyle, render_sar
+                from sar2opt_geo.source import decide_input_scale
 
                 pixels, mask = io.read_overview(raw, 512)
                 valid = mask > 0
-                scale = detect_input_scale(scene.dtype, pixels[:, valid])
+                # translate's decision (refuses what translate refuses, e.g. bare uint16 DN, right away)
+                scale = decide_input_scale(scene, None, pixels[:, valid]).scale
                 img, valid = render_sar(pixels, valid, scale, SarStyle())
                 img = np.where(valid[None], img, 0).astype(np.uint8)
                 io.write_png(jdir / "input.png", img)
@@ -306,16 +301,12 @@ class TranslateService:
                 "use `sar2opt-geo translate INPUT OUTPUT` for scenes",
                 413,
             )
+        # the grey levels (of a grey picture saved as RGB: its first band, as translate takes it) are the
+        # model input: a PNG chip, read by translate's own code with its own scale decision (levels)
         grey = chip[:3].mean(axis=0).round().astype(np.uint8) if chip.shape[0] >= 3 else chip[0]
         io.write_png(jdir / "input.png", grey)
         job.files["input.png"] = str(jdir / "input.png")
-        src = jdir / "source.tif"
-        with io.GeoTiffWriter(
-            src, io.GeoProfile(job.width, job.height), 1, "float32", band_descriptions=["VV"]
-        ) as w:
-            w.write(0, 0, chip_to_db(chip))
-        job.files["source.tif"] = str(src)
-        job.input_scale = "db"
+        job.files["source"] = job.files["input.png"]
 
     # ------------------------------------------------------------------------------------------ run
     def _run(self, job: ChipJob, jdir: Path, model: ModelEntry, lora: ModelEntry | None) -> None:
@@ -338,14 +329,13 @@ class TranslateService:
             opts = TranslateOptions(
                 model=model.path,
                 lora=lora.path if lora else None,
-                input_scale=job.input_scale,
                 filter=filt,
                 preprocess=prep,
                 checkpoint_preprocess=job.preprocess != "none",
                 allow_ungeoreferenced=job.kind == "chip",
             )
             out = jdir / "result.tif"
-            run_translate(job.files["source.tif"], str(out), opts, ThreadedExecutor(), overwrite=True)
+            run_translate(job.files["source"], str(out), opts, ThreadedExecutor(), overwrite=True)
             job.files["result.tif"] = str(out)
             rgb, meta = io.read_raster(out, masked=True)
             rgb = rgb[:3].copy()
@@ -353,7 +343,7 @@ class TranslateService:
             io.write_png(jdir / "result.png", rgb)
             job.files["result.png"] = str(jdir / "result.png")
             if job.kind == "geotiff" and self.on_georeferenced is not None:
-                job.scene_id = self.on_georeferenced(job, job.files["source.tif"], str(out))
+                job.scene_id = self.on_georeferenced(job, job.files["source"], str(out))
             job.state = "done"
         except Sar2OptError as exc:
             job.state, job.error = "failed", str(exc)
