@@ -91,8 +91,9 @@ def scenes(tmp_path_factory):
     from sar2opt_geo.synth import SceneSpec, write_scene
 
     root = tmp_path_factory.mktemp("golden")
-    plain, _ = write_scene(root / "plain", SceneSpec(width=700, height=530, seed=3))
-    gcp, _ = write_scene(root / "gcp", SceneSpec(width=600, height=450, seed=5), gcps=True)
+    # the scenes of the recordings: independent speckle (speckle_corr=0), as the simulator had until 2026-12
+    plain, _ = write_scene(root / "plain", SceneSpec(width=700, height=530, seed=3, speckle_corr=0.0))
+    gcp, _ = write_scene(root / "gcp", SceneSpec(width=600, height=450, seed=5, speckle_corr=0.0), gcps=True)
     return {"plain": str(plain), "gcp": str(gcp)}
 
 

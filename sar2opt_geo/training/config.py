@@ -42,6 +42,9 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     lambda_l1: float = 100.0
+    # weight of a pixel MSE term beside L1 (0: pix2pix's loss). The L2-optimal output is the conditional mean,
+    # the one that maximises PSNR; L1's is the median (sharper where the output is uncertain).
+    lambda_mse: float = 0.0
     # the generator's Dropout(0.5) layers while training (false: p = 0; weights and keys unchanged).
     # null: on for pretraining (pix2pix); for fine-tuning, as the base checkpoint was trained (its provenance)
     dropout: bool | None = None
@@ -80,6 +83,8 @@ class TrainConfig:
             raise UsageError("batch_size must be >= 1")
         if self.steps < 1:
             raise UsageError("steps must be >= 1")
+        if not (self.lambda_l1 >= 0 and self.lambda_mse >= 0):
+            raise UsageError("lambda_l1 and lambda_mse must be >= 0")
         if self.ngf < 1 or self.ndf < 1:
             raise UsageError("ngf and ndf must be >= 1")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1:

@@ -1,7 +1,8 @@
 """The pix2pix trainer: pretraining, full fine-tuning and LoRA fine-tuning of the U-Net generator.
 
 Objective (Isola et al. 2017): ``D`` minimises ``½·[BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)]`` and ``G``
-minimises ``BCE(D(x, G(x)), 1) + λ·|G(x) − y|₁`` (BCE with logits, λ = ``lambda_l1`` = 100); Adam with
+minimises ``BCE(D(x, G(x)), 1) + λ·|G(x) − y|₁`` (BCE with logits, λ = ``lambda_l1`` = 100; plus
+``lambda_mse``·mean((G(x) − y)²) when set, 0 by default); Adam with
 ``lr`` (2e-4) for pretraining, ``finetune_lr`` (1e-5) for full fine-tuning, ``lora_lr`` (2e-4) for LoRA,
 betas (0.5, 0.999); optional
 linear decay to 0 over the last ``lr_decay_steps`` steps; mixed precision (``torch.autocast`` float16 +
@@ -682,8 +683,11 @@ class Run:
         with ac:
             pf = D(torch.cat([x, fake], 1))
             g_adv = self.bce(pf, torch.ones_like(pf))
-            g_l1 = (fake.float() - y).abs().mean()
+            err = fake.float() - y
+            g_l1 = err.abs().mean()
             loss_g = g_adv + self.cfg.lambda_l1 * g_l1
+            if self.cfg.lambda_mse:
+                loss_g = loss_g + self.cfg.lambda_mse * err.square().mean()
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler_G.scale(loss_g).backward()
         self.scaler_G.step(self.opt_G)
