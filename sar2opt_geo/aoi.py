@@ -4,9 +4,11 @@ GeoJSON coordinates are WGS84 (RFC 7946) unless the file carries the legacy ``cr
 (``{"type": "name", "properties": {"name": "EPSG:32633"}}``), as GDAL/QGIS still write. The polygon is
 clipped to the scene's surroundings and densified in its own CRS (``shapely.segmentize``, vertices every
 :data:`DENSIFY_PIXELS` scene pixels: a straight edge in one CRS is a curve in another, and moving only its
-end points would cut it short by many pixels), reprojected with ``rasterio.warp.transform_geom`` and mapped
-to (col, row) pixel coordinates with the scene's affine transform, or with GDAL's GCP transformer for
-GCP-georeferenced scenes. Geometry work is shapely's.
+end points would cut it short by many pixels), its vertices reprojected with PROJ
+(:func:`io.transform_points`) and mapped to (col, row) pixel coordinates with the scene's affine transform,
+or, for GCP-georeferenced scenes, with the thin-plate spline through the GCPs that map projection uses
+(:func:`sar2opt_geo.warp.crs_to_src`; GDAL's default GCP polynomial is off by up to ~1.8 km on a real GRD).
+Geometry work is shapely's, CRS and raster work io's (this module does not import rasterio).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import shapely
 from shapely.geometry import box, mapping, shape
 
+from sar2opt_geo import io
 from sar2opt_geo.errors import InputError
 from sar2opt_geo.io import SceneInfo
 
@@ -65,40 +68,44 @@ def load_aoi(path: str | Path) -> tuple[shapely.Geometry, str]:
 
 def aoi_to_pixels(geom: shapely.Geometry, crs: str, scene: SceneInfo) -> shapely.Geometry:
     """The AOI in the scene's pixel space (x = column, y = row), clipped to the scene."""
-    from rasterio.crs import CRS
-    from rasterio.warp import transform_geom
+    from sar2opt_geo.warp import crs_to_src
 
-    target = scene.crs_wkt or scene.gcp_crs_wkt
-    if target is None:
+    if not scene.georeferenced:
         raise InputError("--aoi needs a georeferenced input")
+    target = scene.gcp_crs_wkt if scene.transform is None else scene.crs_wkt
     try:
-        src, dst = CRS.from_user_input(crs), CRS.from_wkt(target)
+        src = io.crs_wkt(crs)
         # an affine transform maps straight lines to straight lines: same CRS needs no densification
-        if src != dst or scene.transform is None:
-            geom = densify_for(geom, src, dst, scene)
-        g = shape(transform_geom(src, dst, mapping(geom)))
+        if not io.same_crs(src, target) or scene.transform is None:
+            geom = densify_for(geom, src, target, scene)
+        if not io.same_crs(src, target):
+            geom = shapely.transform(geom, lambda xy: _reproject(src, target, xy))
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"cannot reproject the AOI from {crs} ({exc})") from None
     if scene.transform is not None:
         inv = ~scene.affine
-        mat = [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f]
-        pix = shapely.affinity.affine_transform(g, mat)
+        pix = shapely.affinity.affine_transform(geom, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
     else:
-        from rasterio.transform import GCPTransformer
 
-        with GCPTransformer(scene.gcp_objects()) as tr:
+        def to_pix(xy: np.ndarray) -> np.ndarray:
+            rows, cols = crs_to_src(scene, xy[:, 0], xy[:, 1])
+            return np.column_stack([cols, rows])
 
-            def to_pix(coords: np.ndarray) -> np.ndarray:
-                rows, cols = tr.rowcol(coords[:, 0], coords[:, 1], op=lambda v: v)
-                return np.column_stack([cols, rows])
-
-            pix = shapely.transform(g, to_pix)
+        pix = shapely.transform(geom, to_pix)
     pix = shapely.make_valid(pix).intersection(box(0, 0, scene.width, scene.height))
     if pix.is_empty or pix.area == 0:
         raise InputError("the AOI does not intersect the scene")
     return pix
+
+
+def _reproject(src_wkt: str, dst_wkt: str, xy: np.ndarray) -> np.ndarray:
+    xs, ys = io.transform_points(src_wkt, dst_wkt, xy[:, 0], xy[:, 1])
+    out = np.column_stack([xs, ys]).astype(np.float64)
+    if not np.isfinite(out).all():
+        raise ValueError("some of its points have no coordinates in the scene's CRS")
+    return out
 
 
 def _scene_bounds(scene: SceneInfo) -> tuple[float, float, float, float]:
@@ -111,14 +118,12 @@ def _scene_bounds(scene: SceneInfo) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def densify_for(geom: shapely.Geometry, src, dst, scene: SceneInfo) -> shapely.Geometry:
-    """``geom`` (in ``src``) clipped to the scene's surroundings and with vertices at most
+def densify_for(geom: shapely.Geometry, src: str, dst: str, scene: SceneInfo) -> shapely.Geometry:
+    """``geom`` (in ``src``, a WKT) clipped to the scene's surroundings and with vertices at most
     :data:`DENSIFY_PIXELS` scene pixels apart, so that moving its vertices into ``dst`` follows the curves
     its edges become there. The clip (the scene's box in ``src`` plus 10 % on every side) bounds the work
     for AOIs much larger than the scene."""
-    from rasterio.warp import transform_bounds
-
-    left, bottom, right, top = transform_bounds(dst, src, *_scene_bounds(scene), densify_pts=21)
+    left, bottom, right, top = io.transform_bounds(dst, src, _scene_bounds(scene), densify_pts=21)
     span_x = right - left if right > left else right + 360.0 - left  # a box across the antimeridian
     span = max(span_x, top - bottom)
     if not span > 0:
@@ -138,12 +143,4 @@ def tile_intersects(aoi_prepared: shapely.Geometry, row0: int, col0: int, size: 
 
 def rasterize_pixels(aoi: shapely.Geometry, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
     """Boolean mask of the pixels of a window whose centres lie inside the AOI."""
-    from rasterio.features import geometry_mask
-    from rasterio.transform import Affine
-
-    return geometry_mask(
-        [mapping(aoi)],
-        out_shape=(row1 - row0, col1 - col0),
-        transform=Affine.translation(col0, row0),
-        invert=True,
-    )
+    return io.rasterize_window(mapping(aoi), row0, row1, col0, col1)

@@ -163,6 +163,15 @@ def transform_bounds(src_wkt: str, dst_wkt: str, bounds, densify_pts: int = 21):
     return _tb(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), *bounds, densify_pts=densify_pts)
 
 
+def rasterize_window(geometry: dict, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+    """Boolean mask of the pixels of a window whose centres lie inside a GeoJSON-like ``geometry`` given in
+    pixel coordinates (x = column, y = row) — GDAL's rasterizer (AOIs)."""
+    from rasterio.features import geometry_mask
+
+    shape = (row1 - row0, col1 - col0)
+    return geometry_mask([geometry], out_shape=shape, transform=Affine.translation(col0, row0), invert=True)
+
+
 def open_scene(path: str | os.PathLike, *, allow_ungeoreferenced: bool = False) -> SceneInfo:
     """Open ``path`` once to read its metadata, validating what the pipeline needs."""
     path = str(path)

@@ -134,3 +134,38 @@ def test_gcp_scene_edges_follow_the_curve(tmp_path, monkeypatch):
     # the same path without densification moves the corners only and misses the curve
     monkeypatch.setattr("sar2opt_geo.aoi.densify_for", lambda geom, *args: geom)
     assert shapely.hausdorff_distance(aoi_to_pixels(aoi, "EPSG:4326", scene), ref) > 10
+
+
+def test_gcp_scene_uses_the_thin_plate_spline_of_map_projection(tmp_path):
+    """On a GCP scene the AOI is placed with the thin-plate spline that map projection uses (exact at the
+    GCPs), not GDAL's default GCP polynomial: with GCPs that are not a smooth field (terrain and orbit make
+    real GRD geolocation grids so; the polynomial misses their own points by up to 70–138 px on the two real
+    IW grids of shared/s1-products), AOI vertices at GCP ground positions land on those GCPs' pixels."""
+    from sar2opt_geo.warp import crs_to_src
+
+    rng = np.random.default_rng(7)
+    width, height = 800, 600
+    cols, rows = np.meshgrid(np.linspace(0, width, 9), np.linspace(0, height, 7))
+    lon = 15.0 + cols * 1e-4 + rng.normal(0, 4e-4, cols.shape)  # ~4 px of non-polynomial jitter
+    lat = 60.0 - rows * 5e-5 + rng.normal(0, 2e-4, rows.shape)
+    gcps = [
+        rasterio.control.GroundControlPoint(row=r, col=c, x=lo, y=la)
+        for r, c, lo, la in zip(rows.ravel(), cols.ravel(), lon.ravel(), lat.ravel(), strict=True)
+    ]
+    path = tmp_path / "gcp.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint8") as dst:
+        dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
+        dst.write(np.ones((1, height, width), np.uint8))
+    scene = io.open_scene(path)
+    corners = [(2, 2), (2, 6), (5, 6), (5, 2)]  # interior GCPs (grid row, grid column)
+    got = aoi_to_pixels(Polygon([(lon[i, j], lat[i, j]) for i, j in corners]), "EPSG:4326", scene)
+    vertices = shapely.points(np.asarray(got.exterior.coords))
+    for i, j in corners:
+        assert shapely.distance(shapely.Point(cols[i, j], rows[i, j]), vertices).min() < 1e-3
+    # every vertex is where map projection's transformer puts it
+    r, c = crs_to_src(scene, lon[2:6, 2:7].ravel(), lat[2:6, 2:7].ravel())
+    assert np.abs(c - cols[2:6, 2:7].ravel()).max() < 1e-3 and np.abs(r - rows[2:6, 2:7].ravel()).max() < 1e-3
+    # GDAL's default polynomial through the same GCPs misses them by pixels
+    with rasterio.transform.GCPTransformer(gcps) as poly:
+        pr, pc = poly.rowcol(lon[2, 2:7], lat[2, 2:7], op=lambda v: v)
+    assert np.hypot(np.asarray(pr) - rows[2, 2:7], np.asarray(pc) - cols[2, 2:7]).max() > 1
