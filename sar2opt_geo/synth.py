@@ -91,11 +91,20 @@ __all__ = [
     "SceneSpec",
     "render_window",
     "landcover_window",
+    "expected_optical_window",
+    "pair_windows",
+    "SIMULATOR_VERSION",
     "speckle_window",
     "sar_to_uint8",
     "write_scene",
     "write_pairs",
 ]
+
+#: Changes whenever the simulator renders different pixels for the same spec (written beside training pairs,
+#: so that pairs of an older simulator are not taken for current ones).
+SIMULATOR_VERSION = "2026-12-correlated-speckle"
+#: The stamp :func:`write_pairs` leaves in its folder.
+PAIRS_STAMP = "pairs.json"
 
 BANDS = ("VV", "VH")
 DOMAINS = ("s1", "gf3")
@@ -585,7 +594,8 @@ class _Window:
         )
         # pixel-scale texture (canopy, grain) from one counter-based hash
         hp = _pixel_hash(_key(seed, "texture"), self.rows, self.cols)
-        self.canopy = _unit(hp) * _F32(0.6) + _F32(0.4) * _vnoise(_key(seed, "canopy_n"), x, y, 32.0)
+        self.canopy_pixel = _unit(hp) * _F32(0.6)  # per-pixel part of the canopy texture (mean 0.3)
+        self.canopy = self.canopy_pixel + _F32(0.4) * _vnoise(_key(seed, "canopy_n"), x, y, 32.0)
         self.grain = _unit(hp, 8) - _F32(0.5)
 
     def _town(self, seed, g, u, v, tn):
@@ -659,18 +669,21 @@ class _Window:
 
     # ------------------------------------------------------------------------------- rendering
 
-    def optical(self) -> np.ndarray:
+    def optical(self, expected: bool = False) -> np.ndarray:
+        """The optical truth; ``expected``: with its per-pixel random parts (the canopy texture's pixel hash
+        and the grain) at their means, i.e. all a model could know short of those."""
         mat = self.mat
+        canopy = self.canopy - self.canopy_pixel + _F32(0.3) if expected else self.canopy
         # per-field latent (shared with the SAR): a colour change; texture and illumination: brightness
         lat = (self.fieldvar - _F32(0.5)) * _F32(2)
         fac = (
             _F32(1.0)
             + _MAT_OPT_AMP[1].take(mat) * self.rowtex
-            + _MAT_OPT_AMP[2].take(mat) * (self.canopy - _F32(0.5)) * _F32(2)
+            + _MAT_OPT_AMP[2].take(mat) * (canopy - _F32(0.5)) * _F32(2)
             + _F32(0.05) * (self.aux - _F32(0.5))
         )
         out = np.empty((3,) + mat.shape, dtype=np.uint8)
-        noise = self.grain * _F32(5.0) + _F32(0.5)
+        noise = _F32(0.5) if expected else self.grain * _F32(5.0) + _F32(0.5)
         for c in range(3):
             val = (_MAT_RGB[c].take(mat) + _MAT_FIELD_RGB[c].take(mat) * lat) * fac + noise
             np.clip(val, 0, 255, out=val)
@@ -855,6 +868,20 @@ def render_window(
     return sar, opt, valid
 
 
+def expected_optical_window(spec: SceneSpec, row0: int, col0: int, height: int, width: int) -> np.ndarray:
+    """The optical truth without its unpredictable texture (uint8 (3,h,w)): the per-pixel random parts (the
+    pixel hash of the canopy texture, the grain) at their means; everything else — land cover, per-field
+    latent, row texture, smooth canopy and illumination — as rendered. Scored against the truth, it is the
+    simulator's ceiling: the PSNR of a model that recovered everything from the SAR but per-pixel noise
+    (an upper bound in practice: the SAR carries the canopy's pixel hash only under ENL-4.4 speckle)."""
+    _check_window(spec, row0, col0, height, width)
+    row0, col0, height, width = int(row0), int(col0), int(height), int(width)
+    out = np.empty((3, height, width), dtype=np.uint8)
+    for r, c, h, w in _tiles(row0, col0, height, width):
+        out[:, r - row0 : r - row0 + h, c - col0 : c - col0 + w] = _Window(spec, r, c, h, w).optical(True)
+    return out
+
+
 def landcover_window(spec: SceneSpec, row0: int, col0: int, height: int, width: int) -> np.ndarray:
     """Land-cover class codes (uint8 (h,w), see :data:`CLASS_NAMES`; 0 outside the footprint)."""
     _check_window(spec, row0, col0, height, width)
@@ -967,6 +994,19 @@ def write_scene(
     return sar_path, opt_path
 
 
+def pair_windows(count: int, *, domain: str = "s1", seed: int = 0, tile: int = 256):
+    """The (scene spec, row0, col0) of each of :func:`write_pairs`' ``count`` tiles, in order."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & _MASK64, zlib.crc32(domain.encode())]))
+    size = max(20000, tile)
+    spec = None
+    for i in range(count):
+        if i % 16 == 0:
+            scene_seed = int(rng.integers(0, 2**31))
+            spec = SceneSpec(size, size, ("VV",), seed=scene_seed, footprint=False, domain=domain)
+        r0, c0 = (int(v) for v in rng.integers(0, size - tile + 1, size=2))
+        yield spec, r0, c0
+
+
 def write_pairs(
     outdir, count: int, *, domain: str = "s1", seed: int = 0, tile: int = 256
 ) -> list[tuple[Path, Path]]:
@@ -975,7 +1015,8 @@ def write_pairs(
     OUTDIR/sar_256_oc_0.2/NNNNN.png (8-bit grayscale VV, :func:`sar_to_uint8` of the domain) and
     OUTDIR/opt_256_oc_0.2/NNNNN.png (RGB), paired by identical stem (the directory names are fixed
     whatever ``tile``). Tiles are random windows (16 per scene) of 20,000 x 20,000 scenes with seed-derived
-    seeds and no footprint, so every tile is fully valid; the result is deterministic per (seed, domain).
+    seeds and no footprint (:func:`pair_windows`), so every tile is fully valid; the result is deterministic
+    per (seed, domain). OUTDIR/pairs.json records what was written, with :data:`SIMULATOR_VERSION`.
     """
     if domain not in DOMAINS:
         raise UsageError(f"unknown domain {domain!r}; allowed: {', '.join(DOMAINS)}")
@@ -987,18 +1028,14 @@ def write_pairs(
     sar_dir, opt_dir = outdir / SAR_DIR, outdir / OPT_DIR
     sar_dir.mkdir(parents=True, exist_ok=True)
     opt_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & _MASK64, zlib.crc32(domain.encode())]))
-    size = max(20000, tile)
-    spec = None
     pairs = []
-    for i in range(count):
-        if i % 16 == 0:
-            scene_seed = int(rng.integers(0, 2**31))
-            spec = SceneSpec(size, size, ("VV",), seed=scene_seed, footprint=False, domain=domain)
-        r0, c0 = (int(v) for v in rng.integers(0, size - tile + 1, size=2))
+    for i, (spec, r0, c0) in enumerate(pair_windows(count, domain=domain, seed=seed, tile=tile)):
         sar, opt, _ = render_window(spec, r0, c0, tile, tile)
         sp, op = sar_dir / f"{i:05d}.png", opt_dir / f"{i:05d}.png"
         write_png(sp, sar_to_uint8(sar[0], domain))
         write_png(op, opt)
         pairs.append((sp, op))
+    stamp = {"count": count, "domain": domain, "seed": int(seed), "tile": tile}
+    stamp["simulator"] = SIMULATOR_VERSION
+    (outdir / PAIRS_STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
     return pairs

@@ -33,13 +33,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sar2opt_geo.synth import write_pairs  # noqa: E402
 from sar2opt_geo.training.config import load_config  # noqa: E402
 from sar2opt_geo.training.evaluate import evaluate  # noqa: E402
 from sar2opt_geo.training.trainer import train  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from train_default_model import HELDOUT_PAIRS, VALIDATION_SEED  # noqa: E402
+from train_default_model import HELDOUT_PAIRS, VALIDATION_SEED, ensure_pairs  # noqa: E402
 
 
 def main(argv=None):
@@ -53,10 +52,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     data, held = work / "train_pairs", work / f"heldout_pairs_seed{VALIDATION_SEED}"
-    if not (data / "opt_256_oc_0.2" / f"{args.pairs - 1:05d}.png").exists():
-        write_pairs(data, args.pairs, domain="s1", seed=0)
-    if not (held / "opt_256_oc_0.2" / f"{HELDOUT_PAIRS - 1:05d}.png").exists():
-        write_pairs(held, HELDOUT_PAIRS, domain="s1", seed=VALIDATION_SEED)
+    ensure_pairs(data, args.pairs, 0)
+    ensure_pairs(held, HELDOUT_PAIRS, VALIDATION_SEED)
     run = work / "trials" / args.name
     if run.exists():
         shutil.rmtree(run)

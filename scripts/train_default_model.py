@@ -40,7 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sar2opt_geo.models.checkpoint import CheckpointMeta, count_parameters, load_generator  # noqa: E402
-from sar2opt_geo.synth import write_pairs  # noqa: E402
+from sar2opt_geo.synth import (  # noqa: E402
+    OPT_DIR,
+    PAIRS_STAMP,
+    SIMULATOR_VERSION,
+    expected_optical_window,
+    pair_windows,
+    write_pairs,
+)
 from sar2opt_geo.training.config import load_config, parse_overrides  # noqa: E402
 from sar2opt_geo.training.evaluate import evaluate, format_table  # noqa: E402
 from sar2opt_geo.training.trainer import Run, save_generator, train  # noqa: E402
@@ -88,8 +95,8 @@ def main(argv=None):
     t0 = time.time()
     ensure_pairs(data, args.pairs, args.data_seed)
     sets = {
-        "validation": ensure_pairs(work / f"heldout_pairs_seed{args.val_seed}", args.heldout, args.val_seed),
-        "test": ensure_pairs(work / f"heldout_pairs_seed{args.test_seed}", args.heldout, args.test_seed),
+        name: (ensure_pairs(work / f"heldout_pairs_seed{seed}", args.heldout, seed), args.heldout, seed)
+        for name, seed in (("validation", args.val_seed), ("test", args.test_seed))
     }
     print(f"data ready in {time.time() - t0:.0f} s", flush=True)
     if args.evaluate_only:
@@ -159,21 +166,55 @@ def main(argv=None):
 
 
 def ensure_pairs(folder: Path, count: int, seed: int) -> Path:
-    """``count`` synthetic s1 pairs of ``seed`` in ``folder`` (generated unless already there)."""
-    if not (folder / "opt_256_oc_0.2" / f"{count - 1:05d}.png").exists():
+    """``count`` synthetic s1 pairs of ``seed`` in ``folder``: generated unless the folder's stamp says they
+    are exactly these pairs from the current simulator (pairs of an older simulator are regenerated)."""
+    want = {"count": count, "domain": "s1", "seed": seed, "tile": 256, "simulator": SIMULATOR_VERSION}
+    stamp = folder / PAIRS_STAMP
+    if not (stamp.exists() and json.loads(stamp.read_text()) == want):
+        if folder.exists():
+            shutil.rmtree(folder)
         write_pairs(folder, count, domain="s1", seed=seed)
     return folder
 
 
-def evaluate_sets(model: Path, sets: dict[str, Path], train_data: Path) -> dict:
-    """The model and the trivial baselines (mean colour of ``train_data``) on each held-out set; prints a
-    table and the gain over the best baseline per set."""
+def ceiling(folder: Path, count: int, seed: int) -> dict:
+    """The simulator's ceiling on a held-out set: PSNR/L1 of :func:`sar2opt_geo.synth.expected_optical_window`
+    (the optical truth without its per-pixel random texture) against the pairs' optical PNGs, per image
+    averaged as ``evaluate`` does."""
+    import numpy as np
+
+    from sar2opt_geo.io import read_png
+    from sar2opt_geo.training.metrics import image_metrics
+
+    psnr, l1 = [], []
+    for i, (spec, r0, c0) in enumerate(pair_windows(count, domain="s1", seed=seed)):
+        truth = read_png(folder / OPT_DIR / f"{i:05d}.png")
+        best = expected_optical_window(spec, r0, c0, 256, 256)
+        pred = torch.from_numpy(best.astype(np.float64))
+        m = image_metrics(pred, torch.from_numpy(truth.astype(np.float64)))
+        psnr.append(float(m["psnr"][0]))
+        l1.append(float(m["l1"][0]))
+    return {"psnr": float(np.mean(psnr)), "l1": float(np.mean(l1))}
+
+
+def evaluate_sets(model: Path, sets: dict[str, tuple[Path, int, int]], train_data: Path) -> dict:
+    """The model, the trivial baselines (mean colour of ``train_data``) and the simulator's ceiling on each
+    held-out set (name → (folder, count, seed)); prints a table, the gain over the best baseline and where the
+    model stands between that baseline (0 %) and the ceiling (100 %)."""
     res = {}
-    for name, folder in sets.items():
+    for name, (folder, count, seed) in sets.items():
         r = evaluate(model, folder, split="all", baseline_data=train_data)
+        best = max(v["psnr"] for v in r["baselines"].values())
+        r["ceiling"] = ceiling(folder, count, seed)
+        r["fraction_of_way_to_ceiling"] = (r["metrics"]["psnr"] - best) / (r["ceiling"]["psnr"] - best)
         res[name] = r
         print(f"[{name}] " + format_table(r), flush=True)
-        print(f"[{name}] PSNR gain over the best baseline {r['psnr_gain_over_best_baseline_db']:.2f} dB")
+        print(
+            f"[{name}] PSNR gain over the best baseline {r['psnr_gain_over_best_baseline_db']:.2f} dB; "
+            f"ceiling {r['ceiling']['psnr']:.2f} dB (L1 {r['ceiling']['l1']:.2f}): "
+            f"{100 * r['fraction_of_way_to_ceiling']:.1f} % of the way from the best baseline",
+            flush=True,
+        )
     return res
 
 

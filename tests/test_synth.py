@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -352,3 +353,22 @@ def test_speckle_corr_is_validated():
         SceneSpec(10, 10, speckle_corr=-1).validate()
     with pytest.raises(UsageError, match="speckle_corr"):
         SceneSpec(10, 10, speckle_corr=5.0).validate()
+
+
+def test_expected_optical_is_the_truth_without_its_per_pixel_randomness(tmp_path):
+    """The ceiling rendering: unbiased against the truth (the removed parts have mean zero), close to it
+    (the per-pixel texture is a few DN), window-consistent, and the pairs' windows are write_pairs' own."""
+    spec = SceneSpec(20000, 20000, ("VV",), seed=1, footprint=False)
+    r, c, h, w = TOWN_WINDOW
+    _, truth, _ = render_window(spec, r, c, h, w)
+    best = synth.expected_optical_window(spec, r, c, h, w)
+    diff = truth.astype(np.float64) - best
+    assert np.abs(diff.reshape(3, -1).mean(1)).max() < 0.5
+    psnr = 10 * np.log10(255**2 / np.mean(diff**2))
+    assert 30 < psnr < 60
+    assert np.array_equal(best[:, 5:40, 7:30], synth.expected_optical_window(spec, r + 5, c + 7, 35, 23))
+    write_pairs(tmp_path, 2, seed=3, tile=32)
+    for i, (spec_i, r_i, c_i) in enumerate(synth.pair_windows(2, seed=3, tile=32)):
+        _, opt_i, _ = render_window(spec_i, r_i, c_i, 32, 32)
+        assert np.array_equal(read_png(tmp_path / synth.OPT_DIR / f"{i:05d}.png"), opt_i)
+    assert json.loads((tmp_path / "pairs.json").read_text())["simulator"] == synth.SIMULATOR_VERSION
