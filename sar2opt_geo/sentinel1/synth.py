@@ -11,8 +11,12 @@ Ascending passes head about 348° (first line south, so the image is upside-down
 ones about 192° (range runs west, so the image is mirrored); the rotation is 10–15° (from the seed). This
 mapping is written as the annotation's geolocation grid and as the measurement tiff's GCPs (EPSG:4326;
 GDAL's convention: GCP (row, col) is a point in continuous image coordinates, the pixel (l, p) centre is
-(l + 0.5, p + 0.5)). Each radar pixel takes the simulator's σ⁰ of the map pixel its centre falls in
-(nearest neighbour keeps the speckle statistics).
+(l + 0.5, p + 0.5)). Each radar pixel takes the simulator's noise-free σ⁰ of the map pixel its centre falls
+in, times speckle drawn in radar geometry: Gamma(4.4) correlated by a Gaussian of
+:data:`RADAR_SPECKLE_CORR` pixels (0.5: intensity correlation 0.25 between neighbouring pixels, as GRDH’s
+20 × 22 m resolution cells sampled at 10 m give). The map scene's own speckle (``sar.tif``, 0.6 px: ≈ 0.43)
+stands for an analysis-ready product, i.e. a GRD that was map-projected (resampled) once more, which is
+what ``translate`` does to this product before the model.
 
 Radiometry follows ESA's definitions with IW-like LUTs: ``A_β`` = 474 (constant), ``A_σ = A_β/√sin θ``
 (≈ 560–665 across range), ``A_γ = A_β/√tan θ``, incidence θ from 30.3° to 46° across the image; noise
@@ -51,13 +55,17 @@ from rasterio.windows import Window
 from sar2opt_geo.errors import UsageError
 from sar2opt_geo.sentinel1.calibration import CalibrationLUT
 from sar2opt_geo.sentinel1.noise import AzimuthBlock, NoiseLUT
-from sar2opt_geo.synth import SceneSpec, render_window, write_scene
+from sar2opt_geo.synth import SceneSpec, render_window, speckle_window, write_scene
 
 A_BETA = 474.0
 A_DN = 401.6
 THETA_NEAR, THETA_FAR = 30.3, 46.0
 NOISE_LOOKS = 4.4
 MODES = {"IW": 3, "EW": 5}
+#: Gaussian (pixels) correlating the product's radar-geometry speckle (see the module docstring).
+RADAR_SPECKLE_CORR = 0.5
+#: Offset of the radar speckle's seed from the product seed (its own random stream, not the map scene's).
+RADAR_SPECKLE_SEED = 1_000_003
 PASSES = ("ASCENDING", "DESCENDING")
 NOISE_FORMATS = ("ipf3", "range_only", "legacy")
 THERMAL_NOISE = ("mean", "random")
@@ -255,8 +263,9 @@ def _r7(values: np.ndarray) -> np.ndarray:
 
 
 def radar_sigma0(spec: ProductSpec, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
-    """The simulator's σ⁰ (float32 (bands, h, w)) sampled at the radar pixels of the window (nearest map
-    pixel to each radar pixel centre); 0 outside the valid mask."""
+    """The product's σ⁰ (float32 (bands, h, w)) at the radar pixels of the window: the simulator's
+    noise-free σ⁰ of the map pixel each radar pixel centre falls in, times radar-geometry speckle; 0 outside
+    the valid mask."""
     rows = np.arange(row0, row1)
     cols = np.arange(col0, col1)
     x, y = spec.to_map(rows[:, None] + 0.5, cols[None, :] + 0.5)
@@ -265,7 +274,18 @@ def radar_sigma0(spec: ProductSpec, row0: int, row1: int, col0: int, col1: int) 
     mr = np.floor((scene.origin[1] - y) / scene.pixel_size).astype(np.int64)
     r_lo, r_hi, c_lo, c_hi = int(mr.min()), int(mr.max()) + 1, int(mc.min()), int(mc.max()) + 1
     sar, _, _ = render_window(scene, r_lo, c_lo, r_hi - r_lo, c_hi - c_lo)
+    for i, band in enumerate(scene.bands):  # the map speckle out: noise-free σ⁰ (0 stays 0)
+        sar[i] /= speckle_window(scene, r_lo, c_lo, r_hi - r_lo, c_hi - c_lo, band=band)
     out = sar[:, mr - r_lo, mc - c_lo]
+    radar = SceneSpec(
+        spec.width,
+        spec.height,
+        scene.bands,
+        seed=spec.seed + RADAR_SPECKLE_SEED,
+        speckle_corr=RADAR_SPECKLE_CORR,
+    )
+    for i, band in enumerate(scene.bands):
+        out[i] *= speckle_window(radar, row0, col0, row1 - row0, col1 - col0, band=band)
     out *= spec.valid_mask(rows, cols)
     return out
 
