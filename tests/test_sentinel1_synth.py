@@ -13,7 +13,14 @@ import pytest
 from rasterio.warp import transform as warp_transform
 
 from sar2opt_geo.sentinel1 import NOISE_FLOOR_FRACTION, open_product
-from sar2opt_geo.sentinel1.synth import ProductSpec, dn_window, radar_sigma0, write_product
+from sar2opt_geo.sentinel1.synth import (
+    ProductSpec,
+    dn_window,
+    radar_sigma0,
+    radar_speckle_spec,
+    write_product,
+)
+from sar2opt_geo.synth import speckle_window
 
 SPEC = ProductSpec(width=480, height=360, seed=3)
 
@@ -307,7 +314,10 @@ def test_gcps_tie_radar_pixels_to_the_map_truth(tmp_path, pass_dir):
     centre = np.column_stack([rows.ravel() + 0.5, cols.ravel() + 0.5, np.ones(rows.size)])
     mx, my = centre @ coef_x, centre @ coef_y
     mc, mr = inv * (mx, my)
-    sampled = sar_map[np.floor(mr).astype(int), np.floor(mc).astype(int)].reshape(rows.shape)
-    truth = radar_sigma0(spec, 0, 150, 0, 200)[0]
+    ir, ic = np.floor(mr).astype(int), np.floor(mc).astype(int)
+    # the noise-free σ⁰ of the map pixel each GCP-mapped radar pixel centre falls in is the product's
+    map_speckle = speckle_window(spec.scene, 0, 0, sar_map.shape[0], sar_map.shape[1])
+    sampled = (sar_map / map_speckle)[ir, ic].reshape(rows.shape)
+    truth = radar_sigma0(spec, 0, 150, 0, 200)[0] / speckle_window(radar_speckle_spec(spec), 0, 0, 150, 200)
     valid = spec.valid_mask(np.arange(150), np.arange(200))
-    assert np.mean(sampled[valid] == truth[valid]) > 0.995
+    assert np.mean(np.isclose(sampled[valid], truth[valid], rtol=1e-5)) > 0.995

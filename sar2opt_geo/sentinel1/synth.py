@@ -262,6 +262,18 @@ def _r7(values: np.ndarray) -> np.ndarray:
     return np.array([float(f"{v:.6e}") for v in np.asarray(values, dtype=np.float64)])
 
 
+def radar_speckle_spec(spec: ProductSpec) -> SceneSpec:
+    """The simulator spec whose :func:`~sar2opt_geo.synth.speckle_window` is the product's radar-geometry
+    speckle (indexed by line and pixel)."""
+    return SceneSpec(
+        spec.width,
+        spec.height,
+        spec.scene.bands,
+        seed=spec.seed + RADAR_SPECKLE_SEED,
+        speckle_corr=RADAR_SPECKLE_CORR,
+    )
+
+
 def radar_sigma0(spec: ProductSpec, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
     """The product's σ⁰ (float32 (bands, h, w)) at the radar pixels of the window: the simulator's
     noise-free σ⁰ of the map pixel each radar pixel centre falls in, times radar-geometry speckle; 0 outside
@@ -277,13 +289,7 @@ def radar_sigma0(spec: ProductSpec, row0: int, row1: int, col0: int, col1: int) 
     for i, band in enumerate(scene.bands):  # the map speckle out: noise-free σ⁰ (0 stays 0)
         sar[i] /= speckle_window(scene, r_lo, c_lo, r_hi - r_lo, c_hi - c_lo, band=band)
     out = sar[:, mr - r_lo, mc - c_lo]
-    radar = SceneSpec(
-        spec.width,
-        spec.height,
-        scene.bands,
-        seed=spec.seed + RADAR_SPECKLE_SEED,
-        speckle_corr=RADAR_SPECKLE_CORR,
-    )
+    radar = radar_speckle_spec(spec)
     for i, band in enumerate(scene.bands):
         out[i] *= speckle_window(radar, row0, col0, row1 - row0, col1 - col0, band=band)
     out *= spec.valid_mask(rows, cols)
