@@ -77,13 +77,19 @@ class Accumulator:
             self._windows[key] = torch.from_numpy(np.array(w)).to(self.device)
         return self._windows[key]
 
-    def add(self, positions, yb) -> None:
+    def add(self, positions, yb, *, scratch_ok: bool = False) -> None:
         """Add predictions ``yb`` ``(N, 3, T, T)`` of the tiles ``positions`` ``[(i, j, row, col), ...]``
-        (tile grid index, top-left corner in the block's extent)."""
+        (tile grid index, top-left corner in the block's extent). ``scratch_ok``: ``yb`` is the caller's
+        to overwrite (a fresh model output), so ``y·w`` is formed in it instead of in a temporary (the same
+        float32 product either way)."""
         T = self.grid.tile
         for (i, j, lr, lc), y in zip(positions, yb, strict=True):
             w = self.window(i, j)
-            self.sum_wy[:, lr : lr + T, lc : lc + T] += y * w
+            if scratch_ok:
+                y *= w
+                self.sum_wy[:, lr : lr + T, lc : lc + T] += y
+            else:
+                self.sum_wy[:, lr : lr + T, lc : lc + T] += y * w
             self.sum_w[lr : lr + T, lc : lc + T] += w
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
@@ -93,9 +99,18 @@ class Accumulator:
         return self.sum_wy.cpu().numpy(), self.sum_w.cpu().numpy()
 
 
-def normalise(sum_wy: np.ndarray, sum_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(Σw·y / Σw, covered)``; pixels no evaluated tile covered get 0 and ``covered`` False."""
+def normalise(
+    sum_wy: np.ndarray, sum_w: np.ndarray, *, in_place: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(Σw·y / Σw, covered)``; pixels no evaluated tile covered get 0 and ``covered`` False.
+    ``in_place``: the quotient is written into ``sum_wy`` (which the caller no longer needs)."""
     covered = sum_w > 0
+    if in_place:
+        y = sum_wy
+        np.divide(sum_wy, sum_w[None], out=y, where=covered[None])
+        if not covered.all():
+            y[:, ~covered] = 0  # what the copy below gives, whatever Σw·y holds there
+        return y, covered
     y = np.zeros_like(sum_wy)
     np.divide(sum_wy, sum_w[None], out=y, where=covered[None])
     return y, covered

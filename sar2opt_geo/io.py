@@ -315,6 +315,8 @@ def read_window(
         valid &= np.all(raw != scene.nodata, axis=0)
     if mask is not None:
         valid &= mask > 0
+    if row0 >= 0 and col0 >= 0 and row1 <= scene.height and col1 <= scene.width:
+        return np.ascontiguousarray(data), valid  # inside the scene: nothing reflected, no gather (issue #15)
     sel = np.ix_(rows - r_lo, cols - c_lo)
     data = data[(slice(None),) + sel]
     valid = valid[sel]
@@ -451,7 +453,7 @@ class GeoTiffWriter:
         window = Window(col0, row0, w, h)
         self._dst.write(data, window=window)
         if self.internal_mask and valid is not None:
-            self._dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)
+            self._dst.write_mask(np.multiply(valid, np.uint8(255), dtype=np.uint8), window=window)
 
     def __exit__(self, *exc) -> None:
         try:
@@ -572,9 +574,11 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ block store (Zarr)
-# Output blocks computed by Dask tasks (threads or worker processes, possibly on other machines sharing the
-# filesystem) are written into a Zarr intermediate whose chunks are exactly the blocks: concurrent writes
-# never touch the same chunk. The client then streams it into the final COG or Zarr output.
+# Output blocks of ``filter`` computed by Dask tasks (threads or worker processes, possibly on other machines
+# sharing the filesystem) are written into a Zarr intermediate whose chunks are exactly the blocks: concurrent
+# writes never touch the same chunk. The client then streams it into the final COG (:func:`store_to_cog`).
+# ``translate`` keeps its finished blocks as plain array files in its work state instead (see
+# sar2opt_geo.workstate: uint8 blocks, no codec — measured cheaper than this store).
 
 
 def create_block_store(
@@ -616,21 +620,17 @@ def read_store_window(path: str | os.PathLike, row0: int, row1: int, col0: int, 
 
 
 class CogAssembler:
-    """Finished blocks of a block store → staging GeoTIFF (uncompressed, + internal mask) → COG.
+    """Finished blocks → staging GeoTIFF (uncompressed, + internal mask) → COG.
 
-    Blocks can be added while others are still being computed (the client adds each block as its task
+    Blocks can be written while others are still being computed (the client writes each block as its task
     finishes), so writing the output overlaps the computation; :meth:`finish` then builds the COG with
-    overviews. Not thread-safe: the client thread adds the blocks.
+    overviews. Not thread-safe: the client thread writes the blocks.
     """
 
-    def __init__(self, store, dst, geo: GeoProfile, *, band_descriptions=None, nodata=None):
-        import zarr
-
-        arr = zarr.open_group(str(store), mode="r")["rgb"]
-        count, dtype = arr.shape[0], str(arr.dtype)
+    def __init__(self, dst, geo: GeoProfile, count: int, dtype: str, *, band_descriptions=None, nodata=None):
         if band_descriptions is None and count == 3 and dtype == "uint8":
             band_descriptions = ["red", "green", "blue"]
-        self.store, self.dst, self.geo = store, dst, geo
+        self.dst, self.geo = dst, geo
         self.staging = temporary_sibling(dst, "staging")
         self._writer = GeoTiffWriter(
             self.staging,
@@ -647,14 +647,9 @@ class CogAssembler:
         self._writer.__enter__()
         return self
 
-    def add(self, row0: int, row1: int, col0: int, col1: int) -> None:
-        data, valid = read_store_window(self.store, row0, row1, col0, col1)
+    def write(self, row0: int, col0: int, data: np.ndarray, valid: np.ndarray) -> None:
+        """Block ``data`` ``(count, h, w)`` and its validity at ``(row0, col0)``."""
         self._writer.write(row0, col0, data, valid)
-
-    def add_all(self, chunk: int) -> None:
-        for r0 in range(0, self.geo.height, chunk):
-            for c0 in range(0, self.geo.width, chunk):
-                self.add(r0, min(r0 + chunk, self.geo.height), c0, min(c0 + chunk, self.geo.width))
 
     def finish(self) -> None:
         self._writer.__exit__(None, None, None)
@@ -676,23 +671,27 @@ def store_to_cog(
     band_descriptions: list[str] | None = None,
     nodata: float | None = None,
 ) -> None:
-    """Stream a whole block store into a COG at ``dst``."""
-    with CogAssembler(store, dst, geo, band_descriptions=band_descriptions, nodata=nodata) as cog:
-        cog.add_all(chunk)
+    """Stream a whole Zarr block store (:func:`create_block_store`) into a COG at ``dst``."""
+    import zarr
+
+    arr = zarr.open_group(str(store), mode="r")["rgb"]
+    count, dtype = arr.shape[0], str(arr.dtype)
+    with CogAssembler(dst, geo, count, dtype, band_descriptions=band_descriptions, nodata=nodata) as cog:
+        for r0 in range(0, geo.height, chunk):
+            for c0 in range(0, geo.width, chunk):
+                r1, c1 = min(r0 + chunk, geo.height), min(c0 + chunk, geo.width)
+                data, valid = read_store_window(store, r0, r1, c0, c1)
+                cog.write(r0, c0, data, valid)
         cog.finish()
 
 
-def store_to_zarr(store: str | os.PathLike, dst: str | os.PathLike, geo: GeoProfile, *, chunk: int) -> None:
-    """Write the final Zarr output: ``rgb`` (band, y, x) uint8 (0 at nodata), georeferenced by rioxarray
+def write_zarr(dst: str | os.PathLike, geo: GeoProfile, rgb, valid) -> None:
+    """Write the final Zarr output from (Dask) arrays ``rgb`` ``(3, h, w)`` uint8 (0 at nodata) and
+    ``valid`` ``(h, w)`` bool, chunked as they are: ``rgb`` (band, y, x), georeferenced by rioxarray
     (``spatial_ref`` with CRS WKT and GeoTransform, or GCPs), plus a ``valid`` mask variable."""
-    import dask.array as da
     import rioxarray  # noqa: F401  (registers the .rio accessor)
     import xarray as xr
-    import zarr
 
-    g = zarr.open_group(str(store), mode="r")
-    rgb = da.from_zarr(g["rgb"], chunks=(3, chunk, chunk))
-    valid = da.from_zarr(g["valid"], chunks=(chunk, chunk))
     coords = {"band": [1, 2, 3]}
     if geo.transform is not None:
         t = Affine(*geo.transform)

@@ -96,19 +96,17 @@ def job_fingerprint(job: TranslateJob, fmt: str) -> dict:
     }
 
 
-def open_work_state(job: TranslateJob, out: Path, fmt: str, tags: dict, resume: bool) -> WorkState:
+def open_work_state(job: TranslateJob, out: Path, fmt: str, resume: bool) -> WorkState:
     """Create the work state beside ``out`` (or reopen it with ``resume`` when it matches the job)."""
     ws = WorkState(out)
-    if not ws.begin(job_fingerprint(job, fmt), resume):
-        grid = job.grid
-        attrs = {"tags": {k: str(v) for k, v in tags.items()}}
-        io.create_block_store(ws.store, grid.height, grid.width, job.plan.chunk, attrs)
+    ws.begin(job_fingerprint(job, fmt), resume)
     return ws
 
 
 class OutputSink:
-    """Where finished blocks go: a COG assembled from the block store while other blocks compute, or (for
-    Zarr) the block store copied at the end. Writes under a temporary name; :meth:`commit` renames it."""
+    """Where finished blocks go: a COG assembled from the work state's block files while other blocks
+    compute (each block is written into the staging GeoTIFF as its task finishes), or (for Zarr) the block
+    files copied at the end. Writes under a temporary name; :meth:`commit` renames it."""
 
     def __init__(self, ws: WorkState, out: Path, fmt: str, geo: io.GeoProfile, plan: BlockPlan):
         self.ws, self.out, self.fmt, self.geo, self.plan = ws, out, fmt, geo, plan
@@ -117,20 +115,21 @@ class OutputSink:
 
     def __enter__(self) -> OutputSink:
         if self.fmt == "cog":
-            self.cog = io.CogAssembler(self.ws.store, self.tmp, self.geo).__enter__()
+            self.cog = io.CogAssembler(self.tmp, self.geo, 3, "uint8").__enter__()
         return self
 
     def add(self, key: str) -> None:
-        """Block ``key`` ("BI-BJ") is in the block store."""
+        """Block ``key`` ("BI-BJ") is in the work state."""
         if self.cog is not None:
             b = self.plan.block(*(int(v) for v in key.split("-")))
-            self.cog.add(b.row0, b.row1, b.col0, b.col1)
+            rgb, valid = self.ws.load_block(key)
+            self.cog.write(b.row0, b.col0, rgb, valid)
 
     def commit(self) -> None:
         if self.cog is not None:
             self.cog.finish()
         else:
-            io.store_to_zarr(self.ws.store, self.tmp, self.geo, chunk=self.plan.chunk)
+            io.write_zarr(self.tmp, self.geo, *block_arrays(self.ws, self.plan))
         io.replace_path(self.tmp, self.out)
 
     def __exit__(self, *exc) -> None:
@@ -139,6 +138,26 @@ class OutputSink:
                 self.cog.__exit__(*exc)
         finally:
             io.remove_path(self.tmp)
+
+
+def block_arrays(ws: WorkState, plan: BlockPlan):
+    """``(rgb, valid)``: Dask arrays over the work state's block files, one chunk per block."""
+    import dask
+    import dask.array as da
+    import numpy as np
+
+    rgb_rows, valid_rows = [], []
+    for bi in range(plan.n_brows):
+        rgb_row, valid_row = [], []
+        for bj in range(plan.n_bcols):
+            b = plan.block(bi, bj)
+            h, w = b.shape
+            pair = dask.delayed(ws.load_block, pure=True)(b.key, dask_key_name=f"load-block-{b.key}")
+            rgb_row.append(da.from_delayed(pair[0], (3, h, w), dtype=np.uint8))
+            valid_row.append(da.from_delayed(pair[1], (h, w), dtype=bool))
+        rgb_rows.append(rgb_row)
+        valid_rows.append(valid_row)
+    return da.block(rgb_rows), da.block(valid_rows)  # lists of depth 2: joined along the last two axes
 
 
 def execute(
@@ -168,7 +187,7 @@ def _run_job(prep: PreparedTranslate, job: TranslateJob, out: Path, executor, re
     of model evaluations of this run."""
     tags = output_tags(prep, job)
     fmt = prep.options.fmt
-    ws = open_work_state(job, out, fmt, tags, resume)
+    ws = open_work_state(job, out, fmt, resume)
     geo = io.GeoProfile.from_scene(prep.scene, tags)
     try:
         with OutputSink(ws, out, fmt, geo, job.plan) as sink:

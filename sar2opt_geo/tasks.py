@@ -11,8 +11,8 @@ reads its own pixels through :mod:`sar2opt_geo.io`. Per scene:
    the scene statistics, run the generator on every owned tile that has valid pixels (and touches the AOI),
    and return the weighted partial sums Σw·y and Σw over that extent. Each tile is evaluated exactly once.
 3. ``out`` tasks (:func:`finish_block`), one per block: add the partial sums of the (at most four) ``acc``
-   blocks that reach it, normalise, apply the nodata/AOI mask, and write the uint8 block into the Zarr block
-   store of the work state.
+   blocks that reach it, normalise, apply the nodata/AOI mask, and store the uint8 block in the work state
+   (:meth:`~sar2opt_geo.workstate.WorkState.save_block`).
 
 Only small results (counts) go back to the client; peak memory is a few blocks per worker thread whatever
 the scene size.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sar2opt_geo import io, source
+from sar2opt_geo import source
 from sar2opt_geo.blend import Accumulator, normalise
 from sar2opt_geo.filters import apply_filter, local_ci2_samples
 from sar2opt_geo.plan import Conditioning, TranslateJob
@@ -83,36 +83,66 @@ def to_u8_levels(x: np.ndarray, out_range: tuple[float, float]) -> np.ndarray:
     )
 
 
-def fill_nodata(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def fill_nodata(x: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``x`` ``(channels, h, w)`` with every invalid pixel filled from nearby valid pixels instead of a
     constant: the valid pixel mirrored across its nearest valid pixel (a reflection about the footprint
     edge, so texture continues), else that nearest valid pixel. Nearest pixels come from scipy's Euclidean
-    distance transform (``return_indices``); the mirroring is two lines of index arithmetic on top.
+    distance transform (``return_indices``); the mirroring is a few lines of index arithmetic on top, done
+    only for the invalid pixels (a valid pixel is its own nearest valid pixel), with flat indices.
 
     Applied per model tile (its own pixels only, so the result does not depend on the chunking): a nodata
     collar filled with the low end of the model's range reads as a hard "water" step the model never saw in
     training, and its answer bleeds into the valid pixels along every footprint edge (measured in
     tests/test_hardening.py; mirroring beat plain nearest fill there, which draws streaks). Tiles with no
-    valid pixel are never run; all-valid tiles are returned unchanged."""
+    valid pixel are never run; all-valid tiles are returned unchanged (copied into ``out`` when given).
+
+    ``out``: an array of ``x``'s shape to write the result into (a slot of the model's batch), else a new
+    array (``x`` itself when nothing is filled)."""
     if valid.all() or not valid.any():
-        return x
+        if out is None:
+            return x
+        out[...] = x
+        return out
     from scipy.ndimage import distance_transform_edt
 
-    _, (iy, ix) = distance_transform_edt(~valid, return_indices=True)
+    invalid = ~valid
+    iy, ix = distance_transform_edt(invalid, return_distances=False, return_indices=True)
     h, w = valid.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    ry, rx = np.clip(2 * iy - yy, 0, h - 1), np.clip(2 * ix - xx, 0, w - 1)
-    mirrored = valid[ry, rx]
-    return x[:, np.where(mirrored, ry, iy), np.where(mirrored, rx, ix)]
+    q = np.flatnonzero(invalid)  # the pixels to fill, flat
+    qy, qx = np.divmod(q, w)
+    sy, sx = iy.ravel()[q], ix.ravel()[q]  # their nearest valid pixel
+    r = np.clip(2 * sy - qy, 0, h - 1) * w + np.clip(2 * sx - qx, 0, w - 1)  # mirrored across it
+    src = np.where(valid.ravel()[r], r, sy * w + sx)
+    if out is None:
+        out = x.copy()
+    else:
+        if not out.flags.c_contiguous:
+            raise ValueError("fill_nodata: out must be C-contiguous")
+        out[...] = x
+    c = x.shape[0]
+    out.reshape(c, -1)[:, q] = x.reshape(c, -1)[:, src]
+    return out
 
 
 def model_tile(
-    x: np.ndarray, valid: np.ndarray, lr: int, lc: int, size: int, fill: str = "reflect"
+    x: np.ndarray,
+    valid: np.ndarray,
+    lr: int,
+    lc: int,
+    size: int,
+    fill: str = "reflect",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The model's input for the tile at ``(lr, lc)`` of a block's input, nodata filled from the tile's
-    valid pixels (:func:`fill_nodata`) unless ``fill`` is ``constant`` (the low end of the range)."""
+    valid pixels (:func:`fill_nodata`) unless ``fill`` is ``constant`` (the low end of the range); written
+    into ``out`` (a slot of the batch) when given."""
     tile = x[:, lr : lr + size, lc : lc + size]
-    return tile if fill == "constant" else fill_nodata(tile, valid[lr : lr + size, lc : lc + size])
+    if fill == "constant":
+        if out is None:
+            return tile
+        out[...] = tile
+        return out
+    return fill_nodata(tile, valid[lr : lr + size, lc : lc + size], out)
 
 
 def model_input(job: TranslateJob, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,16 +296,18 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
     pending = None  # software pipeline: the next batch runs while the previous one is blended
     for k in range(0, len(todo), bs):
         batch = todo[k : k + bs]
-        xb = np.stack([model_tile(x, valid, lr, lc, T, job.nodata_fill) for _, _, lr, lc in batch])
+        xb = np.empty((len(batch), x.shape[0], T, T), dtype=x.dtype)  # a fresh buffer: the engine may
+        for n, (_, _, lr, lc) in enumerate(batch):  # still read the previous one
+            model_tile(x, valid, lr, lc, T, job.nodata_fill, out=xb[n])
         if device is None:
             fut = predict_async(ref, xb, job.batch_size)
         else:
             fut = predict_async(ref, xb, job.batch_size, on_device=True)
         if pending is not None:
-            acc.add(pending[0], pending[1].result())
+            acc.add(pending[0], pending[1].result(), scratch_ok=device is None)  # host: a fresh array
         pending = (batch, fut)
     if pending is not None:
-        acc.add(pending[0], pending[1].result())
+        acc.add(pending[0], pending[1].result(), scratch_ok=device is None)
     sum_wy, sum_w = acc.result()
     hh, ww = min(r1, grid.height) - r0, min(c1, grid.width) - c0
     return Partial(
@@ -387,7 +419,7 @@ def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: P
         return BlockDone(key=block.key, n_tiles=int(rec["n_tiles"]), n_eval=int(rec["n_eval"]))
     partials = _flat(partials)
     sum_wy, sum_w, valid = overlap_add(block, partials)
-    y, covered = normalise(sum_wy, sum_w)
+    y, covered = normalise(sum_wy, sum_w, in_place=True)
     rgb = output_to_uint8(y, job.radiometry.out_range)
     mask = valid & covered
     if job.aoi_wkb:
@@ -398,8 +430,9 @@ def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: P
         mask &= rasterize_pixels(
             shapely.from_wkb(job.aoi_wkb), block.row0, block.row1, block.col0, block.col1
         )
-    rgb[:, ~mask] = 0
-    io.write_store_block(ws.store, block.row0, block.col0, rgb, mask)
+    if not mask.all():
+        np.multiply(rgb, mask, out=rgb)  # 0 at nodata
+    ws.save_block(block.key, rgb, mask)
     own = next((p for p in partials if p.key == block.key), None)
     done = BlockDone(key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0)
     ws.mark_done(block.key, {"n_tiles": done.n_tiles, "n_eval": done.n_eval})

@@ -1,14 +1,18 @@
 """Resumable work state of one translate run, kept beside the output in ``.OUTPUT.work/``.
 
-- ``blocks.zarr``: the finished output blocks (uint8 RGB + validity), chunked exactly by block;
-- ``done/BI-BJ.json``: a record per finished block (written after its Zarr chunk, so a record always means
+- ``blocks/BI-BJ.npy``: each finished output block, uint8 RGB then its validity mask (two ``.npy`` arrays
+  in one file, written under a temporary name and renamed). Plain array files, not a Zarr store: with
+  zarr 3's default codec and its per-write overhead, storing and reading back the blocks of a 3072² output
+  took 0.37-0.43 CPU-seconds, as ``.npy`` files 0.04 (issue #15). They are uncompressed (4 bytes a pixel,
+  like the staging GeoTIFF) and removed with the rest of the state when the run ends;
+- ``done/BI-BJ.json``: a record per finished block (written after its block file, so a record always means
   the block is on disk), with its evaluation count;
 - ``spill/BI-BJ.npz``: the weighted partial sums a block's tiles spill into its right/lower neighbours
   (two strips of ``overlap`` pixels), so a finished block's tiles are never evaluated again on resume;
 - ``state.json``: the fingerprint of the inputs and options; ``--resume`` refuses state made with others.
 
 A successful run removes the directory; a crash, a lost client or Ctrl-C leaves it for ``--resume``.
-Hand-written: plain files and atomic renames; the block data itself is Zarr.
+Hand-written: plain files and atomic renames (numpy's ``.npy`` format for the arrays).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +48,11 @@ class WorkState:
 
     @property
     def store(self) -> Path:
-        return self.root / "blocks.zarr"
+        """The folder of finished blocks."""
+        return self.root / "blocks"
+
+    def _block(self, key: str) -> Path:
+        return self.store / f"{key}.npy"
 
     def _done(self, key: str) -> Path:
         return self.root / "done" / f"{key}.json"
@@ -71,6 +80,7 @@ class WorkState:
         self.discard()
         (self.root / "done").mkdir(parents=True)
         (self.root / "spill").mkdir()
+        self.store.mkdir()
         tmp = state.with_suffix(".tmp")
         tmp.write_text(fp)
         os.replace(tmp, state)
@@ -99,6 +109,26 @@ class WorkState:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
+
+    def save_block(self, key: str, rgb: np.ndarray, valid: np.ndarray) -> None:
+        """Store finished block ``key``: ``rgb`` ``(bands, h, w)`` and ``valid`` ``(h, w)`` (atomically: a
+        reader finds the whole block or none)."""
+        path = self._block(key)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(rgb), allow_pickle=False)
+                np.save(f, np.ascontiguousarray(valid), allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def load_block(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgb, valid)`` of a block :meth:`save_block` stored."""
+        with open(self._block(key), "rb") as f:
+            return np.load(f, allow_pickle=False), np.load(f, allow_pickle=False)
 
     def save_spill(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         path = self._spill(key)

@@ -1,0 +1,110 @@
+"""The cheaper pipeline of issue #15 gives the same pixels and keeps its work state resumable.
+
+Bit-for-bit output equality with the recorded digests is tests/test_golden.py; here: the vectorised nodata
+fill against the formula it replaced, the work state's block files, and a resume over them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sar2opt_geo.tasks import fill_nodata, model_tile
+from sar2opt_geo.workstate import WorkState
+
+
+def reference_fill(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The fill as first written (issue #12): every pixel gathered through 2-D index grids."""
+    from scipy.ndimage import distance_transform_edt
+
+    if valid.all() or not valid.any():
+        return x
+    _, (iy, ix) = distance_transform_edt(~valid, return_indices=True)
+    h, w = valid.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    ry, rx = np.clip(2 * iy - yy, 0, h - 1), np.clip(2 * ix - xx, 0, w - 1)
+    mirrored = valid[ry, rx]
+    return x[:, np.where(mirrored, ry, iy), np.where(mirrored, rx, ix)]
+
+
+def masks(rng: np.random.Generator, h: int, w: int):
+    yy, xx = np.mgrid[0:h, 0:w]
+    yield "left collar", xx >= rng.integers(1, w - 1)
+    yield "diagonal edge", xx + 0.37 * yy > rng.uniform(0.2, 0.8) * w
+    yield "mostly nodata", (yy > 0.8 * h) & (xx > 0.3 * w)
+    yield "speckled holes", rng.random((h, w)) > 0.03
+    yield "one valid pixel", (yy == h // 3) & (xx == w // 2)
+    yield "all valid", np.ones((h, w), bool)
+    yield "no valid pixel", np.zeros((h, w), bool)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("shape", [(64, 64), (37, 90)])
+def test_fill_matches_the_reference_formula(channels, shape):
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(channels, *shape)).astype(np.float32)
+    for name, valid in masks(rng, *shape):
+        want = reference_fill(x, valid)
+        got = fill_nodata(x, valid)
+        assert np.array_equal(got, want), name
+        slot = np.full_like(x, np.nan)
+        assert fill_nodata(x, valid, out=slot) is slot
+        assert np.array_equal(slot, want), name
+
+
+def test_fill_leaves_its_input_alone_and_refuses_a_strided_slot():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 40, 40)).astype(np.float32)
+    before = x.copy()
+    valid = np.ones((40, 40), bool)
+    valid[:, :7] = False
+    fill_nodata(x, valid)
+    fill_nodata(x, valid, out=np.empty_like(x))
+    assert np.array_equal(x, before)
+    with pytest.raises(ValueError, match="contiguous"):
+        fill_nodata(x, valid, out=np.empty((3, 40, 80), np.float32)[:, :, ::2])
+
+
+def test_model_tile_writes_the_batch_slot():
+    """A tile cut from a block's input, filled into its batch slot, equals the reference fill of that cut."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, 100, 120)).astype(np.float32)
+    valid = np.ones((100, 120), bool)
+    valid[60:, :50] = False
+    slot = np.empty((3, 48, 48), np.float32)
+    for lr, lc in [(0, 0), (40, 20), (52, 72)]:
+        want = reference_fill(x[:, lr : lr + 48, lc : lc + 48], valid[lr : lr + 48, lc : lc + 48])
+        assert np.array_equal(model_tile(x, valid, lr, lc, 48, out=slot), want)
+        tile = x[:, lr : lr + 48, lc : lc + 48]
+        assert np.array_equal(model_tile(x, valid, lr, lc, 48, "constant", out=slot), tile)
+
+
+def test_block_files_round_trip_atomically(tmp_path):
+    ws = WorkState(tmp_path / "out.tif")
+    assert ws.begin({"job": 1}, resume=False) is False
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, size=(3, 30, 41), dtype=np.uint8)
+    valid = rng.random((30, 41)) > 0.5
+    ws.save_block("0-1", rgb, valid)
+    got_rgb, got_valid = ws.load_block("0-1")
+    assert got_rgb.dtype == np.uint8 and got_valid.dtype == bool
+    assert np.array_equal(got_rgb, rgb) and np.array_equal(got_valid, valid)
+    assert [p.name for p in ws.store.iterdir()] == ["0-1.npy"]  # no temporary left behind
+    with pytest.raises(ValueError):  # object arrays cannot be saved without pickle: nothing is left
+        ws.save_block("0-2", np.zeros((3, 4, 4), object), valid[:4, :4])
+    assert sorted(p.name for p in ws.store.iterdir()) == ["0-1.npy"]
+
+
+def test_a_work_state_without_block_files_is_started_again(tmp_path, caplog):
+    """State from before issue #15 (blocks in a Zarr store) cannot be resumed: a fresh start, said so."""
+    ws = WorkState(tmp_path / "out.tif")
+    ws.begin({"job": 1}, resume=False)
+    ws.mark_done("0-0", {"n_tiles": 1, "n_eval": 1})
+    import shutil
+
+    shutil.rmtree(ws.store)
+    (ws.root / "blocks.zarr").mkdir()
+    with caplog.at_level("WARNING"):
+        assert ws.begin({"job": 1}, resume=True) is False
+    assert "nothing to resume" in caplog.text
+    assert ws.done_records() == {} and ws.store.is_dir()
