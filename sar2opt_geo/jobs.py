@@ -60,6 +60,7 @@ from pydantic_core import PydanticCustomError
 from sar2opt_geo import defaults
 from sar2opt_geo.errors import InputError, JobSpecError, Sar2OptError, UsageError
 from sar2opt_geo.safety import collision
+from sar2opt_geo.sar2optical import SAR2OPTICAL_FILTERS
 
 if TYPE_CHECKING:
     from sar2opt_geo.plan import TranslateOptions
@@ -92,7 +93,9 @@ class TilingSpec(_Strict):
     tile_size: int = Field(defaults.TILE_SIZE, ge=1)
     overlap: int = Field(defaults.OVERLAP, ge=0)
     chunk_size: int = Field(defaults.CHUNK_SIZE, ge=1)
-    batch_size: int = Field(defaults.BATCH_SIZE, ge=1)
+    # None: as translate's --batch-size default (per engine on CPU, defaults.ENGINE_BATCH_SIZE; from free
+    # memory on CUDA)
+    batch_size: int | None = Field(None, ge=1)
 
 
 class FilterOptions(_Strict):
@@ -114,6 +117,46 @@ class FilterOptions(_Strict):
             return make_filter_spec(self.name, window=self.window, enl=self.enl, damping=self.damping)
         except UsageError as exc:
             raise _fail("filter", str(exc)) from None
+
+
+class PreprocessOptions(_Strict):
+    """As translate's ``--preprocess``, ``--preprocess-filter``, ``--preprocess-window`` and ``--gamma``:
+    ``name: none`` turns off a profile the checkpoint declares; without a ``preprocess`` key the
+    checkpoint's profile (if any) applies."""
+
+    name: Literal["none", "sar2optical"]
+    filter: Literal[SAR2OPTICAL_FILTERS] = "lee"
+    window: int = 5
+    gamma: float = 1.0
+
+    @model_validator(mode="after")
+    def _valid_profile(self) -> PreprocessOptions:
+        """The profile's own checks (odd window >= 3, gamma > 0), and the profile options only with it."""
+        if self.name == "none":
+            stray = [k for k in ("filter", "window", "gamma") if k in self.model_fields_set]
+            if stray:
+                raise _fail("preprocess", f"{', '.join(stray)}: only valid with name: sar2optical")
+        self.to_profile()
+        return self
+
+    def to_profile(self):
+        """The :class:`~sar2opt_geo.sar2optical.Sar2OpticalProfile`, or None for ``name: none``."""
+        if self.name != "sar2optical":
+            return None
+        from sar2opt_geo.sar2optical import Sar2OpticalProfile
+
+        try:
+            return Sar2OpticalProfile(filter=self.filter, window=self.window, gamma=self.gamma)
+        except UsageError as exc:
+            raise _fail("preprocess", str(exc)) from None
+
+
+def _check_nodata_fill(v: str) -> str:
+    from sar2opt_geo.plan import NODATA_FILLS
+
+    if v in NODATA_FILLS:
+        return v
+    raise _fail("nodata_fill", f"expected {' or '.join(map(repr, NODATA_FILLS))}, got {v!r}")
 
 
 def _check_warp(v: str) -> str:
@@ -140,9 +183,14 @@ class SceneOptions(_Strict):
     filter: FilterOptions | None = None
     tiling: TilingSpec = TilingSpec()
     device: Annotated[str, AfterValidator(_check_device)] = defaults.DEVICES[0]
-    backend: Literal[defaults.BACKENDS] | None = None  # None: onnx for an .onnx model, else torch
+    backend: Literal[defaults.BACKEND_CHOICES] | None = defaults.BACKEND  # as --backend; None: auto
+    precision: Literal[defaults.PRECISIONS] = defaults.PRECISION
     input_scale: Literal[defaults.INPUT_SCALES] = "auto"
     bands: str | None = None
+    preprocess: PreprocessOptions | None = None  # None: what the checkpoint declares
+    aoi: str | None = None  # GeoJSON polygon file, as --aoi
+    nodata_fill: Annotated[str, AfterValidator(_check_nodata_fill)] = "reflect"
+    allow_ungeoreferenced: bool = False
     # Sentinel-1 products and map projection (as translate's --calibration, --no-denoise, --warp, ...)
     calibration: Literal[defaults.CALIBRATIONS] = defaults.CALIBRATION
     denoise: bool = True
@@ -420,9 +468,15 @@ class JobSpec:
             batch_size=t.batch_size,
             device=o.device,
             backend=o.backend,
+            precision=o.precision,
             input_scale=o.input_scale,
             bands=o.bands,
             filter=o.filter.to_filter_spec() if o.filter is not None else None,
+            preprocess=o.preprocess.to_profile() if o.preprocess is not None else None,
+            checkpoint_preprocess=o.preprocess is None or o.preprocess.name != "none",
+            aoi=self._abs(o.aoi) if o.aoi else None,
+            nodata_fill=o.nodata_fill,
+            allow_ungeoreferenced=o.allow_ungeoreferenced,
             fmt=self.fmt,
             calibration=o.calibration,
             denoise=o.denoise,
@@ -433,10 +487,12 @@ class JobSpec:
         )
 
     def _refuse_collisions(self, scenes: list[Scene]) -> None:
-        """The input is sacred: no output may be, or replace, an input or the model of this job."""
+        """The input is sacred: no output may be, or replace, an input or the model, adapter or AOI of this
+        job."""
         protected = [(f"input {s.key!r}", s.input) for s in scenes]
         for s in scenes:
-            for kind, p in (("model", s.options.model), ("LoRA adapter", s.options.lora)):
+            o = s.options
+            for kind, p in (("model", o.model), ("LoRA adapter", o.lora), ("AOI", o.aoi)):
                 if p and (f"{kind} {p}", p) not in protected:
                     protected.append((f"{kind} {p}", p))
         for s in scenes:
@@ -530,13 +586,13 @@ def _hash_file(path: str) -> str:
 
 def scene_fingerprint(scene: Scene) -> str:
     """What the scene's output must have been made from: the input (real path, size, mtime), the content
-    hashes of the model and adapter, and every translate option except :data:`NOT_IN_FINGERPRINT`."""
+    hashes of the model, adapter and AOI, and every translate option except :data:`NOT_IN_FINGERPRINT`."""
     opts = {}
     for f in fields(scene.options):
         if f.name in NOT_IN_FINGERPRINT:
             continue
         v = getattr(scene.options, f.name)
-        if f.name in ("model", "lora") and v is not None:
+        if f.name in ("model", "lora", "aoi") and v is not None:
             v = _hash_file(v)
         elif hasattr(v, "to_dict"):
             v = v.to_dict()

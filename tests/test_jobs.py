@@ -75,7 +75,16 @@ def test_example_specs_exist():
             base_doc(filter={"name": "lee", "enl": "x"}),
             "filter.enl: expected a number or 'auto', got str ('x')",
         ),
-        (base_doc(backend="tf"), "backend: expected 'torch' or 'onnx' or null, got str ('tf')"),
+        (base_doc(backend="tf"), "backend: expected 'auto' or 'torch' or 'onnx' or null, got str ('tf')"),
+        (base_doc(precision="fp64"), "precision: expected 'fp32' or 'fp16' or 'bf16' or 'int8', got str"),
+        (base_doc(precision=None), "precision: expected 'fp32' or 'fp16' or 'bf16' or 'int8', got null"),
+        (base_doc(nodata_fill="zero"), "nodata_fill: expected 'reflect' or 'constant', got 'zero'"),
+        (base_doc(preprocess={"name": "sar2optical", "window": 4}), "preprocess: SAR2Optical filter window"),
+        (base_doc(preprocess={"name": "none", "gamma": 2.0}), "preprocess: gamma: only valid with name"),
+        (base_doc(preprocess={"window": 5}), "preprocess.name: missing"),
+        (base_doc(preprocess={"name": "sar2optical", "filter": "lee2"}), "preprocess.filter: expected 'lee'"),
+        (base_doc(allow_ungeoreferenced="yes"), "allow_ungeoreferenced: expected true or false, got str"),
+        (base_doc(tiling={"batch_size": 0}), "tiling.batch_size: must be >= 1 (got 0)"),
         (base_doc(overrides=[]), "overrides: expected a mapping or null, got list"),
         (base_doc(inputs={"a": 1}), "inputs: expected a list of strings, got dict"),
         (base_doc(warp="EPSG:nope"), "warp: 'EPSG:nope' is not auto, none or a CRS"),
@@ -281,12 +290,10 @@ def test_submit_dry_run_lists_scenes(tmp_path, scenes_dir, capsys):
 def test_defaults_come_from_the_defaults_module(tmp_path, scenes_dir):
     (sc, *_) = load_job(write_spec(tmp_path, base_doc(filter={"name": "lee"}))).scenes()
     o = sc.options
-    assert (o.tile_size, o.overlap, o.chunk_size, o.batch_size) == (
-        defaults.TILE_SIZE,
-        defaults.OVERLAP,
-        defaults.CHUNK_SIZE,
-        defaults.BATCH_SIZE,
-    )
+    assert (o.tile_size, o.overlap) == (defaults.TILE_SIZE, defaults.OVERLAP)
+    assert o.chunk_size == defaults.CHUNK_SIZE
+    assert o.batch_size is None  # as translate: per engine (defaults.ENGINE_BATCH_SIZE), from memory on CUDA
+    assert (o.backend, o.precision) == (defaults.BACKEND, defaults.PRECISION)
     assert o.chunk_size == 1024 and o.model == str(defaults.BUNDLED_MODEL) and o.device == "auto"
     assert (o.filter.window, float(o.filter.enl), o.filter.damping) == (
         defaults.FILTER_WINDOW,
@@ -578,3 +585,90 @@ def test_sentinel1_products_as_inputs(tmp_path, tiny_model_path, capsys):
         tmp_path, {**doc, "output": {"dir": f"products/{safe.name}"}}, "is inside the folder input"
     )
     assert str(safe) in msg
+
+
+# ------------------------------------------------------------- every translate option in a job spec
+
+
+#: TranslateOptions fields a spec sets under another name or key (everything else has its own top-level key)
+SPEC_ELSEWHERE = {
+    "tile_size": "tiling",
+    "overlap": "tiling",
+    "chunk_size": "tiling",
+    "batch_size": "tiling",
+    "fmt": "output.format",
+    "checkpoint_preprocess": "preprocess: {name: none}",
+}
+
+
+def test_every_translate_option_is_a_job_key():
+    """What translate takes, a job spec takes: a TranslateOptions field added later without a spec key
+    fails here."""
+    from dataclasses import fields
+
+    from sar2opt_geo.jobs import SceneOptions, TilingSpec
+    from sar2opt_geo.plan import TranslateOptions
+
+    missing = [
+        f.name
+        for f in fields(TranslateOptions)
+        if f.name not in SceneOptions.model_fields and f.name not in SPEC_ELSEWHERE
+    ]
+    assert missing == []
+    assert {k for k, v in SPEC_ELSEWHERE.items() if v == "tiling"} == set(TilingSpec.model_fields)
+
+
+def test_precision_and_other_translate_options_reach_the_scenes(tmp_path, scenes_dir):
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}))
+    doc = base_doc(
+        precision="int8",
+        backend="auto",
+        nodata_fill="constant",
+        allow_ungeoreferenced=True,
+        aoi="aoi.geojson",
+        preprocess={"name": "sar2optical", "filter": "median", "window": 7, "gamma": 1.5},
+        tiling={"batch_size": 4},
+        overrides={
+            "scenes/b.tif": {"precision": "bf16", "preprocess": {"name": "none"}},
+            "scenes/special.tif": {"backend": "torch", "tiling": {"chunk_size": 384}},
+        },
+    )
+    scenes = {Path(sc.input).name: sc for sc in load_job(write_spec(tmp_path, doc)).scenes()}
+    a, b, special = scenes["a.tif"].options, scenes["b.tif"].options, scenes["special.tif"].options
+    assert (a.precision, a.backend, a.nodata_fill) == ("int8", "auto", "constant")
+    assert a.allow_ungeoreferenced
+    assert a.aoi == str(tmp_path / "aoi.geojson") and a.batch_size == 4
+    assert (a.preprocess.filter, a.preprocess.window, a.preprocess.gamma) == ("median", 7, 1.5)
+    assert a.checkpoint_preprocess
+    assert b.precision == "bf16" and b.preprocess is None and not b.checkpoint_preprocess
+    assert (special.precision, special.backend) == ("int8", "torch")
+    assert (special.chunk_size, special.batch_size) == (384, 4)
+    # precision changes pixels: it is part of the scene's fingerprint (a bf16 output is not an int8 one)
+    for n in ("a.tif", "b.tif", "special.tif"):
+        (scenes_dir / n).write_bytes(b"x")
+    fp = {n: scene_fingerprint(sc) for n, sc in scenes.items()}
+    doc["precision"] = "fp32"
+    again = {Path(sc.input).name: sc for sc in load_job(write_spec(tmp_path, doc, "fp32.yaml")).scenes()}
+    assert scene_fingerprint(again["a.tif"]) != fp["a.tif"]
+    assert scene_fingerprint(again["b.tif"]) == fp["b.tif"]  # its override keeps bf16
+    # the AOI's content counts, not only its path
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [2, 2], [0, 0]]]}))
+    assert scene_fingerprint(again["b.tif"]) != fp["b.tif"]
+
+
+def test_an_output_onto_the_jobs_aoi_is_refused(tmp_path, scenes_dir):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a_optical.tif").write_text("{}")
+    spec = write_spec(tmp_path, base_doc(aoi="out/a_optical.tif"))
+    with pytest.raises(JobSpecError, match="is AOI"):
+        load_job(spec).scenes()
+
+
+def test_submit_runs_the_precision_the_spec_asks_for(job_scenes, tiny_model_path, tmp_path, capsys):
+    doc = base_doc(inputs=[str(job_scenes / "s1.tif")], model=tiny_model_path, device="cpu", precision="bf16")
+    doc["tiling"] = {"chunk_size": 192}
+    code, out, err = run_cli(["submit", write_spec(tmp_path, doc), "-q"], capsys)
+    assert code == 0, err
+    _, meta = io.read_raster(tmp_path / "out" / "s1_optical.tif")
+    assert meta["tags"]["SAR2OPT_BACKEND"] == "torch bf16"  # auto picks torch for bf16 on CPU
