@@ -111,11 +111,13 @@ def main(argv=None):
         run_obj = Run(None, run, resume=True, quiet=False, overrides=parse_overrides(args.overrides))
         cfg = run_obj.cfg
         summary = run_obj.fit()
+        stop_if_interrupted(summary)
     else:
         cfg = load_config(args.config, args.overrides)
         if run.exists():
             shutil.rmtree(run)
         summary = train(data, run, cfg, quiet=False)
+        stop_if_interrupted(summary)
         phases = (
             ["steps=13000,lr_decay_steps=2000,lr=0.00005,lambda_l1=10000"]
             if args.phases is None
@@ -128,6 +130,7 @@ def main(argv=None):
             run_obj = Run(None, run, resume=True, quiet=False, overrides=parse_overrides(sets))
             cfg = run_obj.cfg
             summary = run_obj.fit()
+            stop_if_interrupted(summary)
     wall = summary["wall_time_s"]
     G, meta = load_generator(run / "generator.safetensors")
     meta = CheckpointMeta(
@@ -163,6 +166,17 @@ def main(argv=None):
         f"{summary['steps']} steps, {wall:.0f} s)",
         flush=True,
     )
+
+
+def stop_if_interrupted(summary: dict) -> None:
+    """A signal stopped the run (checkpoint saved): exit instead of starting the next phase."""
+    if summary.get("interrupted"):
+        print(
+            f"interrupted by {summary['interrupted']}: continue this phase with --resume (and its --set "
+            "overrides), then run the remaining phases with --resume --set ...",
+            file=sys.stderr,
+        )
+        sys.exit(130 if summary["interrupted"] == "SIGINT" else 143)
 
 
 def ensure_pairs(folder: Path, count: int, seed: int) -> Path:

@@ -3,6 +3,7 @@ window by window, input-scale decisions, `calibrate`, `info`, `synth product`, a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -22,6 +23,7 @@ from sar2opt_geo.radiometry import Radiometry, normalize, resolve_stats, to_line
 from sar2opt_geo.run import run_translate
 from sar2opt_geo.sentinel1 import open_product
 from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+from sar2opt_geo.synth import SceneSpec, speckle_window
 
 SPEC = ProductSpec(width=360, height=300, seed=3)
 
@@ -31,21 +33,24 @@ def products(tmp_path_factory):
     """An ascending (zipped) and a descending synthetic product, each with its map-projected truth."""
     root = tmp_path_factory.mktemp("s1pipe")
     asc = write_product(root / "asc", SPEC, zip_product=True)
-    desc = write_product(
-        root / "desc", ProductSpec(width=360, height=300, seed=3, pass_direction="DESCENDING")
-    )
+    desc = write_product(root / "desc", dataclasses.replace(SPEC, pass_direction="DESCENDING"))
     return {"ASCENDING": asc, "DESCENDING": desc}
 
 
-def _truth_window(scene, truth_path):
-    """The map truth (σ⁰) on the warped scene's grid (same 10 m lattice) and the offset found."""
+def _truth_window(scene, truth_path, noise_free: SceneSpec | None = None):
+    """The map truth (σ⁰) on the warped scene's grid (same 10 m lattice) and its valid mask; with
+    ``noise_free`` (the truth's simulator spec), divided by its speckle: the noise-free σ⁰."""
     truth = io.open_scene(truth_path)
     a, t = scene.affine, truth.affine
     dc = (a.c - t.c) / t.a
     dr = (t.f - a.f) / -t.e
     assert dc == pytest.approx(round(dc)) and dr == pytest.approx(round(dr))  # same lattice
     dr, dc = int(round(dr)), int(round(dc))
-    return io.read_window(truth, dr, dr + scene.height, dc, dc + scene.width)
+    data, valid = io.read_window(truth, dr, dr + scene.height, dc, dc + scene.width)
+    if noise_free is not None:
+        for i, band in enumerate(noise_free.bands[: data.shape[0]]):
+            data[i] /= speckle_window(noise_free, dr, dc, scene.height, scene.width, band=band)
+    return data, valid
 
 
 def _subpixel_shift(a: np.ndarray, b: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
@@ -82,15 +87,19 @@ def test_warped_product_is_north_up_and_registered_to_the_map(products, pass_dir
     assert (a.b, a.d, a.a, a.e) == (0.0, 0.0, 10.0, -10.0) and a.c % 10 == 0 and a.f % 10 == 0
     assert CRS.from_wkt(scene.crs_wkt).to_epsg() == 32633 and not scene.gcps
     data, valid = source.read_window(scene, 0, scene.height, 0, scene.width, ("VV",))
-    truth, tvalid = _truth_window(scene, paths.sar_map)
+    # against the noise-free map σ⁰: the product's speckle is its own (drawn in radar geometry)
+    spec = dataclasses.replace(SPEC, pass_direction=pass_dir)
+    truth, tvalid = _truth_window(scene, paths.sar_map, noise_free=spec.scene)
     ok = valid & tvalid & (truth[0] > 0)
     assert ok.mean() > 0.5
     # content registered to the map truth to a fraction of a pixel: neither flipped (ascending passes are
     # upside-down, descending ones mirrored in radar geometry) nor shifted
     dr, dc = _subpixel_shift(data[0], truth[0], ok)
     assert abs(dr) < 0.5 and abs(dc) < 0.5, (dr, dc)
+    # log σ⁰ against the noise-free map: the product's own speckle (ENL 4.4, smoothed by the bilinear warp)
+    # is the only difference, which caps the correlation near 0.8 on these scenes (0.84 / 0.80 measured)
     r = np.corrcoef(np.log(data[0][ok]), np.log(truth[0][ok]))[0, 1]
-    assert r > 0.85
+    assert r > 0.75
 
 
 @pytest.mark.parametrize("pass_dir", ["ASCENDING", "DESCENDING"])
