@@ -18,7 +18,10 @@ Sentinel-1-like scenes; exports/quantisations are made once beforehand, as a use
 GPU rows and the geo-inference comparison are not run here (no GPU on this machine; geo-inference needs its
 own virtual environment, see the issue).
 
-    python scripts/bench_speed.py [--small 1024] [--large 3072] [--repeat 2] [--skip-slow]
+    python scripts/bench_speed.py [--small 1024] [--large 3072] [--repeat 2] [--skip-slow] [--pipeline-only]
+
+``--pipeline-only`` runs row 3 alone (the near-null model against the I/O floor): what a change to the
+pipeline around the model is measured with, without the minutes of bundled-model runs.
 
 Marginal figures take the fastest of ``--repeat`` alternated runs of each size (other processes' load only
 ever adds time); wall times of single runs are single runs.
@@ -179,6 +182,11 @@ def main() -> None:
     ap.add_argument(
         "--skip-slow", action="store_true", help="skip the torch and bf16 runs of the bundled model"
     )
+    ap.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="only the pipeline-alone rows (near-null model vs I/O floor)",
+    )
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     print(f"load average before: {loadavg()}  ({cores} cores)", flush=True)
@@ -194,11 +202,13 @@ def main() -> None:
 
         # one-time costs, untimed in the rows: export + parity probe, int8 calibration
         t0 = time.perf_counter()
-        translate(scenes[S], tmp / "w1.tif", bundled, env=env)
+        if not args.pipeline_only:
+            translate(scenes[S], tmp / "w1.tif", bundled, env=env)
         translate(scenes[S], tmp / "w2.tif", null, env=env)
         t_first = time.perf_counter() - t0
-        translate(scenes[S], tmp / "w3.tif", bundled, "--precision", "int8", env=env)
-        print(f"(first runs with ONNX export + probe of two models: {t_first:.1f} s)", flush=True)
+        if not args.pipeline_only:
+            translate(scenes[S], tmp / "w3.tif", bundled, "--precision", "int8", env=env)
+        print(f"(first runs with ONNX export + probe: {t_first:.1f} s)", flush=True)
 
         rows = []
         # 3. pipeline alone: near-null model, marginal, vs the I/O floor
@@ -238,6 +248,9 @@ def main() -> None:
             )
         )
 
+        if args.pipeline_only:
+            _print(rows, args)
+            return
         # 1./4. bundled model: default (auto) marginal vs model-only (measured before, between and after the
         # two end-to-end runs, in a subprocess like them; the best of the three is the ceiling)
         bs = ENGINE_BATCH_SIZE["onnx"]
@@ -299,6 +312,10 @@ def main() -> None:
             p, m = psnr_maxdn(tmp / "al.tif", tmp / "il.tif")
             rows.append(("int8 vs default (fp32) output", f"PSNR {p:.1f} dB, max {m} DN"))
 
+    _print(rows, args)
+
+
+def _print(rows: list[tuple[str, str]], args) -> None:
     print()
     print("| row | measured |")
     print("|---|---|")
@@ -308,7 +325,9 @@ def main() -> None:
     print(f"load average after: {loadavg()}")
     print(
         f"command: python scripts/bench_speed.py --small {args.small} --large {args.large} "
-        f"--repeat {args.repeat}" + (" --skip-slow" if args.skip_slow else "")
+        f"--repeat {args.repeat}"
+        + (" --skip-slow" if args.skip_slow else "")
+        + (" --pipeline-only" if args.pipeline_only else "")
     )
 
 
