@@ -86,7 +86,7 @@ def main(argv=None):
         action="append",
         default=None,
         help="comma-separated overrides of a further phase resumed after the config's run (repeatable; "
-        "default: 'steps=13000,lr_decay_steps=2000,lr=0.00005,lambda_l1=10000'; '' for none)",
+        "default: 'steps=7000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000'; '' for none)",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -119,7 +119,7 @@ def main(argv=None):
         summary = train(data, run, cfg, quiet=False)
         stop_if_interrupted(summary)
         phases = (
-            ["steps=13000,lr_decay_steps=2000,lr=0.00005,lambda_l1=10000"]
+            ["steps=7000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000"]
             if args.phases is None
             else args.phases
         )
