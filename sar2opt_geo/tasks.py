@@ -96,8 +96,8 @@ def fill_nodata(x: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None)
     tests/test_hardening.py; mirroring beat plain nearest fill there, which draws streaks). Tiles with no
     valid pixel are never run; all-valid tiles are returned unchanged (copied into ``out`` when given).
 
-    ``out``: an array of ``x``'s shape to write the result into (a slot of the model's batch), else a new
-    array (``x`` itself when nothing is filled)."""
+    ``out``: an array of ``x``'s shape to write the result into (a slot of the model's batch; a single band
+    ``x`` is broadcast to all its channels), else a new array (``x`` itself when nothing is filled)."""
     if valid.all() or not valid.any():
         if out is None:
             return x
@@ -119,8 +119,7 @@ def fill_nodata(x: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None)
         if not out.flags.c_contiguous:
             raise ValueError("fill_nodata: out must be C-contiguous")
         out[...] = x
-    c = x.shape[0]
-    out.reshape(c, -1)[:, q] = x.reshape(c, -1)[:, src]
+    out.reshape(out.shape[0], -1)[:, q] = x.reshape(x.shape[0], -1)[:, src]
     return out
 
 
@@ -135,7 +134,7 @@ def model_tile(
 ) -> np.ndarray:
     """The model's input for the tile at ``(lr, lc)`` of a block's input, nodata filled from the tile's
     valid pixels (:func:`fill_nodata`) unless ``fill`` is ``constant`` (the low end of the range); written
-    into ``out`` (a slot of the batch) when given."""
+    into ``out`` (a slot of the batch, a single band broadcast to its channels) when given."""
     tile = x[:, lr : lr + size, lc : lc + size]
     if fill == "constant":
         if out is None:
@@ -145,12 +144,24 @@ def model_tile(
     return fill_nodata(tile, valid[lr : lr + size, lc : lc + size], out)
 
 
-def model_input(job: TranslateJob, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+def model_channels(job: TranslateJob, channels: int) -> int:
+    """How many channels the model sees for ``channels`` input channels (a single band replicated to the
+    radiometry's ``replicate_to``)."""
+    rad = job.radiometry
+    return rad.replicate_to if rad.replicate_to and channels == 1 and rad.replicate_to > 1 else channels
+
+
+def model_input(
+    job: TranslateJob, r0: int, r1: int, c0: int, c1: int, replicate: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Model input ``(channels, h, w)`` and validity for a window: radiometry with scene statistics, then,
-    with ``--preprocess sar2optical``, that project's 8-bit chain with scene-level statistics."""
+    with ``--preprocess sar2optical``, that project's 8-bit chain with scene-level statistics.
+    ``replicate=False``: a single band is not yet replicated to :func:`model_channels` (the caller
+    broadcasts it into the model's batch, after the nodata fill: the same values, a third of the work)."""
     rad = job.radiometry
     if job.preprocess is None:
         linear, valid = read_linear(job.cond, r0, r1, c0, c1)
+        rad = rad if replicate else replace(rad, replicate_to=None)
         return normalize(linear, valid, rad, job.stats), valid
     ph = sar2optical_halo(job.preprocess)
     linear, valid = read_linear(job.cond, r0 - ph, r1 + ph, c0 - ph, c1 + ph)
@@ -167,8 +178,8 @@ def model_input(job: TranslateJob, r0: int, r1: int, c0: int, c1: int) -> tuple[
     x[:, ~valid] = np.float32(a)
     if ph:
         x, valid = x[:, ph:-ph, ph:-ph], valid[ph:-ph, ph:-ph]
-    if rad.replicate_to and x.shape[0] == 1 and rad.replicate_to > 1:
-        x = np.repeat(x, rad.replicate_to, axis=0)
+    if replicate and model_channels(job, x.shape[0]) != x.shape[0]:
+        x = np.repeat(x, model_channels(job, x.shape[0]), axis=0)
     return np.ascontiguousarray(x), np.ascontiguousarray(valid)
 
 
@@ -284,7 +295,8 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
     block: Block = job.plan.block(bi, bj)
     grid = job.grid
     r0, r1, c0, c1 = block.acc_bounds
-    x, valid = model_input(job, r0, r1, c0, c1)
+    x, valid = model_input(job, r0, r1, c0, c1, replicate=False)
+    channels = model_channels(job, x.shape[0])
     todo = tiles_to_run(job, block, valid)
     T = grid.tile
     ref = calibrated(job.model, lambda: calibration_tiles(job)) if todo else job.model
@@ -296,7 +308,7 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
     pending = None  # software pipeline: the next batch runs while the previous one is blended
     for k in range(0, len(todo), bs):
         batch = todo[k : k + bs]
-        xb = np.empty((len(batch), x.shape[0], T, T), dtype=x.dtype)  # a fresh buffer: the engine may
+        xb = np.empty((len(batch), channels, T, T), dtype=x.dtype)  # a fresh buffer: the engine may
         for n, (_, _, lr, lc) in enumerate(batch):  # still read the previous one
             model_tile(x, valid, lr, lc, T, job.nodata_fill, out=xb[n])
         if device is None:

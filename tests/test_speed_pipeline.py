@@ -65,6 +65,19 @@ def test_fill_leaves_its_input_alone_and_refuses_a_strided_slot():
         fill_nodata(x, valid, out=np.empty((3, 40, 80), np.float32)[:, :, ::2])
 
 
+def test_a_single_band_filled_into_a_wider_slot_equals_the_fill_of_the_repeated_band():
+    """The pipeline fills the one SAR band and broadcasts it into the model's channels (replicate_to)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(1, 50, 60)).astype(np.float32)
+    for name, valid in masks(rng, 50, 60):
+        slot = np.full((3, 50, 60), np.nan, np.float32)
+        fill_nodata(x, valid, out=slot)
+        assert np.array_equal(slot, reference_fill(np.repeat(x, 3, axis=0), valid)), name
+        slot[:] = np.nan
+        model_tile(x, valid, 0, 0, 50, "constant", out=slot[:, :, :50])
+        assert np.array_equal(slot[:, :, :50], np.repeat(x[:, :, :50], 3, axis=0)), name
+
+
 def test_model_tile_writes_the_batch_slot():
     """A tile cut from a block's input, filled into its batch slot, equals the reference fill of that cut."""
     rng = np.random.default_rng(7)
