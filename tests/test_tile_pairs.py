@@ -87,7 +87,9 @@ def test_nodata_filter_and_errors(scene, tmp_path, capsys):
             dst.write(src.read(window=((0, 140), (0, 150))))
     from sar2opt_geo.training.pairs import tile_pairs
 
-    res = tile_pairs(sar, part, tmp_path / "p.zarr", tile_size=64, stride=64, max_nodata=0.0)
+    res = tile_pairs(
+        sar, part, tmp_path / "p.zarr", input_scale="linear", tile_size=64, stride=64, max_nodata=0.0
+    )
     assert res["pairs"] == 4 and res["skipped"] == res["windows"] - 4
 
 
@@ -99,3 +101,117 @@ def test_quiet_and_verbose_options(scene, tmp_path, capsys):
     assert code == 0 and err == ""
     code, _, err = run_cli(["tile-pairs", sar, opt, tmp_path / "v.zarr", "--tile-size", 128, "-v"], capsys)
     assert code == 0 and "wrote" in err
+
+
+# ------------------------------------------------------------------ the SAR input scale, decided as translate
+
+
+UTM_10M = Affine(10, 0, 500000, 0, -10, 5000000)
+
+
+def _write(path, data, transform=UTM_10M, nodata=None):
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs="EPSG:32633",
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
+        dst.write(data)
+    return path
+
+
+def _pairs(tmp_path, sar_raster, capsys, *extra):
+    import zarr
+
+    opt = _write(
+        tmp_path / "opt.tif", np.random.default_rng(3).integers(0, 256, (3, 128, 128), dtype=np.uint8)
+    )
+    out = tmp_path / "pairs.zarr"
+    code, _, err = run_cli(
+        ["tile-pairs", sar_raster, opt, out, "--tile-size", 64, "--stride", 64, "-q", *extra], capsys
+    )
+    assert code == 0, err
+    g = zarr.open_group(str(out), mode="r")
+    sar = np.asarray(g["sar"][:])
+    rows = [np.concatenate(list(sar[i : i + 2, 0]), axis=1) for i in (0, 2)]  # 2 x 2 tiles, row-major
+    return np.concatenate(rows, axis=0), dict(g.attrs)
+
+
+def test_uint8_sar_is_cut_as_the_levels_translate_feeds_the_model(tmp_path, capsys):
+    """A uint8 SAR raster holds the 8-bit levels of the model's radiometry: tile-pairs stores the levels
+    translate's normalisation feeds the model (not DN, nor one level up from rounding a level's centre)."""
+    from sar2opt_geo.plan import levels_range
+    from sar2opt_geo.radiometry import Radiometry, normalize, resolve_stats, to_linear
+    from sar2opt_geo.training.pairs import RADIOMETRY, sar_to_db_uint8
+
+    raw = np.random.default_rng(7).integers(0, 256, (1, 128, 128), dtype=np.uint8)
+    cut, attrs = _pairs(tmp_path, _write(tmp_path / "sar.tif", raw), capsys)
+    assert attrs["sar_input_scale"] == "levels"
+    rad = Radiometry.from_dict(RADIOMETRY)
+    lin = to_linear(raw, "levels", levels=levels_range(rad))
+    valid = np.ones(raw.shape[1:], bool)
+    fed = normalize(lin, valid, rad, resolve_stats(rad, None, 1))[0]  # what translate gives the model
+    fed_levels = np.rint((fed + 1.0) * 127.5).astype(np.uint8)
+    assert np.array_equal(fed_levels, raw[0])
+    assert np.array_equal(cut, fed_levels)
+    # the round-half-up training quantisation of a level's centre is ambiguous: it moves many levels up
+    assert np.mean(sar_to_db_uint8(lin[0], valid) != raw[0]) > 0.2
+    # read as DN (the old integer = DN rule), the cut would be far off
+    assert np.mean(sar_to_db_uint8(to_linear(raw[0], "dn"), valid) != raw[0]) > 0.9
+
+
+@pytest.mark.parametrize("code,scale", [("gdfmnh", "db"), ("safmnh", "amplitude"), ("gpfmnh", "linear")])
+def test_hyp3_named_sar_is_cut_in_its_named_scale(tmp_path, capsys, code, scale):
+    """An ASF HyP3 RTC file is read in the scale its name says (amplitude floats ≥ 0 are not linear)."""
+    from sar2opt_geo.radiometry import from_linear, to_linear
+    from sar2opt_geo.training.pairs import sar_to_db_uint8
+
+    rng = np.random.default_rng(11)
+    db = rng.uniform(-28.0, 2.0, (1, 128, 128)).astype(np.float32)
+    raw = from_linear(to_linear(db, "db"), scale)
+    name = f"S1A_IW_20180128T161201_DVP_RTC30_G_{code}_FD6A_VV.tif"
+    cut, attrs = _pairs(tmp_path, _write(tmp_path / name, raw), capsys)
+    assert attrs["sar_input_scale"] == scale and "HyP3" in attrs["sar_input_scale_reason"]
+    valid = np.ones(raw.shape[1:], bool)
+    assert np.array_equal(cut, sar_to_db_uint8(to_linear(raw[0], scale), valid))
+    # the dB ramp itself, within one level (float32 round trips)
+    ref = np.floor((np.clip(db[0], -25, 0) + 25) * 255 / 25 + 0.5)
+    assert np.abs(cut.astype(int) - ref).max() <= 1
+
+
+def test_bare_uint16_sar_is_refused_unless_dn_is_given(tmp_path, capsys):
+    from sar2opt_geo.radiometry import to_linear
+    from sar2opt_geo.training.pairs import sar_to_db_uint8
+
+    raw = np.random.default_rng(5).integers(20, 4000, (1, 128, 128), dtype=np.uint16)
+    sar = _write(tmp_path / "dn.tif", raw)
+    opt = _write(tmp_path / "opt.tif", np.zeros((3, 128, 128), np.uint8))
+    out = tmp_path / "x.zarr"
+    code, _, err = run_cli(["tile-pairs", sar, opt, out, "--tile-size", 64], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), err
+    assert "uint16 values without calibration" in lines[0] and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob("x.zarr*"))
+    # with the calibration constant given, as translate takes it
+    cut, attrs = _pairs(tmp_path, sar, capsys, "--input-scale", "dn", "--calibration-constant", 100)
+    assert attrs["sar_input_scale"] == "dn" and attrs["sar_calibration_constant"] == 100
+    valid = np.ones(raw.shape[1:], bool)
+    assert np.array_equal(cut, sar_to_db_uint8(to_linear(raw[0], "dn", constant=100.0), valid))
+    code, _, err = run_cli(["tile-pairs", sar, opt, out, "--calibration-constant", 100], capsys)
+    assert code == 2 and "only applies with --input-scale dn" in err
+
+
+def test_undeclared_nodata_in_the_sar_is_nodata(tmp_path, capsys):
+    """A value found in the wild (−9999, not declared by the file) is nodata, as translate takes it."""
+    raw = np.full((1, 128, 128), 0.05, np.float32)
+    raw[0, 70:, :10] = -9999.0  # in the lower-left tile only
+    cut, attrs = _pairs(tmp_path, _write(tmp_path / "sar.tif", raw), capsys, "--max-nodata", 0.5)
+    assert attrs["sar_input_scale"] == "linear"
+    lower_left = cut[64:, :64]
+    assert np.all(lower_left[6:, :10] == 0) and np.all(lower_left[:6] > 0) and np.all(cut[:64] > 0)

@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from sar2opt_geo.cli.base import Progress, check_model_channels, cli, setup_logging
-from sar2opt_geo.cli.options import apply, overwrite_opt, quiet_opt, verbose_opt
-from sar2opt_geo.cli.translate import product_opts
+from sar2opt_geo.cli.options import apply, input_scale_opt, overwrite_opt, quiet_opt, verbose_opt
+from sar2opt_geo.cli.translate import calibration_constant_opt, product_opts
 from sar2opt_geo.defaults import BUNDLED_MODEL
 from sar2opt_geo.errors import OutputError, UsageError
 
@@ -264,6 +264,51 @@ def evaluate_cmd(
             click.echo(f"samples: {res['samples']}")
 
 
+def _tile_pairs_scale(sar, requested: str, constant, calibration: str, denoise: bool):
+    """The SAR input's scale for ``tile-pairs``: translate's decision (``source.decide_input_scale``; a
+    product: the linear σ⁰ its LUTs give, which is what is staged and cut), or the one given, checked as
+    translate checks it. Bare integer rasters are refused with translate's one-line error."""
+    import logging
+
+    import numpy as np
+
+    from sar2opt_geo import io
+    from sar2opt_geo.radiometry import check_input_scale
+    from sar2opt_geo.source import (
+        ScaleDecision,
+        check_explicit_scale,
+        decide_input_scale,
+        is_product_path,
+        open_source,
+    )
+    from sar2opt_geo.training.pairs import scale_sample
+
+    log = logging.getLogger("sar2opt_geo.training.pairs")
+    if constant is not None and requested != "dn":
+        raise UsageError("--calibration-constant only applies with --input-scale dn")
+    if constant is not None and not constant > 0:
+        raise UsageError(f"--calibration-constant must be > 0 (got {constant})")
+    if is_product_path(sar):
+        scene = open_source(sar, calibration=calibration, denoise=denoise, metadata_only=True)
+        raw = np.zeros((1, 0), np.float32)
+    else:
+        scene = io.open_scene(sar)
+        raw = scale_sample(scene)
+    if requested != "auto":
+        check_explicit_scale(scene, requested)
+        check_input_scale(requested, raw, sar)
+        if requested == "dn" and constant is None:
+            log.warning(
+                "%s: --input-scale dn without --calibration-constant takes DN² as σ⁰ (uncalibrated)", sar
+            )
+        return ScaleDecision(requested, "given by --input-scale")
+    d = decide_input_scale(scene, (1,), raw)
+    if d.nodata is not None:
+        log.warning("%s: value %g taken as nodata (not declared by the file)", sar, d.nodata)
+    log.info("SAR input scale: %s (%s)", d.scale, d.reason)
+    return d
+
+
 @cli.command("tile-pairs")
 @click.argument("sar", type=click.Path())
 @click.argument("optical", type=click.Path())
@@ -273,6 +318,8 @@ def evaluate_cmd(
 @click.option(
     "--max-nodata", type=float, default=0.0, show_default=True, help="Largest invalid fraction kept."
 )
+@input_scale_opt
+@calibration_constant_opt
 @apply(product_opts)
 @overwrite_opt
 @quiet_opt
@@ -284,6 +331,8 @@ def tile_pairs_cmd(
     tile_size,
     stride,
     max_nodata,
+    input_scale,
+    calibration_constant,
     calibration,
     no_denoise,
     warp,
@@ -295,13 +344,14 @@ def tile_pairs_cmd(
 ):
     """Cut co-registered SAR and OPTICAL rasters into aligned tile pairs in the Zarr store OUT. SAR may be a
     Sentinel-1 GRD product: its calibrated, denoised, map-projected σ⁰ (as `calibrate` writes it, into a
-    temporary file beside OUT) is cut."""
+    temporary file beside OUT) is cut. The SAR input scale is decided as translate decides it."""
     from sar2opt_geo import io
     from sar2opt_geo.source import is_product_path
     from sar2opt_geo.training.pairs import tile_pairs
 
     setup_logging(verbose, quiet)
     staged = None
+    scale = _tile_pairs_scale(sar, input_scale, calibration_constant, calibration, not no_denoise)
     if is_product_path(sar):
         from sar2opt_geo.distributed import make_executor
         from sar2opt_geo.filter_run import run_filter
@@ -328,6 +378,10 @@ def tile_pairs_cmd(
             str(staged) if staged else sar,
             optical,
             out,
+            input_scale=scale.scale,
+            scale_reason=scale.reason,
+            calibration_constant=calibration_constant,
+            sar_nodata=scale.nodata,
             tile_size=tile_size,
             stride=stride,
             max_nodata=max_nodata,

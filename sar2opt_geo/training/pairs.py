@@ -9,10 +9,14 @@ appended to the store as they come, so memory stays bounded.
 
 Store layout (Zarr v3 group, format ``sar2opt-geo-tile-pairs/1``):
 
-* ``sar``: uint8 ``(N, 1, T, T)`` — the first SAR band **after radiometry**: linear σ⁰ (dB or amplitude/DN
-  inputs are detected and converted as in translate) → dB clipped to [−25, 0] → 0..255 (round half up),
-  exactly the 8-bit preparation of SEN1-2/QXSLAB tiles and of ``synth.write_pairs`` s1 tiles, so the bundled
-  model's radiometry applies unchanged; invalid pixels are 0;
+* ``sar``: uint8 ``(N, 1, T, T)`` — the first SAR band **after radiometry**: linear σ⁰ → dB clipped to
+  [−25, 0] → 0..255 (round half up), exactly the 8-bit preparation of SEN1-2/QXSLAB tiles and of
+  ``synth.write_pairs`` s1 tiles, so the bundled model's radiometry applies unchanged; invalid pixels are 0.
+  The SAR raster's input scale is *given* (``input_scale``): the ``tile-pairs`` command decides it with
+  translate's own :func:`sar2opt_geo.source.decide_input_scale` (this package sits below ``source`` in the
+  import layers) and passes it down. An 8-bit ``levels`` image already holds this encoding (level L is the
+  centre of its dB interval, which translate feeds the model as L): its levels are stored as they are —
+  round-half-up of the centre would put ~40 % of them one level up;
 * ``optical``: uint8 ``(N, 3, T, T)`` — the first three optical bands clipped to 0..255;
 * ``bounds``: float64 ``(N, 4)`` — (left, bottom, right, top) of each tile in the SAR CRS;
 * ``window``: int64 ``(N, 4)`` — (row, col, height, width) in the SAR raster;
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sar2opt_geo import defaults
 from sar2opt_geo.errors import DatasetError, GeoreferenceError, InputError, UsageError
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,35 @@ def sar_to_db_uint8(linear: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+def levels_to_uint8(levels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """8-bit ``levels`` of the training radiometry (dB [−25, 0] → 0..255) → the stored levels: the nearest
+    level, as translate's quantisation of a level's centre gives it (integer levels unchanged); invalid 0."""
+    x = np.clip(np.asarray(levels, dtype=np.float32), np.float32(0.0), np.float32(255.0))
+    out = np.floor(x + np.float32(0.5)).astype(np.uint8)
+    out[~valid] = 0
+    return out
+
+
+def scale_sample(sar, n: int = 4, size: int = defaults.SAMPLE_WINDOW) -> np.ndarray:
+    """Values ``(1, k)`` of the SAR raster's first band for its input-scale decision: the valid pixels of an
+    ``n`` × ``n`` lattice of ``size``-pixel windows over the raster (all their pixels when none is valid)."""
+    from sar2opt_geo.io import read_window
+
+    def axis(extent: int) -> list[int]:
+        return sorted({int(round(v)) for v in np.linspace(0, max(extent - size, 0), n)})
+
+    vals, alls = [], []
+    for r in axis(sar.height):
+        for c in axis(sar.width):
+            data, valid = read_window(
+                sar, r, min(r + size, sar.height), c, min(c + size, sar.width), bands=(1,)
+            )
+            vals.append(data[0][valid])
+            alls.append(data[0].ravel())
+    sample = np.concatenate(vals)
+    return (sample if sample.size else np.concatenate(alls))[None]
+
+
 def _check_overlap(sar, opt) -> bool:
     """True when the grids are identical; InputError when the footprints do not overlap."""
     from sar2opt_geo.io import same_crs, transform_bounds
@@ -75,7 +109,7 @@ def _check_overlap(sar, opt) -> bool:
     return identical_crs and tuple(sar.transform) == tuple(opt.transform)
 
 
-def _cut(sar, opt, scale, row, col, tile, max_nodata):
+def _cut(sar, opt, scale, constant, row, col, tile, max_nodata):
     from sar2opt_geo.io import read_aligned_window
     from sar2opt_geo.radiometry import to_linear
 
@@ -83,8 +117,10 @@ def _cut(sar, opt, scale, row, col, tile, max_nodata):
     valid = sv & ov
     if 1.0 - float(valid.mean()) > max_nodata:
         return None
-    lin = to_linear(s[0], scale) if scale != "linear" else s[0]
-    sar_u8 = sar_to_db_uint8(lin, valid)[None]
+    if scale == "levels":
+        sar_u8 = levels_to_uint8(s[0], valid)[None]
+    else:
+        sar_u8 = sar_to_db_uint8(to_linear(s[0], scale, constant=constant), valid)[None]
     if o.shape[0] >= 3:
         o = o[:3]
     else:
@@ -99,6 +135,10 @@ def tile_pairs(
     optical_path: str | os.PathLike,
     out: str | os.PathLike,
     *,
+    input_scale: str,
+    scale_reason: str = "",
+    calibration_constant: float | None = None,
+    sar_nodata: float | None = None,
     tile_size: int = 256,
     stride: int = 256,
     max_nodata: float = 0.0,
@@ -108,13 +148,20 @@ def tile_pairs(
 ) -> dict:
     """Write the aligned tile pairs of two co-registered rasters to the Zarr store ``out``.
 
+    ``input_scale`` (one of ``radiometry.INPUT_SCALES``, with ``calibration_constant`` for ``dn``): how the
+    SAR raster's values become linear σ⁰, decided by the caller (``tile-pairs``: as translate decides it);
+    ``sar_nodata``: a nodata value the SAR file does not declare (found by that decision).
     Returns a summary dict (pairs written, windows, skipped, resampled)."""
+    from dataclasses import replace
+
     import dask
     import zarr
 
     from sar2opt_geo.io import check_output_path, open_scene, remove_path, replace_path, temporary_sibling
-    from sar2opt_geo.radiometry import detect_input_scale
+    from sar2opt_geo.radiometry import INPUT_SCALES
 
+    if input_scale not in INPUT_SCALES:
+        raise UsageError(f"input scale must be one of {', '.join(INPUT_SCALES)} (got {input_scale!r})")
     if tile_size < 1 or stride < 1:
         raise UsageError("--tile-size and --stride must be >= 1")
     if not 0.0 <= max_nodata <= 1.0:
@@ -124,6 +171,8 @@ def tile_pairs(
     refuse_collisions(out, [("SAR raster", sar_path), ("optical raster", optical_path)])
     out = check_output_path(out, overwrite)
     sar = open_scene(sar_path)
+    if sar_nodata is not None:
+        sar = replace(sar, nodata=float(sar_nodata))
     opt = open_scene(optical_path)
     if sar.transform is None:
         raise GeoreferenceError(
@@ -133,10 +182,7 @@ def tile_pairs(
     same_grid = _check_overlap(sar, opt)
     if sar.height < tile_size or sar.width < tile_size:
         raise InputError(f"{sar_path}: {sar.width}x{sar.height} is smaller than one {tile_size}px tile")
-    from sar2opt_geo.io import read_window
-
-    sample, sv = read_window(sar, 0, min(sar.height, 512), 0, min(sar.width, 512), bands=(1,))
-    scale = detect_input_scale(sar.dtype, sample[0][sv] if sv.any() else sample[0].ravel())
+    scale, constant = input_scale, calibration_constant
     windows = [
         (r, c)
         for r in range(0, sar.height - tile_size + 1, stride)
@@ -153,7 +199,8 @@ def tile_pairs(
         a_w = g.create_array("window", shape=(0, 4), chunks=(4096, 4), dtype="int64")
         for i in range(0, len(windows), batch):
             tasks = [
-                dask.delayed(_cut)(sar, opt, scale, r, c, t, max_nodata) for r, c in windows[i : i + batch]
+                dask.delayed(_cut)(sar, opt, scale, constant, r, c, t, max_nodata)
+                for r, c in windows[i : i + batch]
             ]
             results = [x for x in dask.compute(*tasks, scheduler="threads") if x is not None]
             if results:
@@ -175,6 +222,8 @@ def tile_pairs(
                 "sar": str(sar_path),
                 "optical": str(optical_path),
                 "sar_input_scale": scale,
+                "sar_input_scale_reason": scale_reason,
+                "sar_calibration_constant": constant,
                 "sar_encoding": "uint8: dB clipped to [-25, 0] -> 0..255",
                 "radiometry": RADIOMETRY,
                 "resampled": not same_grid,
