@@ -258,6 +258,125 @@ def test_gcp_only_input_is_warped_on_the_fly(tmp_path):
     assert np.corrcoef(blocks(a), blocks(b))[0, 1] > 0.9
 
 
+# ------------------------------------------------------------------- the input scale, decided as translate
+
+
+def _write_sar(path: Path, data: np.ndarray, nodata=None) -> Path:
+    """A SAR raster on the known zoom-13 grid (tile pixel = raster pixel)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with io.GeoTiffWriter(path, _grid_profile(), data.shape[0], str(data.dtype), nodata=nodata) as w:
+        w.write(0, 0, data)
+    return path
+
+
+def _lonlat(row: int, col: int) -> tuple[float, float]:
+    b = TMS.xy_bounds(Z12)
+    res = (b.right - b.left) / SIZE
+    return TMS.lnglat(b.left + (col + 0.5) * res, b.top - (row + 0.5) * res)
+
+
+def _point_db(c, sid: str, row: int, col: int):
+    lon, lat = _lonlat(row, col)
+    return c.get(f"/api/scenes/{sid}/point?lon={lon}&lat={lat}").json()["layers"]["sar"]
+
+
+def test_uint8_sar_is_shown_as_the_models_8bit_levels(tmp_path):
+    """A uint8 SAR GeoTIFF holds the 8-bit levels of the model's radiometry (as translate reads it), not DN:
+    on the default dB stretch level L is grey L, and its point value is the dB its level stands for."""
+    from sar2opt_geo.radiometry import from_linear, to_linear
+
+    levels = np.broadcast_to((np.arange(SIZE) // 2).astype(np.uint8), (SIZE, SIZE))[None].copy()
+    _write_sar(tmp_path / "s" / "levels.tif", levels)
+    with TestClient(create_app([str(tmp_path / "s")]), base_url="http://127.0.0.1") as c:
+        (scene,) = c.get("/api/scenes").json()
+        sid = scene["id"]
+        assert scene["layers"][0]["kind"] == "sar"
+        assert c.get(f"/api/scenes/{sid}/stats").json()["input_scale"] == "levels"
+        px = _png(c.get(f"/tiles/{sid}/sar/13/{2 * Z12.x}/{2 * Z12.y}.png").content)
+        assert (px[:, :, 3] == 255).all() and np.array_equal(px[:, :, 0], levels[0, :256, :256])
+        east = _png(c.get(f"/tiles/{sid}/sar/13/{2 * Z12.x + 1}/{2 * Z12.y}.png").content)
+        assert np.array_equal(east[:, :, 0], levels[0, :256, 256:])  # read as DN, levels ≥ 1 would be white
+        for col in (0, 300, 511):
+            want = float(from_linear(to_linear(np.array([col // 2], np.float32), "levels"), "db")[0])
+            assert _point_db(c, sid, 100, col)["db"]["band1"] == pytest.approx(want, abs=0.01)
+        assert _point_db(c, sid, 100, 300)["db"]["band1"] == pytest.approx(-25 + 150.5 * 25 / 255, abs=0.01)
+
+
+@pytest.mark.parametrize("code,scale", [("gafmnh", "amplitude"), ("gdfmnh", "db")])
+def test_hyp3_named_sar_is_read_in_its_named_scale_also_from_its_overview_copy(tmp_path, code, scale):
+    """An ASF HyP3 RTC file is read in the scale its name says (amplitude floats ≥ 0 are not linear σ⁰),
+    and so are tiles from its overview copy in the temp folder (whose name says nothing)."""
+    from sar2opt_geo.radiometry import from_linear, to_linear
+
+    db = _sar_db()
+    raw = from_linear(to_linear(db, "db"), scale)[None]
+    _write_sar(tmp_path / "s" / f"S1A_IW_20180128T161201_DVP_RTC30_G_{code}_FD6A_VV.tif", raw)
+    expected = np.clip((db[:256, :256] + 25) * 255 / 25, 0, 255)
+    state = AppState([str(tmp_path / "s")], overview_min_side=256)
+    with TestClient(create_app(state=state), base_url="http://127.0.0.1") as c:
+        (scene,) = c.get("/api/scenes").json()
+        sid = scene["id"]
+        assert c.get(f"/api/scenes/{sid}/stats").json()["input_scale"] == scale
+        tile = f"/tiles/{sid}/sar/13/{2 * Z12.x}/{2 * Z12.y}.png"
+        assert np.abs(_png(c.get(tile).content)[:, :, 0] - expected).max() <= 1
+        assert _point_db(c, sid, 100, 300)["db"]["band1"] == pytest.approx(db[100, 300], abs=0.01)
+        assert state.overviews_done.wait(120)
+        assert _scene_layers(c)[0]["overviews"] == "ready"
+        assert np.abs(_png(c.get(tile).content)[:, :, 0] - expected).max() <= 1  # from the copy
+
+
+def _scene_layers(c) -> list[dict]:
+    (scene,) = c.get("/api/scenes").json()
+    return scene["layers"]
+
+
+def test_bare_uint16_sar_is_refused_at_start_up_unless_its_job_gives_the_scale(tmp_path):
+    """translate refuses a bare uint16 raster (raw DN?), so the map does too, at start-up with the reason;
+    a job spec giving input_scale dn and its calibration constant has it read as its translate reads it."""
+    import yaml
+
+    dn = np.random.default_rng(4).integers(30, 3000, (1, SIZE, SIZE)).astype(np.uint16)
+    _write_sar(tmp_path / "scenes" / "dn.tif", dn)
+    with TestClient(create_app([str(tmp_path / "scenes")]), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/scenes").json() == []
+        (skipped,) = c.get("/api/system").json()["skipped"]
+        assert skipped.startswith(str(tmp_path / "scenes" / "dn.tif") + ": uint16 values without calibration")
+        assert skipped.count("dn.tif") == 1 and "\n" not in skipped
+    spec = tmp_path / "job.yaml"
+    doc = {
+        "version": 1,
+        "inputs": ["scenes/dn.tif"],
+        "output": {"dir": "out/", "pattern": "{stem}_optical.tif", "format": "cog"},
+        "input_scale": "dn",
+        "calibration_constant": 100.0,
+    }
+    spec.write_text(yaml.safe_dump(doc))
+    with TestClient(create_app(job_specs=[str(spec)]), base_url="http://127.0.0.1") as c:
+        (scene,) = c.get("/api/scenes").json()
+        sid = scene["id"]
+        assert [lay["name"] for lay in scene["layers"]] == ["sar"]
+        assert c.get(f"/api/scenes/{sid}/stats").json()["input_scale"] == "dn"
+        want = 10 * np.log10(float(dn[0, 100, 300]) ** 2 / 100.0**2)
+        assert _point_db(c, sid, 100, 300)["db"]["band1"] == pytest.approx(want, abs=0.01)
+
+
+def test_undeclared_nodata_value_is_nodata_on_the_map(tmp_path):
+    """A value found in the wild (−9999 in a file that declares no nodata) is nodata, as translate takes it:
+    transparent in tiles, "nodata" at a point, and outside the auto stretch."""
+    db = _sar_db().copy()
+    db[:, :COLLAR] = -9999.0
+    _write_sar(tmp_path / "s" / "wild.tif", db[None])
+    with TestClient(create_app([str(tmp_path / "s")]), base_url="http://127.0.0.1") as c:
+        (scene,) = c.get("/api/scenes").json()
+        sid = scene["id"]
+        stats = c.get(f"/api/scenes/{sid}/stats").json()
+        assert stats["input_scale"] == "db" and stats["auto"][0][0] > -25
+        px = _png(c.get(f"/tiles/{sid}/sar/13/{2 * Z12.x}/{2 * Z12.y}.png").content)
+        assert (px[:, :COLLAR, 3] == 0).all() and (px[:, COLLAR:, 3] == 255).all()
+        assert _point_db(c, sid, 100, 10) == {"nodata": True}
+        assert _point_db(c, sid, 100, 300)["db"]["band1"] == pytest.approx(db[100, 300], abs=0.01)
+
+
 # --------------------------------------------------------------------------------------------- security
 
 

@@ -27,7 +27,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -243,7 +242,7 @@ async def tile(request: Request):
     try:
         if lay.kind == "sar":
             style = sar_style(request.query_params, lay)
-            png = await run_in_threadpool(tiles.sar_tile, lay.tiles_from, z, x, y, style)
+            png = await run_in_threadpool(tiles.sar_tile, lay.tiles_from, z, x, y, style, lay.path)
         else:
             png = await run_in_threadpool(tiles.rgb_tile, lay.tiles_from, z, x, y)
     except tiles.OutsideScene:
@@ -273,10 +272,12 @@ async def point(request: Request):
         if values is None:
             out["layers"][name] = {"nodata": True}
         elif lay.kind == "sar":
-            db = tiles.to_db(np.asarray(values, np.float32)[:, None], tiles.input_scale(lay.path))[:, 0]
-            out["layers"][name] = {
-                "db": {b: round(float(v), 2) for b, v in zip(lay.facts.band_names, db, strict=False)}
-            }
+            db = await run_in_threadpool(tiles.sar_point_db, lay.path, values)
+            out["layers"][name] = (
+                {"nodata": True}
+                if db is None
+                else {"db": {b: round(float(v), 2) for b, v in zip(lay.facts.band_names, db, strict=False)}}
+            )
         else:
             out["layers"][name] = {"rgb": [int(round(v)) for v in values[:3]]}
     if not out["layers"]:

@@ -142,11 +142,14 @@ class Catalog:
             return None if must_exist else Layer(name, path, kind or "rgb", None)
         try:
             facts = tiles.raster_facts(path)
+            kind = kind or _kind(facts)
+            if kind == "sar":  # what translate refuses (a bare integer raster) is refused here too
+                tiles.check_sar_layer(path, facts)
         except ValueError as exc:
             self.skipped.append(f"{path}: {exc}")
             log.warning("skipping %s: %s", path, exc)
             return None
-        return Layer(name, path, kind or _kind(facts), facts)
+        return Layer(name, path, kind, facts)
 
     def add_folder_scene(self, folder: Path, source: str = "folder") -> Scene | None:
         layers = {}
@@ -192,6 +195,8 @@ class Catalog:
         ids = {}
         for sc in spec.scenes():
             layers = {}
+            if sc.options.input_scale != "auto":  # read as the job's translate reads it
+                tiles.declare_scale(sc.input, sc.options.input_scale, sc.options.calibration_constant)
             sar = self._layer("sar", sc.input, "sar")
             if sar is not None:
                 layers["sar"] = sar

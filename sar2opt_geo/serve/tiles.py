@@ -6,6 +6,14 @@ Mercator, returns the dataset mask (so the nodata collar becomes transparent) an
 fly (its ``Reader`` wraps them in a ``WarpedVRT``). Paths reach this module only from the start-up catalogue
 (:mod:`sar2opt_geo.serve.catalog`), never from a request.
 
+A SAR layer's values become linear σ⁰ by translate's own decision (:func:`scale_decision`, i.e.
+:func:`sar2opt_geo.source.decide_input_scale` on the file's metadata and an overview sample): a uint8 raster
+holds the 8-bit ``levels`` of the model's radiometry, an ASF HyP3 RTC file is read in the scale its name says,
+a nodata value found in the data that the file does not declare is nodata. A bare integer raster, which
+translate refuses (raw DN?), is refused at start-up for the map too (:func:`check_sar_layer`). The input of a
+job spec that gives its ``input_scale`` (and ``calibration_constant``) is read in that scale
+(:func:`declare_scale`), as the job's translate reads it.
+
 Written by hand here: only the SAR display arithmetic (linear σ⁰ → dB, stretch, VV/VH false colour), which
 is a few numpy lines over :mod:`sar2opt_geo.radiometry`.
 """
@@ -13,13 +21,20 @@ is a few numpy lines over :mod:`sar2opt_geo.radiometry`.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import threading
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from sar2opt_geo.radiometry import detect_input_scale, from_linear, to_linear
+from sar2opt_geo import io
+from sar2opt_geo.errors import InputError
+from sar2opt_geo.radiometry import from_linear, to_linear
+from sar2opt_geo.source import decide_input_scale
+
+log = logging.getLogger(__name__)
 
 #: Default SAR display stretch in dB (the SEN1-2 / bundled-model clip).
 DB_STRETCH = (-25.0, 0.0)
@@ -141,12 +156,74 @@ class SarStyle:
     colormap: str = "gray"
 
 
+@dataclass(frozen=True)
+class LayerScale:
+    """How a SAR layer's values become linear σ⁰, and why."""
+
+    scale: str  # linear | db | amplitude | levels | dn
+    reason: str
+    nodata: float | None = None  # a nodata value found in the data that the file does not declare
+    constant: float | None = None  # dn: σ⁰ = DN²/A²
+
+
+_declared: dict[str, LayerScale] = {}
+_declared_lock = threading.Lock()
+
+
+def declare_scale(path: str, scale: str, constant: float | None = None) -> None:
+    """Read ``path`` in ``scale`` (a job spec's ``input_scale`` other than auto, with its
+    ``calibration_constant``) instead of deciding it, as the job's translate does."""
+    with _declared_lock:
+        _declared[os.path.abspath(path)] = LayerScale(
+            scale, "given by the job spec's input_scale", None, constant
+        )
+    scale_decision.cache_clear()
+
+
 @functools.lru_cache(maxsize=64)
-def input_scale(path: str) -> str:
-    """The SAR raster's scale (linear, dB, amplitude or DN), decided once from an overview read."""
+def scale_decision(path: str) -> LayerScale:
+    """How the SAR raster's values become linear σ⁰, why, and any undeclared nodata value: the scale a job
+    spec declared for it, else translate's decision (:func:`sar2opt_geo.source.decide_input_scale`), made
+    once per raster from its metadata and an overview read. Raises :class:`~sar2opt_geo.errors.InputError`
+    where translate refuses the raster."""
+    with _declared_lock:
+        declared = _declared.get(os.path.abspath(path))
+    if declared is not None:
+        return declared
+    scene = io.open_scene(path, allow_ungeoreferenced=True)
     data, valid = _overview(path)
     sample = data[:, valid] if valid.any() else data.reshape(data.shape[0], -1)
-    return detect_input_scale(str(data.dtype), sample)
+    d = decide_input_scale(scene, None, sample)
+    log.info("%s: input scale %s (%s)", path, d.scale, d.reason)
+    if d.nodata is not None:
+        log.warning("%s: value %g taken as nodata (not declared by the file)", path, d.nodata)
+    return LayerScale(d.scale, d.reason, d.nodata)
+
+
+def input_scale(path: str) -> str:
+    """The SAR raster's scale (``linear``, ``db``, ``amplitude`` or ``levels``), as translate decides it."""
+    return scale_decision(path).scale
+
+
+def check_sar_layer(path: str, facts: RasterFacts) -> None:
+    """Refuse (``ValueError``, translate's reason) a SAR layer that translate refuses: a bare integer raster
+    (raw DN?) that neither its name nor its metadata calibrates. Only integer rasters other than uint8 can
+    be refused, so only they are read here, at start-up; every other raster is decided on first use."""
+    kind = np.dtype(facts.dtype).kind
+    if kind not in "ui" or facts.dtype == "uint8":
+        return
+    try:
+        scale_decision(path)
+    except InputError as exc:
+        msg = str(exc)
+        raise ValueError(msg[len(path) + 2 :] if msg.startswith(f"{path}: ") else msg) from None
+
+
+def _wild_nodata(data: np.ndarray, d: LayerScale) -> np.ndarray:
+    """Pixels ``(h, w)`` where a band holds the undeclared nodata value of the decision (as translate)."""
+    if d.nodata is None:
+        return np.zeros(data.shape[1:], bool)
+    return np.any(data == np.asarray(d.nodata, dtype=data.dtype), axis=0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -166,18 +243,20 @@ def _overview(path: str):
         return _overview_cached(path)
 
 
-def to_db(values: np.ndarray, scale: str) -> np.ndarray:
-    """Raster values in ``scale`` to dB (−100 dB floor for zeros)."""
+def to_db(values: np.ndarray, scale: str, constant: float | None = None) -> np.ndarray:
+    """Raster values in ``scale`` to dB (−100 dB floor for zeros); ``constant``: A of ``dn`` (DN²/A²)."""
     if scale == "db":
         return values.astype(np.float32)
-    return from_linear(np.maximum(to_linear(values, scale), 0), "db")
+    return from_linear(np.maximum(to_linear(values, scale, constant=constant), 0), "db")
 
 
 @functools.lru_cache(maxsize=64)
 def auto_ranges(path: str) -> tuple[tuple[float, float], ...]:
     """Per-band p2–p98 in dB from an overview read of the scene (valid pixels only)."""
     data, valid = _overview(path)
-    db = to_db(data, input_scale(path))
+    d = scale_decision(path)
+    valid = valid & ~_wild_nodata(data, d)
+    db = to_db(data, d.scale, d.constant)
     out = []
     for b in range(db.shape[0]):
         v = db[b][valid & np.isfinite(db[b])]
@@ -219,10 +298,10 @@ def _read_tile(path: str, z: int, x: int, y: int, indexes=None):
 
 
 def render_sar(
-    data: np.ndarray, valid: np.ndarray, scale: str, style: SarStyle
+    data: np.ndarray, valid: np.ndarray, scale: str, style: SarStyle, constant: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """SAR values ``(bands, h, w)`` → ``(uint8 (1|3, h, w), valid)`` for display (no colormap yet)."""
-    db = to_db(data, scale)
+    db = to_db(data, scale, constant)
     finite = np.all(np.isfinite(db), axis=0)
     valid = valid & finite
     db = np.where(np.isfinite(db), db, -100.0)
@@ -237,15 +316,20 @@ def render_sar(
     return _stretch(db[band], *ranges[band])[None], valid
 
 
-def sar_tile(path: str, z: int, x: int, y: int, style: SarStyle) -> bytes:
-    """PNG tile of a SAR layer: dB stretch, grey or a rio-tiler colormap, nodata transparent."""
+def sar_tile(path: str, z: int, x: int, y: int, style: SarStyle, source: str | None = None) -> bytes:
+    """PNG tile of a SAR layer: dB stretch, grey or a rio-tiler colormap, nodata transparent. ``source``: the
+    raster whose scale decision applies when ``path`` is a copy of it (the overview COG of a large input)."""
     from rio_tiler.colormap import cmap
     from rio_tiler.utils import render
 
     data, valid = _read_tile(path, z, x, y)
     if not valid.any():
         return empty_png()
-    img, valid = render_sar(data, valid, input_scale(path), style)
+    d = scale_decision(source or path)
+    valid = valid & ~_wild_nodata(data, d)
+    if not valid.any():
+        return empty_png()
+    img, valid = render_sar(data, valid, d.scale, style, d.constant)
     mask = np.where(valid, 255, 0).astype(np.uint8)
     if img.shape[0] == 1 and style.colormap != "gray":
         return render(img, mask=mask, colormap=cmap.get(style.colormap), **PNG_OPTIONS)
@@ -286,3 +370,13 @@ def point_values(path: str, lon: float, lat: float) -> list[float] | None:
     if np.all(np.ma.getmaskarray(arr)):
         return None
     return [float(v) for v in np.asarray(arr.data).ravel()]
+
+
+def sar_point_db(path: str, values: list[float]) -> list[float] | None:
+    """A SAR layer's band values at a point (:func:`point_values`) in dB; ``None`` on the undeclared nodata
+    value of its scale decision."""
+    d = scale_decision(path)
+    v = np.asarray(values, dtype=np.float32)[:, None]
+    if d.nodata is not None and np.any(v == np.float32(d.nodata)):
+        return None
+    return [float(x) for x in to_db(v, d.scale, d.constant)[:, 0]]
