@@ -81,18 +81,6 @@ def from_linear(x: np.ndarray, scale: str) -> np.ndarray:
     raise UsageError(f"unknown model scale {scale!r} (valid: {', '.join(MODEL_SCALES)})")
 
 
-def detect_input_scale(dtype: str, sample: np.ndarray) -> str:
-    """Guess a scene's scale: integer types are amplitude DN (GRD products), floats with negative valid
-    values are dB, other floats linear σ⁰."""
-    if np.dtype(dtype).kind in "ui":
-        return "dn"
-    sample = np.asarray(sample)
-    sample = sample[np.isfinite(sample)]
-    if sample.size and float(sample.min()) < 0:
-        return "db"
-    return "linear"
-
-
 def check_input_scale(scale: str, sample: np.ndarray, path: str = "") -> None:
     """Warn (once, in the log) when values contradict the declared scale."""
     sample = np.asarray(sample)
