@@ -207,13 +207,16 @@ def input_scale(path: str) -> str:
 
 def check_sar_layer(path: str, facts: RasterFacts) -> None:
     """Refuse (``ValueError``, translate's reason) a SAR layer that translate refuses: a bare integer raster
-    (raw DN?) that neither its name nor its metadata calibrates. Only integer rasters other than uint8 can
-    be refused, so only they are read here, at start-up; every other raster is decided on first use."""
-    kind = np.dtype(facts.dtype).kind
-    if kind not in "ui" or facts.dtype == "uint8":
+    (raw DN?) that neither its name nor its metadata calibrates (nor a job spec's ``input_scale``). Whether
+    translate refuses a raster does not depend on its values (only floats are decided by them), so this
+    reads no pixels: start-up stays quick with large rasters; the full decision is made on first use."""
+    if np.dtype(facts.dtype).kind not in "ui" or facts.dtype == "uint8":
         return
+    with _declared_lock:
+        if os.path.abspath(path) in _declared:
+            return
     try:
-        scale_decision(path)
+        decide_input_scale(io.open_scene(path, allow_ungeoreferenced=True), None, np.empty((facts.count, 0)))
     except InputError as exc:
         msg = str(exc)
         raise ValueError(msg[len(path) + 2 :] if msg.startswith(f"{path}: ") else msg) from None
