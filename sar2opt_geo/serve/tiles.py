@@ -201,7 +201,8 @@ def scale_decision(path: str) -> LayerScale:
 
 
 def input_scale(path: str) -> str:
-    """The SAR raster's scale (``linear``, ``db``, ``amplitude`` or ``levels``), as translate decides it."""
+    """The SAR raster's scale (``linear``, ``db``, ``amplitude``, ``levels``; ``dn`` only as a job gives it),
+    as translate decides it."""
     return scale_decision(path).scale
 
 
