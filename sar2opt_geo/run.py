@@ -122,7 +122,13 @@ class OutputSink:
         """Block ``key`` ("BI-BJ") is in the work state."""
         if self.cog is not None:
             b = self.plan.block(*(int(v) for v in key.split("-")))
-            rgb, valid = self.ws.load_block(key)
+            try:
+                rgb, valid = self.ws.load_block(key)
+            except (OSError, ValueError) as exc:  # a record without its block: a work state tampered with
+                raise OutputError(
+                    f"{self.ws.root}: finished block {key} is missing or unreadable "
+                    f"({type(exc).__name__}: {exc}); run again without --resume"
+                ) from None
             self.cog.write(b.row0, b.col0, rgb, valid)
 
     def commit(self) -> None:

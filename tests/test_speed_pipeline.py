@@ -170,3 +170,26 @@ def test_interrupted_run_resumes_from_block_files(fmt, small_scene, tiny_model_p
         assert np.array_equal(a["rgb"].values, b["rgb"].values)
         assert np.array_equal(a["valid"].values, b["valid"].values)
         assert a["rgb"].chunks == b["rgb"].chunks and a.rio.crs == b.rio.crs
+
+
+
+def test_resume_with_a_lost_block_file(small_scene, tiny_model_path, tmp_path, capsys, monkeypatch):
+    """A record whose block file is gone (a work state tampered with): one line, exit 1, the state discarded
+    (the next run starts from the beginning), nothing at the output path."""
+    from conftest import run_cli
+
+    out = tmp_path / "o.tif"
+    args = ["translate", small_scene, out, "--model", tiny_model_path, "--chunk-size", "192", "-q"]
+    with monkeypatch.context() as m:
+        m.setattr(WorkState, "discard", lambda self: None)  # keep the finished work state
+        code, _, err = run_cli([*args, "--backend", "torch"], capsys)
+    assert code == 0, err
+    ws = WorkState(out)
+    victim = sorted(ws.store.glob("*.npy"))[0]
+    victim.unlink()
+    out.unlink()
+    code, _, err = run_cli([*args, "--backend", "torch", "--resume"], capsys)
+    assert code == 1
+    line = err.strip()
+    assert "\n" not in line and line.startswith("Error: ") and f"block {victim.stem} is missing" in line
+    assert not ws.root.exists() and not out.exists()
