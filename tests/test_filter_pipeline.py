@@ -89,8 +89,8 @@ def test_translate_with_sar2optical_profile(small_scene, tiny_model_path, tmp_pa
     seen = {}
     real = tasks.model_input
 
-    def spy(job, r0, r1, c0, c1):
-        x, v = real(job, r0, r1, c0, c1)
+    def spy(job, r0, r1, c0, c1, **kw):
+        x, v = real(job, r0, r1, c0, c1, **kw)
         seen[(r0, c0)] = (x, job.preprocess_stats)
         return x, v
 
