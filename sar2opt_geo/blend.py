@@ -65,6 +65,7 @@ class Accumulator:
             self.sum_wy = torch.zeros((3, h, w), dtype=torch.float32, device=device)
             self.sum_w = torch.zeros((h, w), dtype=torch.float32, device=device)
         self._windows: dict = {}
+        self._scratch: np.ndarray | None = None
 
     def window(self, i: int, j: int):
         w = tile_window(self.grid, i, j)
@@ -77,17 +78,18 @@ class Accumulator:
             self._windows[key] = torch.from_numpy(np.array(w)).to(self.device)
         return self._windows[key]
 
-    def add(self, positions, yb, *, scratch_ok: bool = False) -> None:
+    def add(self, positions, yb) -> None:
         """Add predictions ``yb`` ``(N, 3, T, T)`` of the tiles ``positions`` ``[(i, j, row, col), ...]``
-        (tile grid index, top-left corner in the block's extent). ``scratch_ok``: ``yb`` is the caller's
-        to overwrite (a fresh model output), so ``y·w`` is formed in it instead of in a temporary (the same
-        float32 product either way)."""
+        (tile grid index, top-left corner in the block's extent). On the host, ``y·w`` is formed in one
+        scratch tile reused for every tile instead of a new temporary per tile; ``yb`` is left as it is (the
+        caller may still hold it)."""
         T = self.grid.tile
         for (i, j, lr, lc), y in zip(positions, yb, strict=True):
             w = self.window(i, j)
-            if scratch_ok:
-                y *= w
-                self.sum_wy[:, lr : lr + T, lc : lc + T] += y
+            if self.device is None:
+                if self._scratch is None or self._scratch.shape != y.shape:
+                    self._scratch = np.empty(y.shape, dtype=np.float32)
+                self.sum_wy[:, lr : lr + T, lc : lc + T] += np.multiply(y, w, out=self._scratch)
             else:
                 self.sum_wy[:, lr : lr + T, lc : lc + T] += y * w
             self.sum_w[lr : lr + T, lc : lc + T] += w

@@ -316,10 +316,10 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
         else:
             fut = predict_async(ref, xb, job.batch_size, on_device=True)
         if pending is not None:
-            acc.add(pending[0], pending[1].result(), scratch_ok=device is None)  # host: a fresh array
+            acc.add(pending[0], pending[1].result())
         pending = (batch, fut)
     if pending is not None:
-        acc.add(pending[0], pending[1].result(), scratch_ok=device is None)
+        acc.add(pending[0], pending[1].result())
     sum_wy, sum_w = acc.result()
     hh, ww = min(r1, grid.height) - r0, min(c1, grid.width) - c0
     return Partial(
