@@ -19,8 +19,10 @@ band, randomly initialised (seed 0), 256² tiles at 50 % overlap (stride 128), n
   same tiles as sar2opt-geo (both skip tiles without a valid pixel; both counts are printed).
 
 Same threads: both processes see the same cores and leave torch's intra-op threads at their default; Dask
-runs ``--gi-workers`` threads for geo-inference (default: sar2opt-geo's own Dask thread count, and 1 —
-geo-inference's own default of cores − 1 on 2 cores); the ratios use the fastest geo-inference setting.
+runs as many threads for geo-inference as sar2opt-geo runs (``--gi-configs N``). geo-inference is also run
+with torch limited to one intra-op thread (``N:1``, tiles in parallel through Dask only), which is faster on
+shared cores where a two-thread OpenMP team spin-waits for a descheduled partner; the ratios use the fastest
+geo-inference configuration. (Its own default, cores − 1 = one Dask thread on 2 cores, is ``--gi-configs 1``.)
 
 Order: an untimed geo-inference "check" run (its own code, with only its final argmax replaced by one
 channel's 8-bit value, and its model evaluations counted) that also warms its imports; sar2opt-geo's first
@@ -31,7 +33,8 @@ The outputs are compared: the check channel against the same channel of sar2opt-
 on all valid pixels and on pixels ≥ 255 px from nodata, where neither tool's nodata fill reaches), and the
 argmax of sar2opt-geo's RGB against geo-inference's class map where the top channel leads by ≥ 2 DN.
 
-    python scripts/bench_geoinference.py --venv /work/venvs/geoinf [--size 4096] [--repeat 2]
+    python scripts/bench_geoinference.py --venv /work/venvs/geoinf [--size 4096] [--repeat 2] \\
+        [--gi-configs 2,2:1] [--skip-bundled]
 
 The virtual environment (outside the repository; ignores this machine's pip find-links/constraints so that
 torch comes from PyPI like torchvision):
@@ -64,9 +67,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_speed import loadavg, psnr_maxdn, translate  # noqa: E402
+from bench_speed import loadavg, model_only_subprocess, psnr_maxdn, translate  # noqa: E402
 
-from sar2opt_geo.defaults import BUNDLED_MODEL, SEED, TILE_SIZE  # noqa: E402
+from sar2opt_geo.defaults import BUNDLED_MODEL, ENGINE_BATCH_SIZE, SEED, TILE_SIZE  # noqa: E402
 
 NGF = 32
 
@@ -208,9 +211,28 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def venv_env() -> dict:
-    """The environment for the virtual environment's python: this one without PYTHONPATH/PYTHONHOME."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+def venv_env(torch_threads: int | None = None) -> dict:
+    """The environment for the virtual environment's python: this one without PYTHONPATH/PYTHONHOME; with
+    ``torch_threads``, OpenMP/MKL (torch's intra-op threads) limited to that many."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    if torch_threads:
+        env |= {k: str(torch_threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    return env
+
+
+def peer_configs(spec: str) -> list[tuple[int, int | None]]:
+    """``"2,2:1"`` → ``[(2, None), (2, 1)]``: geo-inference's Dask threads, and torch's intra-op threads
+    (None: torch's default)."""
+    out = []
+    for item in spec.split(","):
+        dask_threads, _, torch_threads = item.strip().partition(":")
+        out.append((int(dask_threads), int(torch_threads) if torch_threads else None))
+    return out
+
+
+def peer_name(cfg: tuple[int, int | None]) -> str:
+    d, t = cfg
+    return f"{d} Dask thread(s), " + (f"{t} torch thread(s)" if t else "torch's default threads")
 
 
 def geo_inference(
@@ -221,13 +243,14 @@ def geo_inference(
     workdir: Path,
     workers: int,
     channel: int | None = None,
+    torch_threads: int | None = None,
 ) -> tuple[float, float, dict]:
     """Wall and CPU seconds of one geo-inference run in a fresh process, and the driver's JSON line."""
     mode = ["run"] if channel is None else ["check"]
     cmd = [python, str(driver), *mode, scene, str(model), str(workdir), str(workers), str(TILE_SIZE)]
     cmd += [] if channel is None else [str(channel)]
     c0, t0 = _children_cpu(), time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=venv_env())
+    r = subprocess.run(cmd, capture_output=True, text=True, env=venv_env(torch_threads))
     dt, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if r.returncode != 0:
         raise SystemExit(f"geo-inference failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
@@ -290,9 +313,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=4096, help="scene side (px)")
     ap.add_argument("--repeat", type=int, default=2, help="interleaved rounds of the timed runs")
     ap.add_argument(
-        "--gi-workers",
+        "--gi-configs",
         default="",
-        help="geo-inference Dask threads, comma-separated (default: sar2opt-geo's Dask thread count, and 1)",
+        help="geo-inference configurations, comma-separated DASK_THREADS[:TORCH_THREADS] (default: N,N:1, "
+        "N = sar2opt-geo's own Dask thread count; torch's default intra-op threads unless given)",
     )
     ap.add_argument("--check-channel", type=int, default=1, help="output channel compared (0-2)")
     ap.add_argument(
@@ -305,11 +329,7 @@ def main() -> None:
     if not Path(python).is_file():
         raise SystemExit(f"Error: no python in {args.venv} (see this script's docstring to make the venv)")
     ours_threads = max(2, os.cpu_count() or 1)  # sar2opt_geo.distributed.ThreadedExecutor's default
-    gi_workers = (
-        [int(v) for v in args.gi_workers.split(",")]
-        if args.gi_workers
-        else sorted({ours_threads, 1}, reverse=True)
-    )
+    gi_cfgs = peer_configs(args.gi_configs or f"{ours_threads},{ours_threads}:1")
     head = subprocess.run(
         ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
     ).stdout.strip()
@@ -343,7 +363,7 @@ def main() -> None:
         _, _, chk = timed(
             "geo-inference check run (untimed)",
             lambda: geo_inference(
-                python, driver, scene, ts, tmp / "gi_check", gi_workers[0], channel=args.check_channel
+                python, driver, scene, ts, tmp / "gi_check", gi_cfgs[0][0], args.check_channel, gi_cfgs[0][1]
             ),
         )
         cold = timed(
@@ -356,12 +376,14 @@ def main() -> None:
         )
         n_ours = cold[2]
 
-        def gi_run(w: int):
-            return geo_inference(python, driver, scene, ts, tmp / f"gi{w}", w)
+        def gi_run(cfg):
+            return geo_inference(
+                python, driver, scene, ts, tmp / f"gi{cfg[0]}_{cfg[1]}", cfg[0], None, cfg[1]
+            )
 
-        runs = {f"gi{w}": [] for w in gi_workers} | {"default": [], "int8": [], "torch": []}
+        runs = {("gi", c): [] for c in gi_cfgs} | {"default": [], "int8": [], "torch": []}
         gi_out = None
-        jobs = [(f"gi{w}", f"geo-inference, {w} Dask thread(s)", partial(gi_run, w)) for w in gi_workers] + [
+        jobs = [(("gi", c), f"geo-inference, {peer_name(c)}", partial(gi_run, c)) for c in gi_cfgs] + [
             (key, f"sar2opt-geo {key}", partial(ours, scene, tmp / f"{key}.tif", ckpt, *extra, env=env))
             for key, extra in (
                 ("default", ()),
@@ -374,8 +396,11 @@ def main() -> None:
             for key, label, fn in jobs[::-1] if r % 2 else jobs:
                 res = timed(label, fn)
                 runs[key].append(res[:2])
-                if key.startswith("gi"):
+                if key[0] == "gi":
                     gi_out = Path(res[2]["output"])
+        # the model alone on each side (same threads, fresh processes): how much of each run is the network
+        n_mo = 64
+        mo_ours = model_only_subprocess(str(ckpt), n_mo, ENGINE_BATCH_SIZE["onnx"], env)
         load_after = loadavg()
 
         # comparisons
@@ -406,7 +431,7 @@ def main() -> None:
                 )
             bundled = psnr_maxdn(b_out["fp32"], b_out["int8"])
 
-    peer_key = min((k for k in runs if k.startswith("gi")), key=lambda k: min(t for t, _ in runs[k]))
+    peer_key = min((k for k in runs if k[0] == "gi"), key=lambda k: min(t for t, _ in runs[k]))
     peer = [t for t, _ in runs[peer_key]]
     peer_cpu = [c for _, c in runs[peer_key]]
     print()
@@ -422,7 +447,7 @@ def main() -> None:
     }
     for k, v in runs.items():
         w, c = [t for t, _ in v], [x for _, x in v]
-        name = names.get(k) or f"geo-inference 3.2.4, {k[2:]} Dask thread(s)"
+        name = names[k] if k in names else f"geo-inference 3.2.4, {peer_name(k[1])}"
         rw = "1.00 (reference)" if k == peer_key else ratio_line(k, w, peer)
         rc = "1.00" if k == peer_key else f"{min(c) / min(peer_cpu):.2f}"
         walls, cpus = " / ".join(f"{t:.1f}" for t in w), " / ".join(f"{t:.1f}" for t in c)
@@ -445,6 +470,13 @@ def main() -> None:
         f"{share * 100:.0f} % "
         f"of valid pixels) | {agree * 100:.2f} % agree |"
     )
+    tps, cpt = mo_ours
+    print(
+        f"| sar2opt-geo's default engine alone (ONNX Runtime fp32, batch {ENGINE_BATCH_SIZE['onnx']}, "
+        f"{n_mo} tiles, fresh process) | {tps:.1f} tiles/s, {cpt:.3f} CPU-s per tile: × {n_ours} tiles = "
+        f"{n_ours * cpt:.1f} CPU-s, {n_ours * cpt / min(c for _, c in runs['default']):.2f} of the default "
+        "run's CPU-s |"
+    )
     print(
         "| spread of sar2opt-geo's default output (std of R, G, B on valid pixels) | "
         + ", ".join(f"{v:.2f}" for v in spread)
@@ -466,7 +498,7 @@ def main() -> None:
     print(f"load average after: {load_after}")
     print(
         f"command: python scripts/bench_geoinference.py --venv {args.venv} --size {args.size} "
-        f"--repeat {args.repeat}" + (f" --gi-workers {args.gi_workers}" if args.gi_workers else "")
+        f"--repeat {args.repeat}" + (f" --gi-configs {args.gi_configs}" if args.gi_configs else "")
     )
 
 
