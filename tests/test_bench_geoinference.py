@@ -8,6 +8,7 @@ checkpoint's network on that input.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,11 @@ def test_argmax_agreement_counts_only_clear_leaders():
     classes = np.array([[0, 2, 1, 2]])
     share, agree = bench.argmax_agreement(rgb, classes, np.ones((1, 4), dtype=bool), margin=2)
     assert share == pytest.approx(0.75) and agree == pytest.approx(2 / 3)
+
+
+def test_peer_configs_and_thread_environment():
+    assert bench.peer_configs("2,2:1, 1") == [(2, None), (2, 1), (1, None)]
+    assert bench.peer_name((2, 1)) == "2 Dask thread(s), 1 torch thread(s)"
+    env = bench.venv_env(1)
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1" and "PYTHONPATH" not in env
+    assert bench.venv_env().get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")  # default: untouched
