@@ -133,8 +133,8 @@ def main(argv=None):
         for phase in phases:
             if not phase:
                 continue
-            sets = [kv.strip() for kv in phase.split(",") if kv.strip()]
-            run_obj = Run(None, run, resume=True, quiet=False, overrides=parse_overrides(sets))
+            phase_sets = [kv.strip() for kv in phase.split(",") if kv.strip()]
+            run_obj = Run(None, run, resume=True, quiet=False, overrides=parse_overrides(phase_sets))
             cfg = run_obj.cfg
             summary = run_obj.fit()
             stop_if_interrupted(summary)

@@ -511,18 +511,25 @@ def test_synth_product_cli_writes_a_readable_product(tmp_path, capsys):
 # -------------------------------------------------------------------------------------------- end to end
 
 
-def test_end_to_end_product_psnr_matches_the_map_projected_scene(tmp_path):
+@pytest.mark.xfail(
+    strict=True,
+    reason="#11 open: with speckle drawn in radar geometry the bundled model scores 17.4 (bilinear) / 18.5 "
+    "(nearest) dB on the product vs 21.5 dB on the map-projected σ⁰: it reads texture statistics the warp "
+    "changes (needs training with resampling / speckle-correlation augmentation)",
+)
+@pytest.mark.parametrize("resampling", ["bilinear", "nearest"])
+def test_end_to_end_product_psnr_matches_the_map_projected_scene(tmp_path, resampling):
     """Translating a synthetic ascending GRD product (realistic random thermal noise, calibrated, denoised,
-    warped) gives the picture quality of translating the simulator's map-projected σ⁰ on the same footprint
-    (bundled model, PSNR vs the optical truth within 0.5 dB). Nearest resampling: the synthetic radar pixels
-    carry independent speckle, which bilinear interpolation smooths (figures in the README)."""
+    warped; bilinear is the default) gives the picture quality of translating the simulator's map-projected
+    σ⁰ on the same footprint (bundled model, PSNR vs the optical truth within 0.5 dB). The product carries
+    its own radar-geometry speckle (GRDH-like correlation); the map scene, that of an analysis-ready one."""
     from sar2opt_geo.defaults import BUNDLED_MODEL
 
     if not BUNDLED_MODEL.exists():
         pytest.skip("the bundled model is not installed")
     spec = ProductSpec(width=640, height=520, seed=11, thermal_noise="random")
     paths = write_product(tmp_path, spec)
-    psnr = _end_to_end_psnr(paths, tmp_path, "nearest")
+    psnr = _end_to_end_psnr(paths, tmp_path, resampling)
     print(f"PSNR vs truth: product {psnr['product']:.2f} dB, map-projected σ⁰ {psnr['map']:.2f} dB")
     assert abs(psnr["product"] - psnr["map"]) <= 0.5
     assert psnr["map"] > 18.0
