@@ -241,7 +241,8 @@ def test_broken_blends_are_detected(scene, full_scene, probes, tmp_path, monkeyp
 
     def run(name, model, **kw):
         out = tmp_path / f"{name}.tif"
-        blend._window.cache_clear()  # 2-D windows are cached per (tile, overlap, edges): rebuild from axis_window
+        # 2-D windows are cached per (tile, overlap, edges): rebuild from axis_window
+        blend._window.cache_clear()
         translate(scene_path, out, model, chunk_size=576, **kw)
         rgb, meta = io.read_raster(out, masked=True)
         return rgb, meta["mask"] > 0
