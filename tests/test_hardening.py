@@ -531,7 +531,6 @@ def test_footprint_edge_looks_like_the_scene_far_from_it(tmp_path, level):
     from sar2opt_geo.distributed import ThreadedExecutor
     from sar2opt_geo.plan import TranslateOptions
     from sar2opt_geo.run import run_translate
-
     from sar2opt_geo.synth import SceneSpec, speckle_window
 
     h, w, edge = 384, 640, 200
