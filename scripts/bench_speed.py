@@ -15,8 +15,8 @@ Sentinel-1-like scenes; exports/quantisations are made once beforehand, as a use
 4. end-to-end ÷ model-only for the bundled model on the default engine, marginal (tiles/s between the two
    scenes ÷ the engine's own tiles/s on the same batch size and threads).
 
-GPU rows and the geo-inference comparison are not run here (no GPU on this machine; geo-inference needs its
-own virtual environment, see the issue).
+GPU rows are not run here (no GPU on this machine); the comparison with NRCan geo-inference is
+``scripts/bench_geoinference.py`` (geo-inference runs in its own virtual environment).
 
     python scripts/bench_speed.py [--small 1024] [--large 3072] [--repeat 2] [--skip-slow] [--pipeline-only]
 
