@@ -710,12 +710,13 @@ class _Window:
             db = db + _F32(GF3_CAL_OFFSET_DB) + _F32(GF3_CONTRAST - 1.0) * (db + _F32(12))
         return db
 
-    def sar(self, bands) -> np.ndarray:
+    def sar(self, bands, speckle: bool = True) -> np.ndarray:
         spec = self.spec
         out = np.empty((len(bands),) + self.mat.shape, dtype=np.float32)
         for i, band in enumerate(bands):
             lin = np.exp(self.sigma0_db(band) * _F32(math.log(10) / 10))
-            lin *= _speckle(spec, band, self.rows, self.cols)
+            if speckle:
+                lin *= _speckle(spec, band, self.rows, self.cols)
             np.maximum(lin, _F32(1e-7), out=lin)
             if spec.footprint:
                 lin *= self.valid
@@ -847,9 +848,10 @@ _TILE_PIXELS = 1 << 16
 
 
 def render_window(
-    spec: SceneSpec, row0: int, col0: int, height: int, width: int
+    spec: SceneSpec, row0: int, col0: int, height: int, width: int, *, speckle: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sar float32 (bands,h,w) linear sigma0 with 0 at nodata, optical uint8 (3,h,w), valid bool (h,w)).
+    ``speckle=False``: the noise-free σ⁰ (what synthetic products multiply by their own radar speckle).
 
     Every value is a function of (spec, global row, global column) only, so any tiling of a scene into
     windows gives the same pixels.
@@ -862,7 +864,7 @@ def render_window(
     for r, c, h, w in _tiles(row0, col0, height, width):
         win = _Window(spec, r, c, h, w)
         sl = (slice(r - row0, r - row0 + h), slice(c - col0, c - col0 + w))
-        sar[(slice(None),) + sl] = win.sar(spec.bands)
+        sar[(slice(None),) + sl] = win.sar(spec.bands, speckle)
         opt[(slice(None),) + sl] = win.optical()
         valid[sl] = win.valid
     return sar, opt, valid

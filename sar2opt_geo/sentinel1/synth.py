@@ -285,9 +285,7 @@ def radar_sigma0(spec: ProductSpec, row0: int, row1: int, col0: int, col1: int) 
     mc = np.floor((x - scene.origin[0]) / scene.pixel_size).astype(np.int64)
     mr = np.floor((scene.origin[1] - y) / scene.pixel_size).astype(np.int64)
     r_lo, r_hi, c_lo, c_hi = int(mr.min()), int(mr.max()) + 1, int(mc.min()), int(mc.max()) + 1
-    sar, _, _ = render_window(scene, r_lo, c_lo, r_hi - r_lo, c_hi - c_lo)
-    for i, band in enumerate(scene.bands):  # the map speckle out: noise-free σ⁰ (0 stays 0)
-        sar[i] /= speckle_window(scene, r_lo, c_lo, r_hi - r_lo, c_hi - c_lo, band=band)
+    sar, _, _ = render_window(scene, r_lo, c_lo, r_hi - r_lo, c_hi - c_lo, speckle=False)
     out = sar[:, mr - r_lo, mc - c_lo]
     radar = radar_speckle_spec(spec)
     for i, band in enumerate(scene.bands):
