@@ -996,21 +996,48 @@ def write_scene(
     return sar_path, opt_path
 
 
-def pair_windows(count: int, *, domain: str = "s1", seed: int = 0, tile: int = 256):
-    """The (scene spec, row0, col0) of each of :func:`write_pairs`' ``count`` tiles, in order."""
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & _MASK64, zlib.crc32(domain.encode())]))
+def pair_windows(
+    count: int,
+    *,
+    domain: str = "s1",
+    seed: int = 0,
+    tile: int = 256,
+    speckle_corr: tuple[float, float] | None = None,
+):
+    """The (scene spec, row0, col0) of each of :func:`write_pairs`' ``count`` tiles, in order.
+
+    ``speckle_corr=(lo, hi)`` draws each scene's :attr:`SceneSpec.speckle_corr` uniformly from that range
+    (from a stream of its own: the windows and scene seeds are those of the default); None keeps the default.
+    """
+    base = [int(seed) & _MASK64, zlib.crc32(domain.encode())]
+    rng = np.random.default_rng(np.random.SeedSequence(base))
+    corr_rng = None
+    if speckle_corr is not None:
+        lo, hi = (float(v) for v in speckle_corr)
+        for v in (lo, hi):
+            SceneSpec(1, 1, speckle_corr=v).validate()
+        if lo > hi:
+            raise UsageError(f"speckle_corr range must be (low, high), got {speckle_corr!r}")
+        corr_rng = np.random.default_rng(np.random.SeedSequence([*base, 1]))
     size = max(20000, tile)
     spec = None
     for i in range(count):
         if i % 16 == 0:
             scene_seed = int(rng.integers(0, 2**31))
-            spec = SceneSpec(size, size, ("VV",), seed=scene_seed, footprint=False, domain=domain)
+            extra = {} if corr_rng is None else {"speckle_corr": float(corr_rng.uniform(lo, hi))}
+            spec = SceneSpec(size, size, ("VV",), seed=scene_seed, footprint=False, domain=domain, **extra)
         r0, c0 = (int(v) for v in rng.integers(0, size - tile + 1, size=2))
         yield spec, r0, c0
 
 
 def write_pairs(
-    outdir, count: int, *, domain: str = "s1", seed: int = 0, tile: int = 256
+    outdir,
+    count: int,
+    *,
+    domain: str = "s1",
+    seed: int = 0,
+    tile: int = 256,
+    speckle_corr: tuple[float, float] | None = None,
 ) -> list[tuple[Path, Path]]:
     """Write ``count`` co-registered tile pairs in the QXSLAB-SAROPT layout.
 
@@ -1018,7 +1045,9 @@ def write_pairs(
     OUTDIR/opt_256_oc_0.2/NNNNN.png (RGB), paired by identical stem (the directory names are fixed
     whatever ``tile``). Tiles are random windows (16 per scene) of 20,000 x 20,000 scenes with seed-derived
     seeds and no footprint (:func:`pair_windows`), so every tile is fully valid; the result is deterministic
-    per (seed, domain). OUTDIR/pairs.json records what was written, with :data:`SIMULATOR_VERSION`.
+    per (seed, domain). ``speckle_corr=(lo, hi)``: each scene's speckle correlation drawn from that range
+    (:func:`pair_windows`; training data for a model that must not depend on one speckle texture).
+    OUTDIR/pairs.json records what was written, with :data:`SIMULATOR_VERSION`.
     """
     if domain not in DOMAINS:
         raise UsageError(f"unknown domain {domain!r}; allowed: {', '.join(DOMAINS)}")
@@ -1031,13 +1060,16 @@ def write_pairs(
     sar_dir.mkdir(parents=True, exist_ok=True)
     opt_dir.mkdir(parents=True, exist_ok=True)
     pairs = []
-    for i, (spec, r0, c0) in enumerate(pair_windows(count, domain=domain, seed=seed, tile=tile)):
+    windows = pair_windows(count, domain=domain, seed=seed, tile=tile, speckle_corr=speckle_corr)
+    for i, (spec, r0, c0) in enumerate(windows):
         sar, opt, _ = render_window(spec, r0, c0, tile, tile)
         sp, op = sar_dir / f"{i:05d}.png", opt_dir / f"{i:05d}.png"
         write_png(sp, sar_to_uint8(sar[0], domain))
         write_png(op, opt)
         pairs.append((sp, op))
     stamp = {"count": count, "domain": domain, "seed": int(seed), "tile": tile}
+    if speckle_corr is not None:
+        stamp["speckle_corr"] = [float(v) for v in speckle_corr]
     stamp["simulator"] = SIMULATOR_VERSION
     (outdir / PAIRS_STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
     return pairs

@@ -48,11 +48,28 @@ def main(argv=None):
     ap.add_argument("--work", default="/tmp/sar2opt_default")
     ap.add_argument("--pairs", type=int, default=3000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--speckle-corr",
+        default=None,
+        help="LO,HI: training pairs whose scenes draw their speckle correlation (px) from this range "
+        "(in WORK/train_pairs_corrLO-HI)",
+    )
+    ap.add_argument(
+        "--product-seed",
+        type=int,
+        action="append",
+        default=None,
+        help="also score product-vs-map equivalence on these synthetic product seeds (never 11)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     data, held = work / "train_pairs", work / f"heldout_pairs_seed{VALIDATION_SEED}"
-    ensure_pairs(data, args.pairs, 0)
+    corr = None
+    if args.speckle_corr:
+        corr = tuple(float(v) for v in args.speckle_corr.split(","))
+        data = work / f"train_pairs_corr{corr[0]:g}-{corr[1]:g}"
+    ensure_pairs(data, args.pairs, 0, corr)
     ensure_pairs(held, HELDOUT_PAIRS, VALIDATION_SEED)
     run = work / "trials" / args.name
     if run.exists():
@@ -69,6 +86,31 @@ def main(argv=None):
         f"L1 {m['l1']:.3f}, gain {gain:.2f} dB over the best baseline, {time.time() - t:.0f} s",
         flush=True,
     )
+    for seed in args.product_seed or []:
+        for resampling in ("bilinear", "nearest"):
+            r = product_equivalence(run / "generator.safetensors", seed, resampling)
+            print(
+                f"{args.name} product seed {seed} {resampling}: product {r['product']:.2f} dB, map-projected "
+                f"σ⁰ {r['map']:.2f} dB, difference {r['product'] - r['map']:+.2f} dB",
+                flush=True,
+            )
+
+
+def product_equivalence(model: Path, seed: int, resampling: str) -> dict:
+    """product_equivalence.py's figures for ``model`` on a validation product (not the test seed)."""
+    import tempfile
+
+    from product_equivalence import TEST_PRODUCT_SEED, product_vs_map
+
+    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+
+    if seed == TEST_PRODUCT_SEED:
+        raise SystemExit(f"product seed {seed} is the test product's: choose on another seed")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_product(
+            Path(tmp), ProductSpec(width=640, height=520, seed=seed, thermal_noise="random")
+        )
+        return product_vs_map(paths, tmp, resampling, str(model))
 
 
 if __name__ == "__main__":

@@ -186,15 +186,19 @@ def stop_if_interrupted(summary: dict) -> None:
         sys.exit(130 if summary["interrupted"] == "SIGINT" else 143)
 
 
-def ensure_pairs(folder: Path, count: int, seed: int) -> Path:
+def ensure_pairs(folder: Path, count: int, seed: int, speckle_corr=None) -> Path:
     """``count`` synthetic s1 pairs of ``seed`` in ``folder``: generated unless the folder's stamp says they
-    are exactly these pairs from the current simulator (pairs of an older simulator are regenerated)."""
-    want = {"count": count, "domain": "s1", "seed": seed, "tile": 256, "simulator": SIMULATOR_VERSION}
+    are exactly these pairs from the current simulator (pairs of an older simulator are regenerated).
+    ``speckle_corr=(lo, hi)``: each scene's speckle correlation drawn from that range (``write_pairs``)."""
+    want = {"count": count, "domain": "s1", "seed": seed, "tile": 256}
+    if speckle_corr is not None:
+        want["speckle_corr"] = [float(v) for v in speckle_corr]
+    want["simulator"] = SIMULATOR_VERSION
     stamp = folder / PAIRS_STAMP
     if not (stamp.exists() and json.loads(stamp.read_text()) == want):
         if folder.exists():
             shutil.rmtree(folder)
-        write_pairs(folder, count, domain="s1", seed=seed)
+        write_pairs(folder, count, domain="s1", seed=seed, speckle_corr=speckle_corr)
     return folder
 
 

@@ -135,3 +135,56 @@ def test_corrupt_png_skipped_with_count(tmp_path, caplog):
         ds = PairedTileDataset(tmp_path, "all")
     assert len(ds) == 3
     assert "skipped 2 corrupt" in caplog.text
+
+
+def _levels_to_linear(u8):
+    return 10 ** ((u8.astype(float) * 25 / 255 - 25) / 10)
+
+
+def test_resample_levels_is_bilinear_on_linear_intensity():
+    from sar2opt_geo.training.datasets import resample_levels
+
+    rng = np.random.default_rng(3)
+    lin = rng.gamma(4.4, 0.05 / 4.4, size=(1, 64, 64))
+    from sar2opt_geo.synth import sar_to_uint8
+
+    u = sar_to_uint8(lin[0])[None]
+    assert np.array_equal(resample_levels(u, 0.0, 0.0), u)  # zero offset: the same levels
+    flat = np.full((1, 8, 8), 140, np.uint8)
+    assert np.array_equal(resample_levels(flat, -0.5, 0.25), flat)  # a constant stays constant
+    # one bright pixel on a dark floor: at offsets (+0.25, -0.5) its linear intensity spreads with the
+    # bilinear weights (0.75 · 0.5 at its own place, 0.25 · 0.5 from below, ... ) and nothing else changes
+    spot = np.zeros((1, 9, 9), np.uint8)
+    spot[0, 4, 4] = 255
+    out = _levels_to_linear(resample_levels(spot, 0.25, -0.5))[0]
+    floor = _levels_to_linear(np.uint8(0))
+    excess = (out - floor) / (1.0 - floor)
+    want = np.zeros((9, 9))
+    want[4, 4], want[4, 5], want[3, 4], want[3, 5] = 0.375, 0.375, 0.125, 0.125
+    assert np.allclose(excess, want, atol=0.03)  # within the 8-bit rounding of the levels
+    # interpolation averages speckle: its ENL rises, most at half a pixel
+    half = _levels_to_linear(resample_levels(u, -0.5, -0.5))
+    quarter = _levels_to_linear(resample_levels(u, 0.25, 0.0))
+    lin_u = _levels_to_linear(u)
+
+    def enl(x):
+        return x.mean() ** 2 / x.var()
+
+    assert enl(lin_u) < enl(quarter) < enl(half)
+    assert enl(half) > 1.8 * enl(lin_u)
+
+
+def test_resampling_codes_resample_the_sar_tile_only(tmp_path):
+    from sar2opt_geo.training.datasets import RESAMPLE_PHASES, resample_code, resample_levels
+
+    _qx(tmp_path, 2, size=16)
+    ds = PairedTileDataset(tmp_path, "all", augment=True)
+    sar, opt = ds.read_uint8(1)
+    for code in (3, 5 + resample_code(0, 12), resample_code(RESAMPLE_PHASES - 1, 3)):
+        x, y = ds[(1, code)]
+        qy, qx = divmod((code >> 3) - 1, RESAMPLE_PHASES) if code >= 8 else (8, 8)  # (8, 8): no offset
+        shifted = resample_levels(sar, qy / RESAMPLE_PHASES - 0.5, qx / RESAMPLE_PHASES - 0.5)
+        xs, ys = augment_pair(np.repeat(shifted, 3, 0), opt, code & 7)
+        assert np.allclose(x.numpy(), xs / 255 * 2 - 1, atol=1e-6)
+        assert np.allclose(y.numpy(), ys / 255 * 2 - 1, atol=1e-6)  # optical: the dihedral transform only
+    assert not np.array_equal(ds[(1, 0)][0].numpy(), ds[(1, resample_code(0, 0))][0].numpy())

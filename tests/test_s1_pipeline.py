@@ -4,8 +4,10 @@ window by window, input-scale decisions, `calibrate`, `info`, `synth product`, a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +28,11 @@ from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
 from sar2opt_geo.synth import SceneSpec, speckle_window
 
 SPEC = ProductSpec(width=360, height=300, seed=3)
+
+_PATH = Path(__file__).resolve().parents[1] / "scripts" / "product_equivalence.py"
+_MOD = importlib.util.spec_from_file_location("product_equivalence", _PATH)
+equivalence = importlib.util.module_from_spec(_MOD)
+_MOD.loader.exec_module(equivalence)
 
 
 @pytest.fixture(scope="module")
@@ -527,46 +534,12 @@ def test_end_to_end_product_psnr_matches_the_map_projected_scene(tmp_path, resam
 
     if not BUNDLED_MODEL.exists():
         pytest.skip("the bundled model is not installed")
-    spec = ProductSpec(width=640, height=520, seed=11, thermal_noise="random")
+    spec = ProductSpec(width=640, height=520, seed=equivalence.TEST_PRODUCT_SEED, thermal_noise="random")
     paths = write_product(tmp_path, spec)
-    psnr = _end_to_end_psnr(paths, tmp_path, resampling)
+    psnr = equivalence.product_vs_map(paths, tmp_path, resampling)
     print(f"PSNR vs truth: product {psnr['product']:.2f} dB, map-projected σ⁰ {psnr['map']:.2f} dB")
     assert abs(psnr["product"] - psnr["map"]) <= 0.5
     assert psnr["map"] > 18.0
-
-
-def _end_to_end_psnr(paths, tmp_path, resampling: str) -> dict:
-    from sar2opt_geo.defaults import BUNDLED_MODEL
-
-    opts = TranslateOptions(model=str(BUNDLED_MODEL), device="cpu", resampling=resampling)
-    prod_out = tmp_path / f"prod_{resampling}.tif"
-    run_translate(str(paths.safe), str(prod_out), opts, ThreadedExecutor(2))
-    scene = source.open_source(paths.safe, resampling=resampling)
-    _, valid = source.read_window(scene, 0, scene.height, 0, scene.width)
-    truth_sar, _ = _truth_window(scene, paths.sar_map)
-    truth_sar[:, ~valid] = np.nan  # the same footprint
-    eq = _write(
-        tmp_path / "eq.tif",
-        truth_sar,
-        "float32",
-        transform=scene.affine,
-        crs=scene.crs,
-        nodata=float("nan"),
-        descriptions=("VV", "VH"),
-    )
-    map_out = tmp_path / "map.tif"
-    run_translate(eq, str(map_out), opts, ThreadedExecutor(2))
-    a, am = io.read_raster(prod_out, masked=True)
-    b, bm = io.read_raster(map_out, masked=True)
-    opt, _ = _truth_window(scene, paths.optical)
-    m = (am["mask"] > 0) & (bm["mask"] > 0)
-
-    def psnr(x):
-        return float(
-            10 * np.log10(255.0**2 / np.mean((x[:, m].astype(float) - opt[:, m].astype(float)) ** 2))
-        )
-
-    return {"product": psnr(a), "map": psnr(b)}
 
 
 def test_tile_pairs_from_a_product_cut_its_calibrated_sigma0(products, tmp_path, capsys):

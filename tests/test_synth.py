@@ -289,6 +289,26 @@ def test_write_pairs_layout(tmp_path):
     assert read_png(gf3[0][0]).shape == (1, 64, 64)
 
 
+def test_pairs_with_a_speckle_correlation_range(tmp_path):
+    """``speckle_corr=(lo, hi)``: the same windows and optical tiles, each scene's speckle correlation drawn
+    from the range (so the SAR tiles differ), recorded in the pairs' stamp; a bad range is refused."""
+    plain = list(synth.pair_windows(40, seed=3, tile=32))
+    ranged = list(synth.pair_windows(40, seed=3, tile=32, speckle_corr=(0.4, 0.9)))
+    assert [(s.seed, r, c) for s, r, c in ranged] == [(s.seed, r, c) for s, r, c in plain]
+    corrs = sorted({s.speckle_corr for s, _, _ in ranged})
+    assert len(corrs) == 3 and all(0.4 <= v <= 0.9 for v in corrs)  # 40 tiles = 3 scenes of 16
+    a = write_pairs(tmp_path / "a", 2, seed=3, tile=32)
+    b = write_pairs(tmp_path / "b", 2, seed=3, tile=32, speckle_corr=(0.8, 0.9))
+    assert a[0][1].read_bytes() == b[0][1].read_bytes()  # optical unchanged
+    assert a[0][0].read_bytes() != b[0][0].read_bytes()  # SAR speckle of another correlation
+    assert json.loads((tmp_path / "b" / synth.PAIRS_STAMP).read_text())["speckle_corr"] == [0.8, 0.9]
+    assert "speckle_corr" not in json.loads((tmp_path / "a" / synth.PAIRS_STAMP).read_text())
+    with pytest.raises(UsageError, match="range must be"):
+        list(synth.pair_windows(1, speckle_corr=(0.9, 0.4)))
+    with pytest.raises(UsageError, match="speckle_corr must be within"):
+        list(synth.pair_windows(1, speckle_corr=(0.4, 99.0)))
+
+
 def test_sar_to_uint8_stretches():
     s = np.array([0.0, 10**-3.0, 10**-2.5, 10**-1.25, 1.0, 10.0], np.float32)
     assert synth.sar_to_uint8(s, "s1").tolist() == [0, 0, 0, 128, 255, 255]

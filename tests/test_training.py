@@ -15,7 +15,7 @@ from sar2opt_geo.errors import UsageError
 from sar2opt_geo.models.checkpoint import CheckpointMeta, load_generator, read_metadata, save_checkpoint
 from sar2opt_geo.models.lora import apply_adapter, merge_lora
 from sar2opt_geo.models.registry import create_model
-from sar2opt_geo.training.config import load_config
+from sar2opt_geo.training.config import TrainConfig, load_config
 from sar2opt_geo.training.trainer import Run, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -503,3 +503,27 @@ def test_lambda_mse_adds_the_squared_error_to_the_generator_loss(pairs, tmp_path
     assert after["mse"] < 0.9 * after["adv_only"]
     with pytest.raises(UsageError, match="lambda_mse"):
         load_config(overrides=["lambda_mse=-1"])
+
+
+def test_resample_augment_draws_phases_beside_unchanged_dihedral_codes():
+    from sar2opt_geo.training.trainer import batch_indices
+
+    plain = [batch_indices(40, 4, 7, s, True) for s in range(10)]
+    none = [batch_indices(40, 4, 7, s, True, 0.0) for s in range(10)]
+    half = [batch_indices(40, 4, 7, s, True, 0.5) for s in range(10)]
+    assert plain == none
+    # the same items and dihedral codes; phase bits on about half of them, reproducibly
+    assert [[(i, c & 7) for i, c in b] for b in half] == plain
+    phased = [c >> 3 for b in half for _, c in b]
+    assert 10 <= sum(p > 0 for p in phased) <= 30 and len(set(phased)) > 5
+    assert half == [batch_indices(40, 4, 7, s, True, 0.5) for s in range(10)]
+    assert all(c >> 3 for b in (batch_indices(40, 4, 7, s, True, 1.0) for s in range(3)) for _, c in b)
+    assert all(c == 0 for b in (batch_indices(40, 4, 7, s, False, 1.0) for s in range(3)) for _, c in b)
+
+
+def test_resample_augment_config_is_checked():
+    with pytest.raises(UsageError, match="resample_augment must be a probability"):
+        TrainConfig(resample_augment=1.5).validate()
+    with pytest.raises(UsageError, match="needs the radiometry of 8-bit dB tiles"):
+        TrainConfig(resample_augment=0.5, radiometry={"scale": "linear", "clip": [0, 1]}).validate()
+    assert TrainConfig(resample_augment=0.5).validate().resample_clip_db() == (-25.0, 0.0)

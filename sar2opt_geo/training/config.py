@@ -50,6 +50,10 @@ class TrainConfig:
     dropout: bool | None = None
     lr_decay_steps: int = 0  # linear decay to 0 over the last N steps (0: constant LR)
     augment: bool = True
+    # probability that a training item's SAR tile is first resampled bilinearly (on linear intensity) at a
+    # random sub-pixel offset, as a map projection from radar geometry does (datasets.resample_levels): a
+    # model that does not depend on one speckle texture. Needs ``augment`` and a fixed dB clip radiometry.
+    resample_augment: float = 0.0
     # DataLoader worker processes; null or "auto": from the usable cores (trainer.default_loader_workers)
     num_workers: int | None = None
     val_fraction: float = 0.1
@@ -78,6 +82,19 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resample_clip_db(self) -> tuple[float, float]:
+        """The 8-bit tiles' dB stretch (the radiometry's fixed clip), for ``resample_augment``."""
+        r = self.radiometry or {}
+        clip = r.get("clip")
+        if r.get("scale", "db") != "db" or not clip or len(clip) != 2:
+            if self.resample_augment > 0:
+                raise UsageError(
+                    "resample_augment needs the radiometry of 8-bit dB tiles (scale: db with a fixed clip), "
+                    f"got {r!r}"
+                )
+            return (-25.0, 0.0)
+        return float(clip[0]), float(clip[1])
+
     def validate(self) -> TrainConfig:
         if self.batch_size < 1:
             raise UsageError("batch_size must be >= 1")
@@ -91,6 +108,12 @@ class TrainConfig:
             raise UsageError("val_fraction and test_fraction must be in [0, 1)")
         if self.dropout is not None and not isinstance(self.dropout, bool):
             raise UsageError(f"config key 'dropout': expected true, false or null, got {self.dropout!r}")
+        if not 0 <= self.resample_augment <= 1:
+            raise UsageError(
+                f"resample_augment must be a probability in [0, 1], got {self.resample_augment!r}"
+            )
+        if self.resample_augment > 0:
+            self.resample_clip_db()  # a fixed dB clip is needed to undo the 8-bit stretch
         if self.num_workers == "auto":
             self.num_workers = None
         nw = self.num_workers

@@ -181,8 +181,53 @@ def _to3(arr: np.ndarray, what: str) -> np.ndarray:
     raise DatasetError(f"{what}: unexpected channel count {arr.shape[0]}")
 
 
+#: Sub-pixel phases of the resampling augmentation per axis (offsets ``q / RESAMPLE_PHASES − ½`` px).
+RESAMPLE_PHASES = 16
+
+
+def resample_code(qy: int, qx: int) -> int:
+    """The augmentation-code bits (above the dihedral bits 0-2) of a resampling at phases (qy, qx)."""
+    return 8 * (1 + qy * RESAMPLE_PHASES + qx)
+
+
+def _shift_axis(x: np.ndarray, f: float, axis: int) -> np.ndarray:
+    """Linear interpolation of ``x`` at ``i + f`` (``−½ ≤ f < ½``) along ``axis``, edges replicated."""
+    n = x.shape[axis]
+    idx = np.arange(n)
+    if f >= 0:
+        nb, w = np.minimum(idx + 1, n - 1), f
+    else:
+        nb, w = np.maximum(idx - 1, 0), -f
+    return (1 - w) * x + w * np.take(x, nb, axis=axis)
+
+
+def resample_levels(
+    sar: np.ndarray, dy: float, dx: float, clip_db: tuple[float, float] = (-25.0, 0.0)
+) -> np.ndarray:
+    """8-bit dB levels ``(C, H, W)`` resampled bilinearly at sub-pixel offsets (dy, dx) in ``[−½, ½)`` px.
+
+    What a map projection of radar-geometry data does to a tile: the levels go back to linear intensity
+    (``clip_db`` is the 8-bit stretch: level 0 = low dB, 255 = high dB), are interpolated there (bilinear on
+    linear intensity, as ``--warp`` does), and return to levels rounded as
+    :func:`sar2opt_geo.synth.sar_to_uint8` rounds. Interpolation averages neighbouring speckle: the
+    texture becomes smoother (higher ENL) and more correlated by an amount that depends on the phase, which
+    differs from tile to tile, as it varies across a warped scene. A model trained with it does not depend on
+    one speckle texture.
+    """
+    lo, hi = (float(v) for v in clip_db)
+    db = sar.astype(np.float64) * ((hi - lo) / 255.0) + lo
+    lin = np.power(10.0, db / 10.0)
+    lin = _shift_axis(_shift_axis(lin, float(dy), axis=1), float(dx), axis=2)
+    back = 10.0 * np.log10(np.maximum(lin, 1e-30))
+    val = (np.clip(back, lo, hi) - lo) * (255.0 / (hi - lo))
+    return (val + 0.5).astype(np.uint8)
+
+
 def augment_pair(sar: np.ndarray, opt: np.ndarray, code: int) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the same dihedral transform (``code`` 0..7: bit 2 = horizontal flip, bits 0-1 = 90° turns)."""
+    """Apply the same dihedral transform (``code`` bits 0-2: bit 2 = horizontal flip, bits 0-1 = 90° turns).
+
+    Bits above (``code >> 3``, see :func:`resample_code`) are the SAR-only resampling of
+    :meth:`PairedTileDataset.__getitem__`, ignored here."""
     k, flip = code & 3, (code >> 2) & 1
     out = []
     for a in (sar, opt):
@@ -199,7 +244,10 @@ class PairedTileDataset(Dataset):
 
     ``split`` is ``"train"``, ``"val"``, ``"test"`` or ``"all"``; ``split_data`` a split dict (see module doc)
     or None for the deterministic default split. ``augment=True`` draws a random dihedral transform per item
-    (from ``np.random``) unless the index is an ``(index, aug_code)`` pair.
+    (from ``np.random``) unless the index is an ``(index, aug_code)`` pair. A code with resampling bits
+    (:func:`resample_code`, drawn by the trainer's sampler with probability ``resample_augment``) first
+    resamples the SAR tile at that sub-pixel phase (:func:`resample_levels`, in the dB stretch
+    ``resample_clip_db``); the optical tile is left as it is (a shift of at most ½ px).
     """
 
     def __init__(
@@ -212,10 +260,12 @@ class PairedTileDataset(Dataset):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         check: bool = True,
+        resample_clip_db: tuple[float, float] = (-25.0, 0.0),
     ):
         self.root = Path(root)
         self.layout, pairs = find_pairs(self.root)
         self.augment = augment
+        self.resample_clip_db = tuple(resample_clip_db)
         by_sar = dict(pairs)
         if split_data is None:
             split_data = make_split(list(by_sar), split_seed, val_fraction, test_fraction)
@@ -300,10 +350,19 @@ class PairedTileDataset(Dataset):
         if isinstance(index, (tuple, list)):
             index, code = int(index[0]), int(index[1])
         sar, opt = self.read_uint8(index)
+        return self.prepare(sar, opt, index, code)
+
+    def prepare(self, sar: np.ndarray, opt: np.ndarray, index: int, code: int | None = None):
+        """Item ``index``'s uint8 arrays → augmented model-range tensors (``code``: see the class doc)."""
         sar, opt = _to3(sar, self.items[index][0]), _to3(opt, self.items[index][1])
         if self.augment:
             if code is None:
                 code = int(np.random.randint(0, 8))
+            phase = (code >> 3) - 1
+            if phase >= 0:
+                qy, qx = divmod(phase, RESAMPLE_PHASES)
+                dy, dx = qy / RESAMPLE_PHASES - 0.5, qx / RESAMPLE_PHASES - 0.5
+                sar = resample_levels(sar, dy, dx, self.resample_clip_db)
             sar, opt = augment_pair(sar, opt, code)
         return torch.from_numpy(to_model_range(sar)), torch.from_numpy(to_model_range(opt))
 

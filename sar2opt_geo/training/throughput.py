@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from sar2opt_geo.training.config import load_config
-from sar2opt_geo.training.datasets import _to3, augment_pair, to_model_range
 from sar2opt_geo.training.trainer import Run, batch_indices, usable_cores
 
 
@@ -70,13 +69,11 @@ def _data_times(run: Run, batches: int) -> dict:
     ds, cfg = run.train_ds, run.cfg
     dec = rest = 0.0
     for b in range(batches):
-        for i, code in batch_indices(len(ds), cfg.batch_size, cfg.seed, b, cfg.augment):
+        for i, code in batch_indices(len(ds), cfg.batch_size, cfg.seed, b, cfg.augment, cfg.resample_augment):
             t0 = time.perf_counter()
             sar, opt = ds.read_uint8(i)
             t1 = time.perf_counter()
-            sar, opt = _to3(sar, ""), _to3(opt, "")
-            sar, opt = augment_pair(sar, opt, code)
-            torch.from_numpy(to_model_range(sar)), torch.from_numpy(to_model_range(opt))
+            ds.prepare(sar, opt, i, code)
             rest += time.perf_counter() - t1
             dec += t1 - t0
     return {"decode_s_per_batch": dec / batches, "augment_convert_s_per_batch": rest / batches}
@@ -133,7 +130,7 @@ def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, worker
         run.out.mkdir(parents=True)
         run.G.train()
         run.D.train()
-        idx = batch_indices(len(run.train_ds), cfg.batch_size, cfg.seed, 0, cfg.augment)
+        idx = batch_indices(len(run.train_ds), cfg.batch_size, cfg.seed, 0, cfg.augment, cfg.resample_augment)
         x = torch.stack([run.train_ds[i][0] for i in idx])
         y = torch.stack([run.train_ds[i][1] for i in idx])
         res = {

@@ -74,7 +74,14 @@ from sar2opt_geo.models.checkpoint import (
 from sar2opt_geo.models.lora import LoRAConfig, inject_lora, save_adapter, trainable_fraction
 from sar2opt_geo.models.registry import create_model
 from sar2opt_geo.training.config import TrainConfig, load_config
-from sar2opt_geo.training.datasets import PairedTileDataset, find_pairs, make_split, read_split, write_split
+from sar2opt_geo.training.datasets import (
+    RESAMPLE_PHASES,
+    PairedTileDataset,
+    find_pairs,
+    make_split,
+    read_split,
+    write_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +96,26 @@ def step_seed(seed: int, step: int) -> int:
     return (int(seed) * 1_000_003 + int(step) * 7_919 + 12_345) % (2**63 - 1)
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int, augment: bool) -> list[tuple[int, int]]:
-    """``[(index, aug_code), ...]`` of step ``step``: a slice of the seeded permutation of its epoch."""
+def batch_indices(
+    n: int, batch_size: int, seed: int, step: int, augment: bool, resample: float = 0.0
+) -> list[tuple[int, int]]:
+    """``[(index, aug_code), ...]`` of step ``step``: a slice of the seeded permutation of its epoch.
+
+    With ``augment``, each item's dihedral code (bits 0-2) comes from the epoch's generator and, with
+    probability ``resample``, a sub-pixel resampling phase
+    (:func:`~sar2opt_geo.training.datasets.resample_code`) from a second generator of the epoch (so runs
+    without it keep their codes)."""
     bs = min(batch_size, n)
     per_epoch = max(n // bs, 1)
     epoch, pos = divmod(step, per_epoch)
     rng = np.random.default_rng([int(seed), int(epoch)])
     perm = rng.permutation(n)
     codes = rng.integers(0, 8, size=n) if augment else np.zeros(n, dtype=np.int64)
+    if augment and resample > 0:
+        rs = np.random.default_rng([int(seed), int(epoch), 1])
+        chosen = rs.random(n) < resample
+        q = rs.integers(0, RESAMPLE_PHASES, size=(2, n))
+        codes = codes + np.where(chosen, 8 * (1 + q[0] * RESAMPLE_PHASES + q[1]), 0)
     return [(int(i), int(codes[i])) for i in perm[pos * bs : (pos + 1) * bs]]
 
 
@@ -106,7 +125,9 @@ class _StepBatches(torch.utils.data.Sampler):
 
     def __iter__(self):
         for s in range(self.start, self.end):
-            yield batch_indices(self.n, self.cfg.batch_size, self.cfg.seed, s, self.cfg.augment)
+            yield batch_indices(
+                self.n, self.cfg.batch_size, self.cfg.seed, s, self.cfg.augment, self.cfg.resample_augment
+            )
 
     def __len__(self):
         return max(self.end - self.start, 0)
@@ -468,7 +489,9 @@ class Run:
             _, pairs = find_pairs(self.data)
             split = make_split([s for s, _ in pairs], cfg.split_seed, cfg.val_fraction, cfg.test_fraction)
         self.split = split
-        self.train_ds = PairedTileDataset(self.data, "train", split, augment=cfg.augment)
+        self.train_ds = PairedTileDataset(
+            self.data, "train", split, augment=cfg.augment, resample_clip_db=cfg.resample_clip_db()
+        )
         if len(self.train_ds) == 0:
             raise UsageError(f"{self.data}: the training split is empty")
         self.val_ds = PairedTileDataset(self.data, "val", split, augment=False)
