@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from sar2opt_geo.tiling import BlockPlan
 from sar2opt_geo.workstate import RunLock, WorkState, digest, fingerprint_file, kept_summary
 
 Progress = Callable[[int, int], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,18 @@ def _run_job(prep: PreparedTranslate, job: TranslateJob, out: Path, executor, re
     return n_eval
 
 
+def close_readers(executor) -> None:
+    """Close the input datasets the ``acc`` tasks kept open (one per worker thread, see
+    :func:`sar2opt_geo.io.read_window`): in this process, and on every worker of a Dask cluster."""
+    io.close_readers()
+    client = getattr(executor, "client", None)
+    if client is not None:
+        try:
+            client.run(io.close_readers)
+        except Exception as exc:  # a lost worker keeps its handles until it exits; nothing to undo
+            log.debug("closing the workers' input datasets: %s", exc)
+
+
 def run_translate(
     input_path: str,
     output_path: str,
@@ -246,9 +261,12 @@ def run_translate(
         raise OutputError(f"{output_path}: the input {input_path} lies in this output's work-state folder")
     out = io.check_output_path(output_path, overwrite)
     prep = prepare_translate(input_path, opts, executor)
-    with RunLock(out):  # a second run on this output is refused, naming this one
-        job = replace(measure_scene(executor, prep), nodata_fill=prep.options.nodata_fill)
-        n_eval = _run_job(prep, job, out, executor, resume, progress)
+    try:
+        with RunLock(out):  # a second run on this output is refused, naming this one
+            job = replace(measure_scene(executor, prep), nodata_fill=prep.options.nodata_fill)
+            n_eval = _run_job(prep, job, out, executor, resume, progress)
+    finally:
+        close_readers(executor)
     return TranslateSummary(
         output=str(out),
         tiles=job.grid.count,

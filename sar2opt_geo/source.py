@@ -183,7 +183,7 @@ def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _source_reader(scene: SourceScene, bands, convert: Convert):
+def _source_reader(scene: SourceScene, bands, convert: Convert, keep_open: bool = False):
     """``read(r0, r1, c0, c1) -> (values (bands, h, w), valid)`` on the source image's own grid."""
     if scene.product is not None:
         product, cal, den = scene.product, scene.calibration, scene.denoise
@@ -195,19 +195,19 @@ def _source_reader(scene: SourceScene, bands, convert: Convert):
         raster = scene.raster
 
         def read(r0, r1, c0, c1):
-            data, valid = io.read_window(raster, r0, r1, c0, c1, tuple(bands))
+            data, valid = io.read_window(raster, r0, r1, c0, c1, tuple(bands), keep_open=keep_open)
             linear = convert(data)
             return np.where(valid[None], linear, np.float32(0.0)).astype(np.float32), valid
 
     return read
 
 
-def _read(scene: io.SceneInfo, row0, row1, col0, col1, bands, convert: Convert | None):
+def _read(scene: io.SceneInfo, row0, row1, col0, col1, bands, convert: Convert | None, keep_open=False):
     bands = tuple(bands) if bands else tuple(range(1, scene.count + 1))
     if not isinstance(scene, SourceScene):
-        data, valid = io.read_window(scene, row0, row1, col0, col1, bands)
+        data, valid = io.read_window(scene, row0, row1, col0, col1, bands, keep_open=keep_open)
         return (data if convert is None else convert(data)), valid
-    read = _source_reader(scene, bands, convert or _identity)
+    read = _source_reader(scene, bands, convert or _identity, keep_open)
     if scene.warp is None:  # a product on its own (radar) grid: the reader reflect-pads itself
         return read(row0, row1, col0, col1)
     rows = io.reflect_index(np.arange(row0, row1), scene.height)
@@ -225,9 +225,21 @@ def read_window(scene: io.SceneInfo, row0: int, row1: int, col0: int, col1: int,
     return _read(scene, row0, row1, col0, col1, bands, None)
 
 
-def read_linear(scene: io.SceneInfo, row0: int, row1: int, col0: int, col1: int, bands, convert: Convert):
-    """Linear intensity (``convert``: raw values → linear, applied before any warping) and validity."""
-    data, valid = _read(scene, row0, row1, col0, col1, bands, convert)
+def read_linear(
+    scene: io.SceneInfo,
+    row0: int,
+    row1: int,
+    col0: int,
+    col1: int,
+    bands,
+    convert: Convert,
+    *,
+    keep_open: bool = False,
+):
+    """Linear intensity (``convert``: raw values → linear, applied before any warping) and validity.
+    ``keep_open``: rasters are read through this thread's open dataset (:func:`sar2opt_geo.io.read_window`;
+    the caller closes them with :func:`sar2opt_geo.io.close_readers`)."""
+    data, valid = _read(scene, row0, row1, col0, col1, bands, convert, keep_open)
     if isinstance(scene, SourceScene) and scene.product is not None:
         data = convert(data)  # the identity for calibrated products (their input scale is linear)
     return data, valid

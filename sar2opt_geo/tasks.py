@@ -60,12 +60,13 @@ class BlockDone:
 
 
 def read_linear(
-    cond: Conditioning, row0: int, row1: int, col0: int, col1: int
+    cond: Conditioning, row0: int, row1: int, col0: int, col1: int, keep_open: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Linear intensity and validity for a window, speckle-filtered when asked (exact: reads the halo)."""
+    """Linear intensity and validity for a window, speckle-filtered when asked (exact: reads the halo).
+    ``keep_open``: through this thread's open dataset (see :func:`sar2opt_geo.io.read_window`)."""
     h = cond.halo
     linear, valid = source.read_linear(
-        cond.scene, row0 - h, row1 + h, col0 - h, col1 + h, cond.bands, cond.to_linear
+        cond.scene, row0 - h, row1 + h, col0 - h, col1 + h, cond.bands, cond.to_linear, keep_open=keep_open
     )
     linear = np.where(valid[None] & (linear > 0), linear, np.float32(0.0))
     if cond.filter is not None:
@@ -97,7 +98,12 @@ def fill_nodata(x: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None)
     valid pixel are never run; all-valid tiles are returned unchanged (copied into ``out`` when given).
 
     ``out``: an array of ``x``'s shape to write the result into (a slot of the model's batch; a single band
-    ``x`` is broadcast to all its channels), else a new array (``x`` itself when nothing is filled)."""
+    ``x`` is broadcast to all its channels), else a new array (``x`` itself when nothing is filled).
+
+    The distance transform runs on the bounding box of the invalid pixels grown by one pixel, not the
+    whole tile: an invalid pixel's nearest valid pixels all lie in that box (one outside it has a valid
+    neighbour one step closer), so scipy sees the same candidates in the same order and gives the same
+    indices (tests/test_speed_pipeline.py checks it against the whole-tile transform)."""
     if valid.all() or not valid.any():
         if out is None:
             return x
@@ -106,18 +112,30 @@ def fill_nodata(x: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None)
     from scipy.ndimage import distance_transform_edt
 
     invalid = ~valid
-    iy, ix = distance_transform_edt(invalid, return_distances=False, return_indices=True)
     h, w = valid.shape
+    rows, cols = np.flatnonzero(invalid.any(axis=1)), np.flatnonzero(invalid.any(axis=0))
+    y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, h)
+    x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)
+    iy, ix = distance_transform_edt(
+        invalid[y0:y1, x0:x1], return_distances=False, return_indices=True
+    )
     q = np.flatnonzero(invalid)  # the pixels to fill, flat
     qy, qx = np.divmod(q, w)
-    sy, sx = iy.ravel()[q], ix.ravel()[q]  # their nearest valid pixel
+    k = (qy - y0) * (x1 - x0) + (qx - x0)  # their flat index in the box
+    sy, sx = iy.ravel()[k] + y0, ix.ravel()[k] + x0  # their nearest valid pixel
     r = np.clip(2 * sy - qy, 0, h - 1) * w + np.clip(2 * sx - qx, 0, w - 1)  # mirrored across it
-    src = np.where(valid.ravel()[r], r, sy * w + sx)
+    src = np.where(valid.ravel()[r], r, sy * w + sx)  # always a valid pixel: never one of q
+    if out is not None and not out.flags.c_contiguous:
+        raise ValueError("fill_nodata: out must be C-contiguous")
+    if x.shape[0] == 1 and out is not None and out.shape[0] > 1:
+        band = x[0].copy()  # fill the one band, then broadcast it: a third of the scatter
+        flat = band.reshape(-1)
+        flat[q] = flat[src]
+        out[...] = band
+        return out
     if out is None:
         out = x.copy()
     else:
-        if not out.flags.c_contiguous:
-            raise ValueError("fill_nodata: out must be C-contiguous")
         out[...] = x
     out.reshape(out.shape[0], -1)[:, q] = x.reshape(x.shape[0], -1)[:, src]
     return out
@@ -160,11 +178,11 @@ def model_input(
     broadcasts it into the model's batch, after the nodata fill: the same values, a third of the work)."""
     rad = job.radiometry
     if job.preprocess is None:
-        linear, valid = read_linear(job.cond, r0, r1, c0, c1)
+        linear, valid = read_linear(job.cond, r0, r1, c0, c1, keep_open=True)
         rad = rad if replicate else replace(rad, replicate_to=None)
         return normalize(linear, valid, rad, job.stats), valid
     ph = sar2optical_halo(job.preprocess)
-    linear, valid = read_linear(job.cond, r0 - ph, r1 + ph, c0 - ph, c1 + ph)
+    linear, valid = read_linear(job.cond, r0 - ph, r1 + ph, c0 - ph, c1 + ph, keep_open=True)
     x = normalize(linear, valid, replace(rad, replicate_to=None), job.stats)
     st = job.preprocess_stats or {}
     u8 = sar2optical_preprocess(

@@ -115,19 +115,19 @@ def _children_cpu() -> float:
 
 def io_floor(path: Path, out: Path) -> tuple[float, float]:
     """Wall and CPU seconds GDAL takes to write the RGB (and mask) of ``path`` as a deflate COG with
-    overviews, from memory (reading is not timed), with the pipeline's COG creation options
-    (``io.COG_OPTIONS``)."""
+    overviews, from memory (reading is not timed), with the pipeline's COG creation options and GDAL
+    configuration (``io.COG_OPTIONS``, ``io.COG_ENV``)."""
     import rasterio
     import rasterio.shutil
     from rasterio.io import MemoryFile
 
-    from sar2opt_geo.io import COG_OPTIONS, GDAL_ENV
+    from sar2opt_geo.io import COG_ENV, COG_OPTIONS
 
     with rasterio.open(path) as src:
         data, mask, profile = src.read(), src.dataset_mask(), src.profile
     profile.update(driver="GTiff", compress=None, tiled=True, blockxsize=512, blockysize=512)
     t0, c0 = time.perf_counter(), time.process_time()
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, **GDAL_ENV), MemoryFile() as mem:
+    with rasterio.Env(**COG_ENV), MemoryFile() as mem:
         with mem.open(**{k: v for k, v in profile.items() if k not in ("compress",)}) as dst:
             dst.write(data)
             dst.write_mask(mask)

@@ -1,0 +1,137 @@
+"""Reading through one open dataset per worker thread (issue #15): the same pixels as opening the file for
+every window, one handle per thread and file, bounded, reopened when the file changes, never shared with a
+forked child, and all closed when a translate run ends."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from sar2opt_geo import io
+
+
+@pytest.fixture(autouse=True)
+def _no_readers_left():
+    io.close_readers()
+    yield
+    io.close_readers()
+
+
+def write_float_scene(path, values: np.ndarray, nodata=-9999.0) -> io.SceneInfo:
+    h, w = values.shape
+    geo = io.GeoProfile(w, h, io.crs_wkt("EPSG:32631"), (10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0))
+    with io.GeoTiffWriter(path, geo, 1, "float32", nodata=nodata, blocksize=256) as dst:
+        dst.write(0, 0, values[None].astype(np.float32))
+    return io.open_scene(path)
+
+
+def scene_values(seed: int, h: int = 600, w: int = 700) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = rng.gamma(4.0, 0.05, size=(h, w)).astype(np.float32)
+    v[:, :40] = -9999.0  # a nodata collar
+    v[h // 6, w // 3] = np.nan
+    return v
+
+
+def test_kept_open_reads_give_the_same_pixels(tmp_path):
+    scene = write_float_scene(tmp_path / "s.tif", scene_values(1))
+    windows = [(0, 300, 0, 300), (250, 600, 300, 700), (-64, 200, -64, 320), (500, 700, 600, 780)]
+    for r0, r1, c0, c1 in windows:
+        want = io.read_window(scene, r0, r1, c0, c1)
+        got = io.read_window(scene, r0, r1, c0, c1, keep_open=True)
+        assert np.array_equal(got[0], want[0], equal_nan=True) and np.array_equal(got[1], want[1])
+    assert io.open_readers() == 1  # one thread, one file: one handle for all four windows
+
+
+def test_one_handle_per_thread_all_closed_at_the_end(tmp_path):
+    scene = write_float_scene(tmp_path / "s.tif", scene_values(2))
+    barrier = threading.Barrier(3)
+
+    def reader():
+        io.read_window(scene, 0, 128, 0, 128, keep_open=True)
+        io.read_window(scene, 128, 256, 0, 128, keep_open=True)
+        barrier.wait()  # both threads hold their handle at the same time
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    for t in threads:
+        t.join()
+    assert io.open_readers() == 2
+    assert io.close_readers() == 2 and io.open_readers() == 0
+    # a closed handle is not used again: the next read opens the file anew
+    data, _ = io.read_window(scene, 0, 10, 50, 60, keep_open=True)
+    assert io.open_readers() == 1 and np.isfinite(data).all()
+
+
+def test_a_file_rewritten_in_place_is_read_anew(tmp_path):
+    path = tmp_path / "s.tif"
+    first = write_float_scene(path, scene_values(3))
+    a, _ = io.read_window(first, 0, 50, 100, 150, keep_open=True)
+    second = write_float_scene(path, scene_values(4))
+    b, _ = io.read_window(second, 0, 50, 100, 150, keep_open=True)
+    assert np.array_equal(b, io.read_window(second, 0, 50, 100, 150)[0]) and not np.array_equal(a, b)
+
+
+def test_handles_per_thread_are_bounded(tmp_path):
+    scenes = [write_float_scene(tmp_path / f"s{k}.tif", scene_values(k, 64, 64)) for k in range(6)]
+    for s in scenes:
+        io.read_window(s, 0, 8, 0, 8, keep_open=True)
+    assert io.open_readers() == io.READERS_PER_THREAD
+
+
+def _child_read(scene, q):
+    cache = io._READERS
+    inherited = sum(1 for src in cache.handles.values() if not src.closed)  # the parent's, open
+    data, _ = io.read_window(scene, 0, 64, 100, 164, keep_open=True)
+    q.put((inherited, cache.pid == os.getpid(), data))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_a_forked_child_opens_its_own_handle(tmp_path):
+    scene = write_float_scene(tmp_path / "s.tif", scene_values(5))
+    want, _ = io.read_window(scene, 0, 64, 100, 164, keep_open=True)
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_read, args=(scene, q))
+    p.start()
+    inherited, own, data = q.get(timeout=60)
+    p.join(60)
+    assert inherited == 1 and own and np.array_equal(data, want)
+    # the parent's handle still reads
+    assert np.array_equal(io.read_window(scene, 0, 64, 100, 164, keep_open=True)[0], want)
+
+
+def test_a_translate_run_closes_its_readers(small_scene, tiny_model_path, tmp_path, monkeypatch):
+    """Finished or interrupted, a run leaves no input dataset open in this process."""
+    from sar2opt_geo import run
+    from sar2opt_geo.distributed import ThreadedExecutor
+    from sar2opt_geo.errors import Interrupted
+    from sar2opt_geo.plan import TranslateOptions
+
+    seen = []
+    real = io._reader
+
+    def spy(path):
+        src = real(path)
+        seen.append(src)
+        return src
+
+    monkeypatch.setattr(io, "_reader", spy)
+    opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=192, backend="torch")
+    run.run_translate(small_scene, str(tmp_path / "a.tif"), opts, ThreadedExecutor(2))
+    assert seen and all(src.closed for src in seen) and io.open_readers() == 0
+
+    def interrupt(self, key):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run.OutputSink, "add", interrupt)
+    seen.clear()
+    with pytest.raises(Interrupted):
+        run.run_translate(small_scene, str(tmp_path / "b.tif"), opts, ThreadedExecutor(2))
+    assert seen and all(src.closed for src in seen) and io.open_readers() == 0
