@@ -109,9 +109,11 @@ def normalise(
     covered = sum_w > 0
     if in_place:
         y = sum_wy
+        if covered.all():  # the common case: a plain division (numpy's masked ``where=`` loop is ~3x slower)
+            np.divide(sum_wy, sum_w[None], out=y)
+            return y, covered
         np.divide(sum_wy, sum_w[None], out=y, where=covered[None])
-        if not covered.all():
-            y[:, ~covered] = 0  # what the copy below gives, whatever Σw·y holds there
+        y[:, ~covered] = 0  # what the copy below gives, whatever Σw·y holds there
         return y, covered
     y = np.zeros_like(sum_wy)
     np.divide(sum_wy, sum_w[None], out=y, where=covered[None])

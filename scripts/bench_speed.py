@@ -7,7 +7,8 @@ Sentinel-1-like scenes; exports/quantisations are made once beforehand, as a use
 1. default options (``--backend auto``) vs ``--backend torch`` — bundled model, the large scene;
 2. ``--precision int8`` vs default — wall time, and its quality cost (PSNR of the RGB output, max DN);
    ``--precision bf16`` likewise (torch autocast on CPU);
-3. pipeline alone — a near-null model (the bundled U-Net at ngf 1), default options, *marginal* between the
+3. pipeline alone — a near-null model (the bundled U-Net at ngf 1; and, as a second row, an identity ONNX
+   graph with the same metadata, so no model cost at all), default options, *marginal* between the
    small and the large scene (fixed costs — imports, model load, probe, COG overview pass of a tiny scene —
    cancel): tiles/s, Mpx/s and Mpx/s per core; against the I/O floor measured in the same run, marginal over
    the same two sizes: GDAL writing the same RGB output (with its mask) as a deflate COG with overviews from
@@ -32,6 +33,7 @@ Prints Markdown tables with the load average before and after, and the command.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +69,35 @@ def null_checkpoint(path: Path) -> str:
     model = create_model(meta.architecture, **args).eval()
     d = {**meta.to_dict(), "arch_args": args, "name": "near-null-ngf1"}
     save_checkpoint(path, model, CheckpointMeta.from_dict(d))
+    return str(path)
+
+
+def identity_onnx(path: Path) -> str:
+    """An ONNX graph whose output is its input (one Identity node), carrying the near-null checkpoint's
+    metadata (bands, radiometry, 3 input channels): the model costs nothing, what is left is the pipeline.
+    A second near-null row beside the ngf-1 U-Net's (issue #15 allows either)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sar2opt_geo.models.checkpoint import read_metadata
+    from sar2opt_geo.models.onnx_export import META_KEY, OPSET
+
+    meta = read_metadata(BUNDLED_MODEL)
+    c = int(meta.arch_args.get("in_channels", 3))
+    if c != 3:
+        raise SystemExit(f"identity model: the bundled model takes {c} channels, the identity needs 3")
+    shape = ["batch", 3, 256, 256]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["sar"], ["optical"])],
+        "identity",
+        [helper.make_tensor_value_info("sar", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("optical", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    d = {**meta.to_dict(), "name": "identity"}
+    helper.set_model_props(model, {META_KEY: json.dumps(d)})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
     return str(path)
 
 
@@ -113,10 +144,12 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def io_floor(path: Path, out: Path) -> tuple[float, float]:
+def io_floor(path: Path, out: Path, gdal_default_tmp: bool = False) -> tuple[float, float]:
     """Wall and CPU seconds GDAL takes to write the RGB (and mask) of ``path`` as a deflate COG with
     overviews, from memory (reading is not timed), with the pipeline's COG creation options and GDAL
-    configuration (``io.COG_OPTIONS``, ``io.COG_ENV``)."""
+    configuration (``io.COG_OPTIONS``, ``io.COG_ENV``). ``gdal_default_tmp``: with GDAL's own default for
+    the COG driver's temporary overview files (ZSTD) instead, as the floor was measured before that setting
+    (the same COG, byte for byte, at more CPU)."""
     import rasterio
     import rasterio.shutil
     from rasterio.io import MemoryFile
@@ -127,7 +160,8 @@ def io_floor(path: Path, out: Path) -> tuple[float, float]:
         data, mask, profile = src.read(), src.dataset_mask(), src.profile
     profile.update(driver="GTiff", compress=None, tiled=True, blockxsize=512, blockysize=512)
     t0, c0 = time.perf_counter(), time.process_time()
-    with rasterio.Env(**COG_ENV), MemoryFile() as mem:
+    env = {k: v for k, v in COG_ENV.items() if not (gdal_default_tmp and k == "COG_TMP_COMPRESSION")}
+    with rasterio.Env(**env), MemoryFile() as mem:
         with mem.open(**{k: v for k, v in profile.items() if k not in ("compress",)}) as dst:
             dst.write(data)
             dst.write_mask(mask)
@@ -195,6 +229,7 @@ def main() -> None:
         env = {**os.environ, "SAR2OPT_GEO_CACHE_DIR": str(tmp / "cache")}
         os.environ["SAR2OPT_GEO_CACHE_DIR"] = env["SAR2OPT_GEO_CACHE_DIR"]
         null = null_checkpoint(tmp / "null.safetensors")
+        ident = identity_onnx(tmp / "identity.onnx")
         bundled = str(BUNDLED_MODEL)
         scenes = {s: make_scene(tmp / f"s{s}", s) for s in (args.small, args.large)}
         S, L = args.small, args.large
@@ -205,6 +240,7 @@ def main() -> None:
         if not args.pipeline_only:
             translate(scenes[S], tmp / "w1.tif", bundled, env=env)
         translate(scenes[S], tmp / "w2.tif", null, env=env)
+        translate(scenes[S], tmp / "w4.tif", ident, env=env)
         t_first = time.perf_counter() - t0
         if not args.pipeline_only:
             translate(scenes[S], tmp / "w3.tif", bundled, "--precision", "int8", env=env)
@@ -214,14 +250,20 @@ def main() -> None:
         # 3. pipeline alone: near-null model, marginal, vs the I/O floor
         # (small, large, floors) alternated --repeat times; the fastest of each: load from other processes
         # only ever adds time
-        tn_s, tn_l, f_s, f_l = [], [], [], []
+        tn_s, tn_l, ti_s, ti_l, f_s, f_l, g_s, g_l = [], [], [], [], [], [], [], []
         for _ in range(args.repeat):
             t, en_s, c = translate(scenes[S], tmp / "ns.tif", null, env=env)
             tn_s.append((t, c))
             t, en_l, c = translate(scenes[L], tmp / "nl.tif", null, env=env)
             tn_l.append((t, c))
+            t, ei_s, c = translate(scenes[S], tmp / "is.tif", ident, env=env)
+            ti_s.append((t, c))
+            t, ei_l, c = translate(scenes[L], tmp / "il0.tif", ident, env=env)
+            ti_l.append((t, c))
             f_s.append(io_floor(tmp / "ns.tif", tmp / "fs.tif"))
             f_l.append(io_floor(tmp / "nl.tif", tmp / "fl.tif"))
+            g_s.append(io_floor(tmp / "ns.tif", tmp / "gs.tif", gdal_default_tmp=True))
+            g_l.append(io_floor(tmp / "nl.tif", tmp / "gl.tif", gdal_default_tmp=True))
         pipe = min(tn_l)[0] - min(tn_s)[0]
         floor = min(f_l)[0] - min(f_s)[0]
         pipe_cpu = min(c for _, c in tn_l) - min(c for _, c in tn_s)
@@ -239,12 +281,35 @@ def main() -> None:
                 f"{floor:.2f} s ({mpx / floor:.2f} Mpx/s)",
             )
         )
+        gfloor = min(g_l)[0] - min(g_s)[0]
+        gfloor_cpu = min(c for _, c in g_l) - min(c for _, c in g_s)
+        rows.append(
+            (
+                "I/O floor as measured before (GDAL's default ZSTD temporary overview files), marginal",
+                f"{gfloor:.2f} s, {gfloor_cpu:.2f} CPU-s: ngf-1 pipeline ÷ it {pipe / gfloor:.2f} (wall), "
+                f"{pipe_cpu / gfloor_cpu:.2f} (CPU)",
+            )
+        )
         rows.append(("pipeline alone ÷ I/O floor (goal ≤ 1.5)", f"**{pipe / floor:.2f}**"))
         rows.append(
             (
                 "same in CPU seconds (user + system, all threads; least disturbed by other load)",
                 f"pipeline {pipe_cpu:.2f} s ({mpx / pipe_cpu:.2f} Mpx per CPU-second), "
                 f"floor {floor_cpu:.2f} s: **{pipe_cpu / floor_cpu:.2f}**",
+            )
+        )
+
+        # the same with the identity ONNX model (a second near-null row, beside the ngf-1 one)
+        ipipe = min(ti_l)[0] - min(ti_s)[0]
+        ipipe_cpu = min(c for _, c in ti_l) - min(c for _, c in ti_s)
+        rows.append(
+            (
+                f"pipeline alone (identity ONNX model, default options), marginal {S}²→{L}²",
+                f"{ipipe:.2f} s for {ei_l - ei_s} tiles: {(ei_l - ei_s) / ipipe:.1f} tiles/s, "
+                f"{mpx / ipipe:.2f} Mpx/s ({mpx / ipipe / cores:.2f} Mpx/s per core); "
+                f"÷ I/O floor **{ipipe / floor:.2f}** (wall), "
+                f"**{ipipe_cpu / floor_cpu:.2f}** (CPU: {ipipe_cpu:.2f} s, "
+                f"{ipipe_cpu / (ei_l - ei_s) * 1e3:.2f} ms a tile)",
             )
         )
 

@@ -1,0 +1,43 @@
+"""scripts/bench_speed.py: the identity ONNX model of its second pipeline-alone row is a model ``translate``
+accepts, and what comes out is the model's input itself (so that row measures the pipeline and nothing
+else); its I/O floor runs with the pipeline's COG configuration or GDAL's default."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from conftest import run_cli
+
+from sar2opt_geo import io
+
+_PATH = Path(__file__).resolve().parents[1] / "scripts" / "bench_speed.py"
+_SPEC = importlib.util.spec_from_file_location("bench_speed", _PATH)
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
+
+
+def test_identity_model_translates_to_its_input(small_scene, tmp_path, capsys):
+    model = bench.identity_onnx(tmp_path / "identity.onnx")
+    out = tmp_path / "out.tif"
+    code, _, err = run_cli(["translate", small_scene, out, "--model", model, "--device", "cpu"], capsys)
+    assert code == 0, err
+    rgb, meta = io.read_raster(out, masked=True)
+    valid = meta["mask"] > 0
+    assert valid.any() and not valid.all()
+    # the one SAR band replicated to three channels and returned as it went in: a grey image, not constant
+    assert np.array_equal(rgb[0], rgb[1]) and np.array_equal(rgb[0], rgb[2])
+    assert rgb[0][valid].std() > 5 and (rgb[:, ~valid] == 0).all()
+
+
+def test_io_floor_with_either_cog_configuration_writes_the_same_cog(small_scene, tmp_path, capsys):
+    code, _, err = run_cli(
+        ["translate", small_scene, tmp_path / "rgb.tif", "--model", bench.identity_onnx(tmp_path / "i.onnx")],
+        capsys,
+    )
+    assert code == 0, err
+    for name, default in (("a.tif", False), ("b.tif", True)):
+        wall, cpu = bench.io_floor(tmp_path / "rgb.tif", tmp_path / name, gdal_default_tmp=default)
+        assert wall > 0 and cpu > 0 and io.validate_cog(tmp_path / name)[0]
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
