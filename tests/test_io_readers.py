@@ -135,3 +135,24 @@ def test_a_translate_run_closes_its_readers(small_scene, tiny_model_path, tmp_pa
     with pytest.raises(Interrupted):
         run.run_translate(small_scene, str(tmp_path / "b.tif"), opts, ThreadedExecutor(2))
     assert seen and all(src.closed for src in seen) and io.open_readers() == 0
+
+
+def test_a_cluster_run_closes_the_workers_readers(small_scene, tiny_model_path, tmp_path, monkeypatch):
+    """On a local cluster the acc tasks keep their handles in the worker processes: the run closes them."""
+    from sar2opt_geo import run
+    from sar2opt_geo.distributed import make_executor
+    from sar2opt_geo.plan import TranslateOptions
+
+    opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=192, backend="torch")
+    real, opened = run.close_readers, {}
+
+    def count_then_close(executor):
+        opened.update(executor.client.run(io.open_readers))
+        real(executor)
+
+    monkeypatch.setattr(run, "close_readers", count_then_close)
+    with make_executor(workers=1, threads_per_worker=2) as ex:
+        run.run_translate(small_scene, str(tmp_path / "a.tif"), opts, ex)
+        after = ex.client.run(io.open_readers)
+    assert opened and all(n >= 1 for n in opened.values())  # the workers did keep their input open
+    assert all(n == 0 for n in after.values())
