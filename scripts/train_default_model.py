@@ -66,6 +66,9 @@ TEST_SEED = 20261130
 #: Held-out pairs per set.
 HELDOUT_PAIRS = 64
 
+#: Range (px) of the training scenes' speckle correlation (None: the simulator's default for all).
+SPECKLE_CORR_RANGE = "none"
+
 RADIOMETRY = {"scale": "db", "clip": [-25, 0], "out_range": [-1, 1], "quantize": True, "replicate_to": 3}
 
 
@@ -86,6 +89,12 @@ def main(argv=None):
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--output", default=str(ROOT / "sar2opt_geo" / "weights" / "default.safetensors"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--speckle-corr",
+        default=SPECKLE_CORR_RANGE,
+        help="LO,HI: the training scenes draw their speckle correlation (px) from this range "
+        f"(default {SPECKLE_CORR_RANGE}; 'none': the simulator's default 0.6 px for all)",
+    )
     ap.add_argument("--resume", action="store_true", help="continue WORK/run instead of starting afresh")
     ap.add_argument(
         "--phase",
@@ -98,9 +107,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
+    corr = None
     data, run = work / "train_pairs", work / "run"
+    if args.speckle_corr and args.speckle_corr != "none":
+        corr = tuple(float(v) for v in args.speckle_corr.split(","))
+        data = work / f"train_pairs_corr{corr[0]:g}-{corr[1]:g}"
     t0 = time.time()
-    ensure_pairs(data, args.pairs, args.data_seed)
+    ensure_pairs(data, args.pairs, args.data_seed, corr)
     sets = {
         name: (ensure_pairs(work / f"heldout_pairs_seed{seed}", args.heldout, seed), args.heldout, seed)
         for name, seed in (("validation", args.val_seed), ("test", args.test_seed))
@@ -154,6 +167,8 @@ def main(argv=None):
             "seed": cfg.seed,
             "data_seed": args.data_seed,
             "pairs": args.pairs,
+            "speckle_corr_range": list(corr) if corr else None,
+            "resample_augment": cfg.resample_augment,
             "steps": summary["steps"],
             "lambda_l1": cfg.lambda_l1,
             "dropout": cfg.dropout,
