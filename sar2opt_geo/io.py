@@ -291,11 +291,12 @@ class _ThreadReaders(threading.local):
 
     def __init__(self):
         self.pid = os.getpid()
-        self.handles: OrderedDict = OrderedDict()
+        self.handles: OrderedDict = OrderedDict()  # file key -> (dataset, lock held while it reads)
 
 
 _READERS = _ThreadReaders()
-_OPEN_READERS: dict[int, object] = {}  # every handle open in this process, all threads: for close_readers
+# every handle open in this process, all threads, with its lock: what close_readers closes
+_OPEN_READERS: dict[int, tuple] = {}
 _OPEN_LOCK = threading.Lock()
 
 
@@ -307,32 +308,44 @@ def _file_key(path: str) -> tuple:
     return (path, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _reader(path: str):
-    """This thread's open dataset of ``path`` (opened on first use, kept for the next window)."""
+def _reader(path: str) -> tuple:
+    """``(dataset, lock)``: this thread's open dataset of ``path`` (opened on first use, kept for the next
+    window) and the lock its reads hold, so that :func:`close_readers` never closes it mid-read."""
     cache = _READERS
     if cache.pid != os.getpid():  # inherited through fork: the parent's handles are not ours to use
         cache.pid, cache.handles = os.getpid(), OrderedDict()
     key = _file_key(path)
-    src = cache.handles.get(key)
-    if src is not None and not src.closed:
+    entry = cache.handles.get(key)
+    if entry is not None and not entry[0].closed:
         cache.handles.move_to_end(key)
-        return src
+        return entry
     with rasterio.Env(**GDAL_ENV):
         src = rasterio.open(path)
-    cache.handles[key] = src
+    entry = (src, threading.Lock())
+    cache.handles[key] = entry
     with _OPEN_LOCK:
-        _OPEN_READERS[id(src)] = src
+        _OPEN_READERS[id(src)] = entry
     while len(cache.handles) > READERS_PER_THREAD:
         _, old = cache.handles.popitem(last=False)
         _close_reader(old)
-    return src
+    return entry
 
 
-def _close_reader(src) -> None:
+def _close_reader(entry: tuple) -> None:
+    src, lock = entry
     with _OPEN_LOCK:
         _OPEN_READERS.pop(id(src), None)
-    with contextlib.suppress(Exception):
+    with lock, contextlib.suppress(Exception):
         src.close()
+
+
+def _read_kept_open(path: str, read):
+    """``read(dataset)`` through this thread's open dataset of ``path``, holding its lock."""
+    while True:
+        src, lock = _reader(path)
+        with lock:
+            if not src.closed:  # else close_readers got there between the lookup and the lock: open again
+                return read(src)
 
 
 def _forget_reader(path: str) -> None:
@@ -343,20 +356,21 @@ def _forget_reader(path: str) -> None:
 
 def close_readers() -> int:
     """Close every dataset :func:`read_window` kept open in this process (all threads); the number closed.
-    Call it when no read is running (a translate run calls it at its end, on every worker)."""
+    A read in progress finishes first (each handle's lock); a thread that reads again afterwards opens the
+    file anew. A translate run calls it at its end, here and on every worker."""
     with _OPEN_LOCK:
-        handles = list(_OPEN_READERS.values())
+        entries = list(_OPEN_READERS.values())
         _OPEN_READERS.clear()
-    for src in handles:
-        with contextlib.suppress(Exception):
+    for src, lock in entries:
+        with lock, contextlib.suppress(Exception):
             src.close()
-    return len(handles)
+    return len(entries)
 
 
 def open_readers() -> int:
     """How many datasets :func:`read_window` keeps open in this process (tests)."""
     with _OPEN_LOCK:
-        return sum(1 for src in _OPEN_READERS.values() if not src.closed)
+        return sum(1 for src, _ in _OPEN_READERS.values() if not src.closed)
 
 
 def read_window(
@@ -390,10 +404,13 @@ def read_window(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if keep_open:
-                src = _reader(scene.path)
-                with rasterio.Env(**GDAL_ENV):
-                    raw = src.read(indexes, window=window)
-                    mask = src.read_masks(indexes[0], window=window) if scene.has_mask else None
+
+                def read(src):
+                    with rasterio.Env(**GDAL_ENV):
+                        masks = src.read_masks(indexes[0], window=window) if scene.has_mask else None
+                        return src.read(indexes, window=window), masks
+
+                raw, mask = _read_kept_open(scene.path, read)
             else:
                 with rasterio.Env(**GDAL_ENV), rasterio.open(scene.path) as src:
                     raw = src.read(indexes, window=window)

@@ -69,6 +69,32 @@ def test_one_handle_per_thread_all_closed_at_the_end(tmp_path):
     assert io.open_readers() == 1 and np.isfinite(data).all()
 
 
+def test_closing_waits_for_a_read_in_progress(tmp_path):
+    """close_readers (the end of a run, or Ctrl-C while worker threads still read) never closes a dataset
+    under a read: it waits for that read to finish."""
+    scene = write_float_scene(tmp_path / "s.tif", scene_values(6))
+    reading, release, got, closed = threading.Event(), threading.Event(), {}, threading.Event()
+
+    def slow_read(src):
+        reading.set()
+        release.wait(30)  # GDAL busy in this window
+        return src.read(1, window=((0, 16), (0, 16)))
+
+    def reader():
+        got["data"] = io._read_kept_open(scene.path, slow_read)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    assert reading.wait(30)
+    closer = threading.Thread(target=lambda: (io.close_readers(), closed.set()))
+    closer.start()
+    assert not closed.wait(0.3)  # blocked behind the read
+    release.set()
+    t.join(30)
+    closer.join(30)
+    assert closed.is_set() and got["data"].shape == (16, 16) and io.open_readers() == 0
+
+
 def test_a_file_rewritten_in_place_is_read_anew(tmp_path):
     path = tmp_path / "s.tif"
     first = write_float_scene(path, scene_values(3))
@@ -87,7 +113,7 @@ def test_handles_per_thread_are_bounded(tmp_path):
 
 def _child_read(scene, q):
     cache = io._READERS
-    inherited = sum(1 for src in cache.handles.values() if not src.closed)  # the parent's, open
+    inherited = sum(1 for src, _ in cache.handles.values() if not src.closed)  # the parent's, open
     data, _ = io.read_window(scene, 0, 64, 100, 164, keep_open=True)
     q.put((inherited, cache.pid == os.getpid(), data))
 
@@ -118,9 +144,9 @@ def test_a_translate_run_closes_its_readers(small_scene, tiny_model_path, tmp_pa
     real = io._reader
 
     def spy(path):
-        src = real(path)
-        seen.append(src)
-        return src
+        entry = real(path)
+        seen.append(entry[0])
+        return entry
 
     monkeypatch.setattr(io, "_reader", spy)
     opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=192, backend="torch")
