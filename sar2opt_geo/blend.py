@@ -108,12 +108,14 @@ def normalise(
     ``in_place``: the quotient is written into ``sum_wy`` (which the caller no longer needs)."""
     covered = sum_w > 0
     if in_place:
+        # every pixel divided (0/0 at uncovered ones, then overwritten): numpy's masked ``where=`` division
+        # and boolean-index assignment cost 5-6x more (7.3 vs 1.3 ms a 960² block along a nodata collar,
+        # 1.45 vs 0.72 ms a fully covered one); the quotients of covered pixels are the same
         y = sum_wy
-        if covered.all():  # the common case: a plain division (numpy's masked ``where=`` loop is ~3x slower)
+        with np.errstate(divide="ignore", invalid="ignore"):
             np.divide(sum_wy, sum_w[None], out=y)
-            return y, covered
-        np.divide(sum_wy, sum_w[None], out=y, where=covered[None])
-        y[:, ~covered] = 0  # what the copy below gives, whatever Σw·y holds there
+        if not covered.all():
+            np.copyto(y, np.float32(0), where=~covered[None])  # what the copy below gives there
         return y, covered
     y = np.zeros_like(sum_wy)
     np.divide(sum_wy, sum_w[None], out=y, where=covered[None])
