@@ -20,9 +20,12 @@ GPU rows are not run here (no GPU on this machine); the comparison with NRCan ge
 ``scripts/bench_geoinference.py`` (geo-inference runs in its own virtual environment).
 
     python scripts/bench_speed.py [--small 1024] [--large 3072] [--repeat 2] [--skip-slow] [--pipeline-only]
+    python scripts/bench_speed.py --profile [--small 1024] [--large 3072] [--repeat 2]
 
 ``--pipeline-only`` runs row 3 alone (the near-null model against the I/O floor): what a change to the
-pipeline around the model is measured with, without the minutes of bundled-model runs.
+pipeline around the model is measured with, without the minutes of bundled-model runs. ``--profile`` prints
+where the pipeline's time goes instead (cProfile, marginal between the two sizes, both near-null models);
+with ``BENCH_SPEED_PACKAGE_FROM_PATH=1 PYTHONPATH=<other checkout>`` the same table for another commit.
 
 Marginal figures take the fastest of ``--repeat`` alternated runs of each size (other processes' load only
 ever adds time); wall times of single runs are single runs.
@@ -44,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if os.environ.get("BENCH_SPEED_PACKAGE_FROM_PATH") != "1":  # else: the package PYTHONPATH gives (--profile
+    sys.path.insert(0, str(ROOT))  # of another commit's sar2opt_geo, for a before/after table)
 
 from sar2opt_geo.defaults import BUNDLED_MODEL, ENGINE_BATCH_SIZE  # noqa: E402
 
@@ -198,6 +202,113 @@ def model_only_subprocess(model: str, n_tiles: int, batch: int, env: dict) -> tu
     return float(tps), float(cpt)
 
 
+class SyncExecutor:
+    """Dask's synchronous scheduler behind the executor interface of ``sar2opt_geo.distributed``: every task
+    runs in this thread, so cProfile sees the whole pipeline but the engine's and GDAL's own threads."""
+
+    name = "threads"
+    num_workers = 1
+
+    def run(self, dsk, keys, on_result=None, resources=None):
+        import dask
+        from dask.callbacks import Callback
+
+        wanted = set(keys)
+
+        def posttask(key, result, dsk_, state, worker_id):
+            if on_result is not None and key in wanted:
+                on_result(key, result)
+
+        with Callback(posttask=posttask):
+            values = dask.get(dsk, list(keys))
+        return dict(zip(keys, values, strict=True))
+
+
+#: Rows of the profile table: (label, file suffix, function, cumulative or own time).
+PROFILE_ROWS = [
+    ("whole run", "run.py", "run_translate", "cum"),
+    ("acc tasks (read, radiometry, fill, model, blend, spill)", "tasks.py", "resumable_partial", "cum"),
+    ("· read (`io.read_window`, GDAL decode; also the statistics samples)", "io.py", "read_window", "cum"),
+    ("· radiometry (`normalize`)", "radiometry.py", "normalize", "cum"),
+    ("· nodata fill", "tasks.py", "fill_nodata", "cum"),
+    ("· · of which scipy's distance transform", "_morphology.py", "distance_transform_edt", "cum"),
+    ("· blending (Σw·y, Σw)", "blend.py", "add", "cum"),
+    ("· waiting for the model (its own thread)", "~", "<method 'acquire' of '_thread.lock' objects>", "own"),
+    ("· spill strips for --resume (.npz)", "workstate.py", "save_spill", "cum"),
+    ("out tasks (overlap-add, normalise, uint8, block file)", "tasks.py", "finish_block", "cum"),
+    ("· overlap-add", "tasks.py", "overlap_add", "cum"),
+    ("· normalise (Σw·y / Σw)", "blend.py", "normalise", "cum"),
+    ("· to uint8", "radiometry.py", "output_to_uint8", "cum"),
+    ("client: block → staging GeoTIFF", "run.py", "add", "cum"),
+    ("COG step (GDAL CreateCopy)", "io.py", "staging_to_cog", "cum"),
+]
+
+
+def profile_pipeline(scenes: dict[int, str], model: str, tmp: Path, repeat: int):
+    """cProfile of ``run_translate`` in this process under Dask's synchronous scheduler, default options:
+    per size the run of least process CPU time (all threads) out of ``repeat``. Returns ``{size: (cpu
+    seconds, pstats dict)}``."""
+    import cProfile
+    import pstats
+
+    from sar2opt_geo.plan import TranslateOptions
+    from sar2opt_geo.run import run_translate
+
+    opts = TranslateOptions(model=model, device="cpu")
+    ex = SyncExecutor()
+    small = min(scenes)
+    run_translate(scenes[small], str(tmp / "pw.tif"), opts, ex, overwrite=True)  # engine load, caches
+    out = {}
+    for size, scene in scenes.items():
+        for _ in range(repeat):
+            pr = cProfile.Profile()
+            c0 = time.process_time()
+            pr.enable()
+            run_translate(scene, str(tmp / f"p{size}.tif"), opts, ex, overwrite=True)
+            pr.disable()
+            cpu = time.process_time() - c0
+            if size not in out or cpu < out[size][0]:
+                out[size] = (cpu, pstats.Stats(pr).stats)
+    return out
+
+
+def _profile_value(stats: dict, suffix: str, func: str, kind: str) -> float:
+    i = 3 if kind == "cum" else 2
+    return sum(v[i] for k, v in stats.items() if k[0].endswith(suffix) and k[2] == func)
+
+
+def run_profile(args) -> None:
+    """``--profile``: the marginal profile table of the pipeline with the near-null models."""
+    import sar2opt_geo
+
+    print(f"load average before: {loadavg()}  (package: {Path(sar2opt_geo.__file__).parent})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        tmp = Path(tmp)
+        os.environ["SAR2OPT_GEO_CACHE_DIR"] = str(tmp / "cache")
+        models = {
+            "ngf-1": null_checkpoint(tmp / "null.safetensors"),
+            "identity": identity_onnx(tmp / "identity.onnx"),
+        }
+        scenes = {s: make_scene(tmp / f"s{s}", s) for s in (args.small, args.large)}
+        S, L = args.small, args.large
+        cols = {name: profile_pipeline(scenes, m, tmp, args.repeat) for name, m in models.items()}
+    print()
+    print(f"| marginal {L}² − {S}², seconds | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    cpu = [f"{c[L][0] - c[S][0]:.2f}" for c in cols.values()]
+    print("| process CPU (user + system, all threads) | " + " | ".join(cpu) + " |")
+    for label, suffix, func, kind in PROFILE_ROWS:
+        vals = [
+            _profile_value(c[L][1], suffix, func, kind) - _profile_value(c[S][1], suffix, func, kind)
+            for c in cols.values()
+        ]
+        print(f"| {label} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+    print()
+    print("rows: main-thread seconds in cProfile (Dask's synchronous scheduler), best run of each size")
+    print(f"load average after: {loadavg()}")
+    print(f"command: python scripts/bench_speed.py --profile --small {S} --large {L} --repeat {args.repeat}")
+
+
 def psnr_maxdn(a_path: Path, b_path: Path) -> tuple[float, int]:
     from sar2opt_geo import io
 
@@ -221,7 +332,17 @@ def main() -> None:
         action="store_true",
         help="only the pipeline-alone rows (near-null model vs I/O floor)",
     )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="only the marginal cProfile table of the pipeline with the near-null models (in-process, "
+        "Dask's synchronous scheduler); BENCH_SPEED_PACKAGE_FROM_PATH=1 profiles the sar2opt_geo on "
+        "PYTHONPATH (another commit's) instead of this checkout's",
+    )
     args = ap.parse_args()
+    if args.profile:
+        run_profile(args)
+        return
     cores = os.cpu_count() or 1
     print(f"load average before: {loadavg()}  ({cores} cores)", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:

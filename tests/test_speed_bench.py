@@ -41,3 +41,16 @@ def test_io_floor_with_either_cog_configuration_writes_the_same_cog(small_scene,
         wall, cpu = bench.io_floor(tmp_path / "rgb.tif", tmp_path / name, gdal_default_tmp=default)
         assert wall > 0 and cpu > 0 and io.validate_cog(tmp_path / name)[0]
     assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
+
+
+def test_profile_rows_are_found_in_a_profiled_run(small_scene, tmp_path):
+    """``--profile``: a run under the synchronous scheduler, profiled in this process, holds the functions
+    the table's rows name (a renamed function would print a silent 0.00 row)."""
+    model = bench.identity_onnx(tmp_path / "identity.onnx")
+    (cpu, stats), = bench.profile_pipeline({700: small_scene}, model, tmp_path, repeat=1).values()
+    assert cpu > 0
+    assert (tmp_path / "p700.tif").exists()
+    for label, suffix, func, kind in bench.PROFILE_ROWS:
+        if "waiting" in label:  # the identity engine may never make the block wait
+            continue
+        assert bench._profile_value(stats, suffix, func, kind) > 0, label
