@@ -6,8 +6,9 @@ identically by whichever task asks for it). Writing goes to a tiled GeoTIFF (or 
 temporary name in the destination directory, which is converted to a Cloud-Optimized GeoTIFF by GDAL's COG
 driver and renamed into place at the end: the final path never holds a partial file.
 
-Written by hand here: only the reflect index mapping (numpy's ``np.pad`` semantics applied to windowed reads)
-and the atomic-rename bookkeeping; everything else is rasterio/GDAL/rio-cogeo/zarr.
+Written by hand here: only the reflect index mapping (numpy's ``np.pad`` semantics applied to windowed reads),
+the atomic-rename bookkeeping and a small per-thread cache of open input datasets (:func:`read_window`
+``keep_open``: rasterio has no dataset pool); everything else is rasterio/GDAL/rio-cogeo/zarr.
 """
 
 from __future__ import annotations
