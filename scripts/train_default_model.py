@@ -3,11 +3,12 @@
 
     OMP_WAIT_POLICY=PASSIVE nohup python scripts/train_default_model.py > /tmp/train_default.log 2>&1 &
 
-Generates ``--pairs`` 256² pairs with :func:`sar2opt_geo.synth.write_pairs` (domain s1, seed 0; regenerated
-when their ``pairs.json`` stamp is not the current simulator's), trains with ``configs/default_model.yaml``
-(fixed seed; 6000 steps, λ = 1000, no dropout, LR decayed linearly to 0 over the last 2400 steps), resumes for
-the ``--phase`` override sets (default: one phase to 7000 steps at LR 5e-5 decayed to 0, λ = 10000, i.e. the
-adversarial term all but off), re-saves the generator with the bundled model's metadata and provenance, and
+Generates ``--pairs`` 256² pairs with :func:`sar2opt_geo.synth.write_pairs` (domain s1, seed 0, each scene's
+speckle correlation drawn from ``--speckle-corr`` 0.4-0.9 px; regenerated when their ``pairs.json`` stamp is not
+the current simulator's), trains with ``configs/default_model.yaml`` (fixed seed; 7000 steps, λ = 1000, no
+dropout, LR decayed linearly to 0 over the last 2800 steps, half the SAR tiles resampled at a random sub-pixel
+phase), resumes for the ``--phase`` override sets (default: one phase to 8000 steps at LR 5e-5 decayed to 0,
+λ = 10000, i.e. the adversarial term all but off), re-saves the generator with the bundled model's metadata and provenance, and
 evaluates it against the trivial baselines and the simulator's ceiling (:func:`ceiling`) on two sets of
 held-out pairs (results in RUN/heldout_eval.json). A signal (Ctrl-C, SIGTERM) checkpoints and stops; continue
 with ``--resume``. ``OMP_WAIT_POLICY=PASSIVE``: on cores shared with other work, OpenMP threads that spin
@@ -29,7 +30,13 @@ compute ngf 32 (1000 steps) and ngf 16 (2200 steps) scored the same, so the reci
 of the small model: 13000 steps (11000 + 2000 at λ = 10000) in 3460 s gave +6.55 dB on the validation pairs
 of the simulator with independent per-pixel speckle. When the simulator's speckle became GRDH-like
 (spatially correlated, 2026-12) the model was retrained with the same recipe cut to 7000 steps (6000 + 1000),
-what that session's shared cores allowed.
+what that session's shared cores allowed. That model read speckle texture: a warped GRD product (whose
+speckle is less correlated, and smoothed by the warp) scored 3-4 dB below its map-projected σ⁰. Two 2000-step
+trials (``scripts/recipe_trials.py``, validation pairs and validation products 12 and 13 of
+``scripts/product_equivalence.py``) chose the texture augmentation: without it the product scored 0.62-1.53 dB
+below the map scene, with it (speckle correlation 0.4-0.9 px, ``resample_augment`` 0.5) within 0.07 dB, for
+0.16 dB less on the validation pairs (20.30 vs 20.46 dB). The current recipe (8000 steps) is that plus the
+7000-step recipe lengthened by 1000 steps at λ = 1000 to use the 60-minute budget.
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ TEST_SEED = 20261130
 HELDOUT_PAIRS = 64
 
 #: Range (px) of the training scenes' speckle correlation (None: the simulator's default for all).
-SPECKLE_CORR_RANGE = "none"
+SPECKLE_CORR_RANGE = "0.4,0.9"
 
 RADIOMETRY = {"scale": "db", "clip": [-25, 0], "out_range": [-1, 1], "quantize": True, "replicate_to": 3}
 
@@ -102,7 +109,7 @@ def main(argv=None):
         action="append",
         default=None,
         help="comma-separated overrides of a further phase resumed after the config's run (repeatable; "
-        "default: 'steps=7000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000'; '' for none)",
+        "default: 'steps=8000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000'; '' for none)",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -139,7 +146,7 @@ def main(argv=None):
         summary = train(data, run, cfg, quiet=False)
         stop_if_interrupted(summary)
         phases = (
-            ["steps=7000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000"]
+            ["steps=8000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000"]
             if args.phases is None
             else args.phases
         )
