@@ -4,16 +4,16 @@
     OMP_WAIT_POLICY=PASSIVE nohup python scripts/train_default_model.py > /tmp/train_default.log 2>&1 &
 
 Generates ``--pairs`` 256² pairs with :func:`sar2opt_geo.synth.write_pairs` (domain s1, seed 0, each scene's
-speckle correlation drawn from ``--speckle-corr`` 0.4-0.9 px; regenerated when their ``pairs.json`` stamp is not
-the current simulator's), trains with ``configs/default_model.yaml`` (fixed seed; 7000 steps, λ = 1000, no
+speckle correlation drawn from ``--speckle-corr`` 0.4-0.9 px; regenerated when their ``pairs.json`` stamp is
+not the current simulator's), trains with ``configs/default_model.yaml`` (fixed seed; 7000 steps, λ = 1000, no
 dropout, LR decayed linearly to 0 over the last 2800 steps, half the SAR tiles resampled at a random sub-pixel
-phase), resumes for the ``--phase`` override sets (default: one phase to 8000 steps at LR 5e-5 decayed to 0,
-λ = 10000, i.e. the adversarial term all but off), re-saves the generator with the bundled model's metadata and provenance, and
-evaluates it against the trivial baselines and the simulator's ceiling (:func:`ceiling`) on two sets of
-held-out pairs (results in RUN/heldout_eval.json). A signal (Ctrl-C, SIGTERM) checkpoints and stops; continue
-with ``--resume``. ``OMP_WAIT_POLICY=PASSIVE``: on cores shared with other work, OpenMP threads that spin
-while waiting burn the time the others need (here, under a load of ~5: 1.0 steps/s without it, 1.4 with
-it; not a controlled comparison).
+phase), resumes for the ``--phase`` override sets (default: one phase to 8000 steps at LR 5e-5 decayed to 0, λ
+= 10000, i.e. the adversarial term all but off), re-saves the generator with the bundled model's metadata and
+provenance, and evaluates it against the trivial baselines and the simulator's ceiling (:func:`ceiling`) on
+two sets of held-out pairs (results in RUN/heldout_eval.json). A signal (Ctrl-C, SIGTERM) checkpoints and
+stops; continue with ``--resume``. ``OMP_WAIT_POLICY=PASSIVE``: on cores shared with other work, OpenMP
+threads that spin while waiting burn the time the others need (here, under a load of ~5: 1.0 steps/s without
+it, 1.4 with it; not a controlled comparison).
 
 Validation and test pairs. Every choice so far (recipe, λ, width, steps, and the simulator changes made in the
 same steps) was made by looking at the 64 pairs of seed :data:`VALIDATION_SEED` (1234), so their score is a
