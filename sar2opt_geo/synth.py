@@ -996,6 +996,16 @@ def write_scene(
     return sar_path, opt_path
 
 
+def _speckle_corr_range(speckle_corr) -> tuple[float, float]:
+    """``(lo, hi)`` checked: both valid :attr:`SceneSpec.speckle_corr` values, ``lo <= hi``."""
+    lo, hi = (float(v) for v in speckle_corr)
+    for v in (lo, hi):
+        SceneSpec(1, 1, speckle_corr=v).validate()
+    if lo > hi:
+        raise UsageError(f"speckle_corr range must be (low, high), got {tuple(speckle_corr)!r}")
+    return lo, hi
+
+
 def pair_windows(
     count: int,
     *,
@@ -1013,11 +1023,7 @@ def pair_windows(
     rng = np.random.default_rng(np.random.SeedSequence(base))
     corr_rng = None
     if speckle_corr is not None:
-        lo, hi = (float(v) for v in speckle_corr)
-        for v in (lo, hi):
-            SceneSpec(1, 1, speckle_corr=v).validate()
-        if lo > hi:
-            raise UsageError(f"speckle_corr range must be (low, high), got {speckle_corr!r}")
+        lo, hi = _speckle_corr_range(speckle_corr)
         corr_rng = np.random.default_rng(np.random.SeedSequence([*base, 1]))
     size = max(20000, tile)
     spec = None
@@ -1055,6 +1061,8 @@ def write_pairs(
         raise UsageError(f"count must be an integer >= 0, got {count!r}")
     if not isinstance(tile, int) or tile < 1:
         raise UsageError(f"tile must be an integer >= 1, got {tile!r}")
+    if speckle_corr is not None:
+        _speckle_corr_range(speckle_corr)
     outdir = Path(outdir)
     sar_dir, opt_dir = outdir / SAR_DIR, outdir / OPT_DIR
     sar_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import rasterio
+from conftest import run_cli
 from rasterio.crs import CRS
 
 from sar2opt_geo import synth
@@ -307,6 +308,38 @@ def test_pairs_with_a_speckle_correlation_range(tmp_path):
         list(synth.pair_windows(1, speckle_corr=(0.9, 0.4)))
     with pytest.raises(UsageError, match="speckle_corr must be within"):
         list(synth.pair_windows(1, speckle_corr=(0.4, 99.0)))
+
+
+def test_cli_synth_pairs_speckle_corr(tmp_path, capsys):
+    code, _, _ = run_cli(
+        [
+            "synth",
+            "pairs",
+            str(tmp_path / "a"),
+            "--count",
+            "2",
+            "--tile-size",
+            "32",
+            "--speckle-corr",
+            "0.7,0.8",
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == 0
+    stamp = json.loads((tmp_path / "a" / synth.PAIRS_STAMP).read_text())
+    assert stamp["speckle_corr"] == [0.7, 0.8] and stamp["count"] == 2
+    for bad, msg in (
+        ("0.7", "must be LO,HI"),
+        ("a,b", "must be LO,HI"),
+        ("0.4,5", "speckle_corr must be within"),
+        ("0.9,0.4", "range must be"),
+    ):
+        code, _, err = run_cli(
+            ["synth", "pairs", str(tmp_path / "b"), "--count", "2", "--speckle-corr", bad], capsys
+        )
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "b").exists()  # nothing left at the output path
 
 
 def test_sar_to_uint8_stretches():

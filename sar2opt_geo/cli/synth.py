@@ -73,18 +73,33 @@ def synth_scene(outdir, width, height, bands, seed, crs, gcps, no_footprint, dom
 @domain_opt
 @seed_opt
 @click.option("--tile-size", type=int, default=TILE_SIZE, show_default=True, help="Tile side in pixels.")
+@click.option(
+    "--speckle-corr",
+    metavar="LO,HI",
+    default=None,
+    help="Draw each scene's speckle correlation (px, 0-1) from this range instead of 0.6 for all: training "
+    "data for a model that must not read one speckle texture (e.g. 0.4,0.9, as the bundled model's).",
+)
 @overwrite_opt
 @quiet_opt
-def synth_pairs(outdir, count, domain, seed, tile_size, overwrite, quiet):
+def synth_pairs(outdir, count, domain, seed, tile_size, speckle_corr, overwrite, quiet):
     """Write QXSLAB-SAROPT-layout PNG pairs: OUTDIR/sar_256_oc_0.2/*.png and OUTDIR/opt_256_oc_0.2/*.png."""
     from sar2opt_geo.synth import write_pairs
 
     if count < 1:
         raise UsageError("--count must be >= 1")
+    corr = None
+    if speckle_corr is not None:
+        try:
+            corr = tuple(float(v) for v in speckle_corr.split(","))
+        except ValueError:
+            corr = ()
+        if len(corr) != 2:
+            raise UsageError(f"--speckle-corr must be LO,HI (two numbers), got {speckle_corr!r}")
     out = Path(outdir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"{out}: exists and is not empty (pass --overwrite to write into it)")
-    pairs = write_pairs(out, count, domain=domain, seed=seed, tile=tile_size)
+    pairs = write_pairs(out, count, domain=domain, seed=seed, tile=tile_size, speckle_corr=corr)
     if not quiet:
         click.echo(f"wrote {len(pairs)} {domain} pairs under {out}", err=True)
 
