@@ -8,6 +8,8 @@ a constant; the scenes have a nodata collar), as the test suite runs them (``--b
 torch here); masks and georeferencing unchanged. Translate pixels re-recorded once more for the bundled model
 retrained in 2026-12 on the simulator's spatially correlated speckle (the test scenes keep the independent
 speckle they were recorded with, ``speckle_corr=0``); masks, georeferencing and filter digests unchanged.
+Translate pixels re-recorded for the bundled model retrained with speckle-texture augmentation (2026-12-01);
+masks, georeferencing and filter digests unchanged.
 """
 
 from __future__ import annotations
@@ -25,23 +27,23 @@ pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="the bundled 
 
 GOLDEN = {
     "default": {
-        "pixels": "e744eb6a820d9811d620a57a8486faf86f682b2de457c19e57fcbdf2e962d68f",
+        "pixels": "e3d90a4d5bbbce3de8ca78563924290631a42ec77d7f4d37c1fec20ea6505824",
         "mask": "350adf3b1e2505fbc492d105d142c2db30e703999ef7deff2adf4e7a696db41f",
         "geo": "74b9e17c0938cf15bbce14cc4fb3c1260a4ea5c88904dfe353e3696ebd0f530e",
     },
     "gcps": {
-        "pixels": "caf0e8ca8b582383eac1d34e6b0ea2c736fce128cfef3f1a65770ca4b3e18a77",
+        "pixels": "8cff0139cc0a4e8c2e22b195cfff0d288ae94d0033bd13041e539563586a80b2",
         "mask": "08c4a74cf4514937cb880fbcb614a030117e3df6dddb09fdab7aa691c28e2080",
         "geo": "a0647d7c9bfd30d9345366645472fc404bce4c88c0f59377e8e9b7d4249b0909",
     },
     "lee_sar2optical": {
-        "pixels": "3f78517c266511f34e4fe76d21151496aac6f5c71ca599d190451ec4226f23ac",
+        "pixels": "f0bc4fbfa37cbb163d3366a784b57d20d2a0fc6a22f7db64d5b9f850b09db7f8",
         "mask": "350adf3b1e2505fbc492d105d142c2db30e703999ef7deff2adf4e7a696db41f",
         "geo": "74b9e17c0938cf15bbce14cc4fb3c1260a4ea5c88904dfe353e3696ebd0f530e",
     },
     # same pixels as "default": the chunking does not change the output
     "chunked_zarr": {
-        "pixels": "e744eb6a820d9811d620a57a8486faf86f682b2de457c19e57fcbdf2e962d68f",
+        "pixels": "e3d90a4d5bbbce3de8ca78563924290631a42ec77d7f4d37c1fec20ea6505824",
         "mask": "48d2081abd0c0a919e6e43ae2e602ea34f5fb174ef78391d321a7e74967f8424",
         "geo": "45f6710dd4f2665c7f68b7dc5907155072ddcbd3041a78b5b98575eb08bd2346",
     },

@@ -518,12 +518,6 @@ def test_synth_product_cli_writes_a_readable_product(tmp_path, capsys):
 # -------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="#11 open: with speckle drawn in radar geometry the bundled model scores 17.4 (bilinear) / 18.5 "
-    "(nearest) dB on the product vs 21.5 dB on the map-projected σ⁰: it reads texture statistics the warp "
-    "changes (needs training with resampling / speckle-correlation augmentation)",
-)
 @pytest.mark.parametrize("resampling", ["bilinear", "nearest"])
 def test_end_to_end_product_psnr_matches_the_map_projected_scene(tmp_path, resampling):
     """Translating a synthetic ascending GRD product (realistic random thermal noise, calibrated, denoised,

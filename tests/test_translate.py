@@ -92,12 +92,6 @@ def test_chunk_size_invariance(demo_scene, demo_out, tiny_model_path, tmp_path):
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="the bundled model is not installed")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bundled model retrained in 2026-12 leaves a weak tile-grid signal: seam ratio 1.055 at the "
-    "grid lines vs 0.93-1.03 at the same lines shifted by 5-170 px (previous model: 1.021 on this scene); "
-    "the blender itself passes its known-output tests (test_translate_probe.py)",
-)
 def test_no_seams_and_naive_mosaic_shows_them(demo_scene, tmp_path):
     """The second check, with the real (bundled, trained) generator: blended output shows no seams on the
     tile-grid lines, while a naive non-overlapping mosaic (overlap 0, same model) does. (The blender itself is

@@ -14,10 +14,6 @@ from sar2opt_geo.errors import OutputError
 
 #: The demo product for ``--seed S`` is the synthetic product of seed DEMO_SCENE_SEED + S.
 DEMO_SCENE_SEED = 2024
-#: The demo warps with nearest resampling: the bundled model, trained on map-projected synthetic σ⁰, reads
-#: speckle texture statistics that bilinear map projection of a product changes more (on a synthetic product:
-#: 18.5 dB nearest, 17.4 dB bilinear, 21.5 dB from the map-projected σ⁰; tests/test_s1_pipeline.py, #11).
-DEMO_RESAMPLING = "nearest"
 
 @cli.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
@@ -89,7 +85,6 @@ def demo(outdir, width, height, pass_direction, seed, model, device, workers, ov
                 overwrite=True,
                 progress=p,
                 output_scale="linear",
-                resampling=DEMO_RESAMPLING,
                 require_product=True,
             )
             p.close()
@@ -97,7 +92,7 @@ def demo(outdir, width, height, pass_direction, seed, model, device, workers, ov
             s = run_translate(
                 str(paths.safe),
                 str(out / "translated.tif"),
-                TranslateOptions(model=model, device=device, resampling=DEMO_RESAMPLING),
+                TranslateOptions(model=model, device=device),
                 ex,
                 overwrite=True,
                 progress=p,
