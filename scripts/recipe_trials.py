@@ -9,6 +9,16 @@
     python scripts/recipe_trials.py ngf16_2200 --set steps=2200 --set lr_decay_steps=880 \\
         --set lambda_l1=1000 --set dropout=false
 
+The 2026-12-01 trials (texture augmentation, then lambda_mse), scored also on validation products 12 and 13:
+
+    python scripts/recipe_trials.py A_base2000 --set steps=2000 --set lr_decay_steps=800 \\
+        --product-seed 12 --product-seed 13
+    python scripts/recipe_trials.py B_aug2000 --speckle-corr 0.4,0.9 --set resample_augment=0.5 \\
+        --set steps=2000 --set lr_decay_steps=800 --product-seed 12 --product-seed 13
+    python scripts/recipe_trials.py C_aug_mse5000 --threads 2 --speckle-corr 0.4,0.9 \\
+        --set resample_augment=0.5 --set lambda_mse=5000 --set steps=2000 --set lr_decay_steps=800 \\
+        --product-seed 12
+
 Trains ``configs/default_model.yaml`` plus the ``--set`` overrides on the pairs that
 ``scripts/train_default_model.py`` generates (``--work``, default /tmp/sar2opt_default: 3000 s1 training
 pairs and the 64 *validation* pairs of seed ``VALIDATION_SEED`` = 1234; generated here if missing) and prints
