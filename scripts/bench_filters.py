@@ -145,7 +145,8 @@ def plain_lee(x: np.ndarray, window: int, enl: float) -> np.ndarray:
     n = window * window
     mean = ndi.uniform_filter(x, window, mode="mirror")
     var = np.maximum(ndi.uniform_filter(x * x, window, mode="mirror") - mean * mean, 0) * n / (n - 1)
-    ci2 = np.where(mean > 0, var / np.maximum(mean, 1e-300) ** 2, 0.0)
+    sq = mean * mean  # may underflow to 0 for a tiny positive mean: no division there (no NaN, no warning)
+    ci2 = np.divide(var, sq, out=np.zeros_like(var), where=sq > 0)
     cu2 = 1.0 / enl
     w = np.where(ci2 > cu2, 1.0 - cu2 / np.maximum(ci2, 1e-300), 0.0)
     return (mean + w * (x - mean)).astype(np.float32)
