@@ -49,6 +49,9 @@ RESAMPLING = "bilinear"
 #: Output formats of translate / filter.
 OUTPUT_FORMATS = ("cog", "zarr")
 
+#: What the model sees at nodata pixels (``--nodata-fill``).
+NODATA_FILLS = ("reflect", "constant")
+
 #: Speckle filter defaults.
 FILTER_WINDOW = 7
 FILTER_ENL = "4.4"

@@ -152,7 +152,7 @@ class PreprocessOptions(_Strict):
 
 
 def _check_nodata_fill(v: str) -> str:
-    from sar2opt_geo.plan import NODATA_FILLS
+    from sar2opt_geo.defaults import NODATA_FILLS
 
     if v in NODATA_FILLS:
         return v

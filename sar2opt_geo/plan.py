@@ -36,8 +36,7 @@ if TYPE_CHECKING:
     from sar2opt_geo.models.checkpoint import CheckpointMeta
 
 
-#: What the model sees at nodata pixels (``--nodata-fill``).
-NODATA_FILLS = ("reflect", "constant")
+NODATA_FILLS = defaults.NODATA_FILLS
 
 
 @dataclass(frozen=True)

@@ -104,3 +104,20 @@ def test_info_prints_width_first_everywhere(small_scene, capsys):
     assert d["tile_grid"].startswith(f"{grid.n_cols} x {grid.n_rows} tiles (columns x rows)")
     assert grid.n_cols != grid.n_rows
     assert d["dask_blocks"].startswith("2 x 1 blocks (columns x rows)")
+
+
+def test_help_imports_no_heavy_library():
+    """`sar2opt-geo --help` (issue #15: under 0.5 s) loads the CLI without rasterio (which pulls boto3),
+    torch, dask, scipy or onnxruntime: those are imported inside the commands that use them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from sar2opt_geo.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = ['rasterio', 'torch', 'dask', 'scipy', 'onnxruntime', 'distributed', 'xarray', 'zarr']\n"
+        "print('HEAVY=' + ','.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "Usage: sar2opt-geo" in out
+    assert out.strip().splitlines()[-1] == "HEAVY=", out.strip().splitlines()[-1]

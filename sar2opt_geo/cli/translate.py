@@ -38,6 +38,7 @@ from sar2opt_geo.defaults import (
     BACKEND_CHOICES,
     CALIBRATION,
     CALIBRATIONS,
+    NODATA_FILLS,
     PRECISION,
     PRECISIONS,
     RESAMPLING,
@@ -45,7 +46,6 @@ from sar2opt_geo.defaults import (
     WARP,
 )
 from sar2opt_geo.errors import UsageError
-from sar2opt_geo.plan import NODATA_FILLS
 from sar2opt_geo.sar2optical import SAR2OPTICAL_FILTERS
 
 PROFILE_OPTIONS = ("preprocess_filter", "preprocess_window", "gamma")
