@@ -175,7 +175,12 @@ def test_resample_levels_is_bilinear_on_linear_intensity():
 
 
 def test_resampling_codes_resample_the_sar_tile_only(tmp_path):
-    from sar2opt_geo.training.datasets import RESAMPLE_PHASES, resample_code, resample_levels
+    from sar2opt_geo.training.datasets import (
+        RESAMPLE_PHASES,
+        resample_code,
+        resample_levels,
+        resample_offsets,
+    )
 
     _qx(tmp_path, 2, size=16)
     ds = PairedTileDataset(tmp_path, "all", augment=True)
@@ -184,6 +189,7 @@ def test_resampling_codes_resample_the_sar_tile_only(tmp_path):
         x, y = ds[(1, code)]
         qy, qx = divmod((code >> 3) - 1, RESAMPLE_PHASES) if code >= 8 else (8, 8)  # (8, 8): no offset
         shifted = resample_levels(sar, qy / RESAMPLE_PHASES - 0.5, qx / RESAMPLE_PHASES - 0.5)
+        assert resample_offsets(code) == (None if code < 8 else (qy / 16 - 0.5, qx / 16 - 0.5))
         xs, ys = augment_pair(np.repeat(shifted, 3, 0), opt, code & 7)
         assert np.allclose(x.numpy(), xs / 255 * 2 - 1, atol=1e-6)
         assert np.allclose(y.numpy(), ys / 255 * 2 - 1, atol=1e-6)  # optical: the dihedral transform only

@@ -185,9 +185,19 @@ def _to3(arr: np.ndarray, what: str) -> np.ndarray:
 RESAMPLE_PHASES = 16
 
 
-def resample_code(qy: int, qx: int) -> int:
-    """The augmentation-code bits (above the dihedral bits 0-2) of a resampling at phases (qy, qx)."""
+def resample_code(qy, qx):
+    """The augmentation-code bits (above the dihedral bits 0-2) of a resampling at phases (qy, qx) (integers
+    or integer arrays)."""
     return 8 * (1 + qy * RESAMPLE_PHASES + qx)
+
+
+def resample_offsets(code: int) -> tuple[float, float] | None:
+    """The sub-pixel offsets (dy, dx) in ``[−½, ½)`` px that ``code``'s resampling bits ask for, or None."""
+    phase = (code >> 3) - 1
+    if phase < 0:
+        return None
+    qy, qx = divmod(phase, RESAMPLE_PHASES)
+    return qy / RESAMPLE_PHASES - 0.5, qx / RESAMPLE_PHASES - 0.5
 
 
 def _shift_axis(x: np.ndarray, f: float, axis: int) -> np.ndarray:
@@ -358,11 +368,9 @@ class PairedTileDataset(Dataset):
         if self.augment:
             if code is None:
                 code = int(np.random.randint(0, 8))
-            phase = (code >> 3) - 1
-            if phase >= 0:
-                qy, qx = divmod(phase, RESAMPLE_PHASES)
-                dy, dx = qy / RESAMPLE_PHASES - 0.5, qx / RESAMPLE_PHASES - 0.5
-                sar = resample_levels(sar, dy, dx, self.resample_clip_db)
+            offsets = resample_offsets(code)
+            if offsets is not None:
+                sar = resample_levels(sar, *offsets, self.resample_clip_db)
             sar, opt = augment_pair(sar, opt, code)
         return torch.from_numpy(to_model_range(sar)), torch.from_numpy(to_model_range(opt))
 

@@ -80,6 +80,7 @@ from sar2opt_geo.training.datasets import (
     find_pairs,
     make_split,
     read_split,
+    resample_code,
     write_split,
 )
 
@@ -115,7 +116,7 @@ def batch_indices(
         rs = np.random.default_rng([int(seed), int(epoch), 1])
         chosen = rs.random(n) < resample
         q = rs.integers(0, RESAMPLE_PHASES, size=(2, n))
-        codes = codes + np.where(chosen, 8 * (1 + q[0] * RESAMPLE_PHASES + q[1]), 0)
+        codes = codes + np.where(chosen, resample_code(q[0], q[1]), 0)
     return [(int(i), int(codes[i])) for i in perm[pos * bs : (pos + 1) * bs]]
 
 
