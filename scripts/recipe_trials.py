@@ -48,6 +48,7 @@ from sar2opt_geo.training.evaluate import evaluate  # noqa: E402
 from sar2opt_geo.training.trainer import train  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
+from product_equivalence import TEST_PRODUCT_SEED, measure  # noqa: E402
 from train_default_model import HELDOUT_PAIRS, VALIDATION_SEED, ensure_pairs  # noqa: E402
 
 
@@ -97,30 +98,15 @@ def main(argv=None):
         flush=True,
     )
     for seed in args.product_seed or []:
-        for resampling in ("bilinear", "nearest"):
-            r = product_equivalence(run / "generator.safetensors", seed, resampling)
+        if seed == TEST_PRODUCT_SEED:
+            raise SystemExit(f"product seed {seed} is the test product's: choose on another seed")
+        res = measure(seed, ("bilinear", "nearest"), str(run / "generator.safetensors"))
+        for resampling, r in res.items():
             print(
                 f"{args.name} product seed {seed} {resampling}: product {r['product']:.2f} dB, map-projected "
                 f"σ⁰ {r['map']:.2f} dB, difference {r['product'] - r['map']:+.2f} dB",
                 flush=True,
             )
-
-
-def product_equivalence(model: Path, seed: int, resampling: str) -> dict:
-    """product_equivalence.py's figures for ``model`` on a validation product (not the test seed)."""
-    import tempfile
-
-    from product_equivalence import TEST_PRODUCT_SEED, product_vs_map
-
-    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
-
-    if seed == TEST_PRODUCT_SEED:
-        raise SystemExit(f"product seed {seed} is the test product's: choose on another seed")
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = write_product(
-            Path(tmp), ProductSpec(width=640, height=520, seed=seed, thermal_noise="random")
-        )
-        return product_vs_map(paths, tmp, resampling, str(model))
 
 
 if __name__ == "__main__":

@@ -528,8 +528,7 @@ def test_end_to_end_product_psnr_matches_the_map_projected_scene(tmp_path, resam
 
     if not BUNDLED_MODEL.exists():
         pytest.skip("the bundled model is not installed")
-    spec = ProductSpec(width=640, height=520, seed=equivalence.TEST_PRODUCT_SEED, thermal_noise="random")
-    paths = write_product(tmp_path, spec)
+    paths = write_product(tmp_path, equivalence.product_spec(equivalence.TEST_PRODUCT_SEED))
     psnr = equivalence.product_vs_map(paths, tmp_path, resampling)
     print(f"PSNR vs truth: product {psnr['product']:.2f} dB, map-projected σ⁰ {psnr['map']:.2f} dB")
     assert abs(psnr["product"] - psnr["map"]) <= 0.5

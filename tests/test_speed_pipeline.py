@@ -217,7 +217,6 @@ def test_interrupted_run_resumes_from_block_files(fmt, small_scene, tiny_model_p
         assert a["rgb"].chunks == b["rgb"].chunks and a.rio.crs == b.rio.crs
 
 
-
 def test_resume_with_a_lost_block_file(small_scene, tiny_model_path, tmp_path, capsys, monkeypatch):
     """A record whose block file is gone (a work state tampered with): one line, exit 1, the state discarded
     (the next run starts from the beginning), nothing at the output path."""
