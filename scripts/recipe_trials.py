@@ -49,7 +49,12 @@ from sar2opt_geo.training.trainer import train  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from product_equivalence import TEST_PRODUCT_SEED, measure  # noqa: E402
-from train_default_model import HELDOUT_PAIRS, VALIDATION_SEED, ensure_pairs  # noqa: E402
+from train_default_model import (  # noqa: E402
+    HELDOUT_PAIRS,
+    VALIDATION_SEED,
+    ensure_pairs,
+    train_pairs_folder,
+)
 
 
 def main(argv=None):
@@ -75,11 +80,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    data, held = work / "train_pairs", work / f"heldout_pairs_seed{VALIDATION_SEED}"
-    corr = None
-    if args.speckle_corr:
-        corr = tuple(float(v) for v in args.speckle_corr.split(","))
-        data = work / f"train_pairs_corr{corr[0]:g}-{corr[1]:g}"
+    data, corr = train_pairs_folder(work, args.speckle_corr)
+    held = work / f"heldout_pairs_seed{VALIDATION_SEED}"
     ensure_pairs(data, args.pairs, 0, corr)
     ensure_pairs(held, HELDOUT_PAIRS, VALIDATION_SEED)
     run = work / "trials" / args.name

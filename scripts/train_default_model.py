@@ -114,11 +114,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    corr = None
-    data, run = work / "train_pairs", work / "run"
-    if args.speckle_corr and args.speckle_corr != "none":
-        corr = tuple(float(v) for v in args.speckle_corr.split(","))
-        data = work / f"train_pairs_corr{corr[0]:g}-{corr[1]:g}"
+    data, corr = train_pairs_folder(work, args.speckle_corr)
+    run = work / "run"
     t0 = time.time()
     ensure_pairs(data, args.pairs, args.data_seed, corr)
     sets = {
@@ -206,6 +203,15 @@ def stop_if_interrupted(summary: dict) -> None:
             file=sys.stderr,
         )
         sys.exit(130 if summary["interrupted"] == "SIGINT" else 143)
+
+
+def train_pairs_folder(work: Path, speckle_corr: str | None) -> tuple[Path, tuple[float, float] | None]:
+    """The training-pair folder under ``work`` for a ``--speckle-corr`` value ("LO,HI", or None / "none" for
+    the simulator's default texture) and the parsed range."""
+    if not speckle_corr or speckle_corr == "none":
+        return work / "train_pairs", None
+    lo, hi = (float(v) for v in speckle_corr.split(","))
+    return work / f"train_pairs_corr{lo:g}-{hi:g}", (lo, hi)
 
 
 def ensure_pairs(folder: Path, count: int, seed: int, speckle_corr=None) -> Path:
