@@ -345,9 +345,17 @@ def calibrated(ref: ModelRef, tiles_fn) -> ModelRef:
         tiles = np.ascontiguousarray(tiles_fn(), dtype=np.float32)
         if not len(tiles):
             raise ModelError("--precision int8: no valid tile to calibrate the quantisation on")
-        src = ref.path if is_onnx_path(ref.path) else export_cached(ref.path, ref.lora, ref.tile_size)
+        # a native checkpoint is quantised from its sub-pixel graph (every convolution in int8); an ONNX
+        # file as it is (its transposed convolutions, if any, stay float)
+        subpixel = not is_onnx_path(ref.path)
+        src = export_cached(ref.path, ref.lora, ref.tile_size, subpixel=True) if subpixel else ref.path
         out = cached_export_path(
-            ref.digest, None, ref.tile_size, precision="int8", calibration=calibration_digest(tiles)
+            ref.digest,
+            None,
+            ref.tile_size,
+            precision="int8",
+            calibration=calibration_digest(tiles),
+            subpixel=subpixel,
         )
         if not (out.is_file() and _loads(out)):
             quantize_int8(src, tiles, out)

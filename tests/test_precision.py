@@ -70,11 +70,14 @@ def test_int8_on_cpu_within_measured_bounds(small_scene, tiny_model_path, tmp_pa
     mask = mref["mask"] > 0
     psnr, maxdn = psnr_maxdn(r, ref, mask)
     print(f"int8 vs fp32: PSNR {psnr:.2f} dB, max {maxdn} DN", file=sys.__stderr__)
-    assert 0 < maxdn <= 40 and psnr >= 36.0, (psnr, maxdn)  # measured here: 41.2 dB, max 16 DN
+    # measured here: 39.9 dB, max 18 DN (every convolution int8; 41.2 dB, max 16 DN with float ConvTranspose)
+    assert 0 < maxdn <= 40 and psnr >= 36.0, (psnr, maxdn)
     assert r[:, mask].std() > 3  # still a picture
-    # the int8 graph is cached under the checkpoint hash and a digest of the calibration tiles
+    # the int8 graph is cached under the checkpoint hash and a digest of the calibration tiles, quantised from
+    # the sub-pixel export (cached beside the plain fp32 export, which the parity probe of auto uses)
     graphs = sorted(p.name for p in cache_dir().glob("*-int8-c*.onnx"))
-    assert len(graphs) == 1 and "-t256-bdyn-op17-int8-c" in graphs[0]
+    assert len(graphs) == 1 and "-t256-bdyn-op17-sp-int8-c" in graphs[0]
+    assert len(list(cache_dir().glob("*-t256-bdyn-op17-sp-fp32.onnx"))) == 1
     # a second run (fresh process state) reuses it: same pixels
     clear_onnx_cache()
     translate._CALIBRATED.clear()
