@@ -92,6 +92,7 @@ __all__ = [
     "render_window",
     "landcover_window",
     "expected_optical_window",
+    "ORACLE_KNOWLEDGE",
     "pair_windows",
     "SIMULATOR_VERSION",
     "speckle_window",
@@ -669,19 +670,27 @@ class _Window:
 
     # ------------------------------------------------------------------------------- rendering
 
-    def optical(self, expected: bool = False) -> np.ndarray:
-        """The optical truth; ``expected``: with its per-pixel random parts (the canopy texture's pixel hash
-        and the grain) at their means, i.e. all a model could know short of those."""
+    def optical(self, expected: bool = False, knows: str = "texture") -> np.ndarray:
+        """The optical truth; ``expected``: as an oracle that ``knows`` the scene renders it (see
+        :func:`expected_optical_window`): ``"texture"`` — the per-pixel random parts (the canopy texture's
+        pixel hash and the grain) at their means, i.e. all a model could know short of those; ``"field"`` —
+        the material colour changed by the per-field latent, no texture or illumination; ``"material"`` —
+        the material's mean colour only."""
         mat = self.mat
-        canopy = self.canopy - self.canopy_pixel + _F32(0.3) if expected else self.canopy
         # per-field latent (shared with the SAR): a colour change; texture and illumination: brightness
         lat = (self.fieldvar - _F32(0.5)) * _F32(2)
-        fac = (
-            _F32(1.0)
-            + _MAT_OPT_AMP[1].take(mat) * self.rowtex
-            + _MAT_OPT_AMP[2].take(mat) * (canopy - _F32(0.5)) * _F32(2)
-            + _F32(0.05) * (self.aux - _F32(0.5))
-        )
+        if expected and knows == "material":
+            lat = np.zeros_like(lat)
+        if expected and knows in ("field", "material"):
+            fac = _F32(1.0)
+        else:
+            canopy = self.canopy - self.canopy_pixel + _F32(0.3) if expected else self.canopy
+            fac = (
+                _F32(1.0)
+                + _MAT_OPT_AMP[1].take(mat) * self.rowtex
+                + _MAT_OPT_AMP[2].take(mat) * (canopy - _F32(0.5)) * _F32(2)
+                + _F32(0.05) * (self.aux - _F32(0.5))
+            )
         out = np.empty((3,) + mat.shape, dtype=np.uint8)
         noise = _F32(0.5) if expected else self.grain * _F32(5.0) + _F32(0.5)
         for c in range(3):
@@ -870,17 +879,31 @@ def render_window(
     return sar, opt, valid
 
 
-def expected_optical_window(spec: SceneSpec, row0: int, col0: int, height: int, width: int) -> np.ndarray:
-    """The optical truth without its unpredictable texture (uint8 (3,h,w)): the per-pixel random parts (the
-    pixel hash of the canopy texture, the grain) at their means; everything else — land cover, per-field
+#: What the oracles of :func:`expected_optical_window` know, from least to most.
+ORACLE_KNOWLEDGE = ("material", "field", "texture")
+
+
+def expected_optical_window(
+    spec: SceneSpec, row0: int, col0: int, height: int, width: int, knows: str = "texture"
+) -> np.ndarray:
+    """The optical truth as rendered by an oracle that knows part of the scene (uint8 (3,h,w)).
+
+    ``knows="texture"`` (default): the truth without its unpredictable texture — the per-pixel random parts
+    (the pixel hash of the canopy texture, the grain) at their means; everything else — land cover, per-field
     latent, row texture, smooth canopy and illumination — as rendered. Scored against the truth, it is the
     simulator's ceiling: the PSNR of a model that recovered everything from the SAR but per-pixel noise
-    (an upper bound in practice: the SAR carries the canopy's pixel hash only under ENL-4.4 speckle)."""
+    (an upper bound in practice: the SAR carries the canopy's pixel hash only under ENL-4.4 speckle).
+    ``"field"``: each pixel's material colour changed by its field's latent, without texture or illumination
+    (a model that recognised every field's material and latent); ``"material"``: the material's mean colour
+    only (a model that recognised every pixel's material and nothing else)."""
+    if knows not in ORACLE_KNOWLEDGE:
+        raise UsageError(f"unknown oracle knowledge {knows!r}; allowed: {', '.join(ORACLE_KNOWLEDGE)}")
     _check_window(spec, row0, col0, height, width)
     row0, col0, height, width = int(row0), int(col0), int(height), int(width)
     out = np.empty((3, height, width), dtype=np.uint8)
     for r, c, h, w in _tiles(row0, col0, height, width):
-        out[:, r - row0 : r - row0 + h, c - col0 : c - col0 + w] = _Window(spec, r, c, h, w).optical(True)
+        win = _Window(spec, r, c, h, w)
+        out[:, r - row0 : r - row0 + h, c - col0 : c - col0 + w] = win.optical(True, knows)
     return out
 
 

@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 from sar2opt_geo.models.checkpoint import CheckpointMeta, count_parameters, load_generator  # noqa: E402
 from sar2opt_geo.synth import (  # noqa: E402
     OPT_DIR,
+    ORACLE_KNOWLEDGE,
     PAIRS_STAMP,
     SIMULATOR_VERSION,
     expected_optical_window,
@@ -233,21 +234,23 @@ def ensure_pairs(folder: Path, count: int, seed: int, speckle_corr=None) -> Path
 def ceiling(folder: Path, count: int, seed: int) -> dict:
     """The simulator's ceiling on a held-out set: PSNR/L1 of :func:`sar2opt_geo.synth.expected_optical_window`
     (the optical truth without its per-pixel random texture) against the pairs' optical PNGs, per image
-    averaged as ``evaluate`` does."""
+    averaged as ``evaluate`` does; under ``"oracles"`` the same for the oracles that know less (each pixel's
+    material colour only; with its field's latent), which say what kind of error separates a model from it."""
     import numpy as np
 
     from sar2opt_geo.io import read_png
     from sar2opt_geo.training.metrics import image_metrics
 
-    psnr, l1 = [], []
+    scores = {k: {"psnr": [], "l1": []} for k in ORACLE_KNOWLEDGE}
     for i, (spec, r0, c0) in enumerate(pair_windows(count, domain="s1", seed=seed)):
-        truth = read_png(folder / OPT_DIR / f"{i:05d}.png")
-        best = expected_optical_window(spec, r0, c0, 256, 256)
-        pred = torch.from_numpy(best.astype(np.float64))
-        m = image_metrics(pred, torch.from_numpy(truth.astype(np.float64)))
-        psnr.append(float(m["psnr"][0]))
-        l1.append(float(m["l1"][0]))
-    return {"psnr": float(np.mean(psnr)), "l1": float(np.mean(l1))}
+        truth = torch.from_numpy(read_png(folder / OPT_DIR / f"{i:05d}.png").astype(np.float64))
+        for knows, acc in scores.items():
+            best = expected_optical_window(spec, r0, c0, 256, 256, knows=knows)
+            m = image_metrics(torch.from_numpy(best.astype(np.float64)), truth)
+            acc["psnr"].append(float(m["psnr"][0]))
+            acc["l1"].append(float(m["l1"][0]))
+    means = {k: {m: float(np.mean(v)) for m, v in acc.items()} for k, acc in scores.items()}
+    return {**means["texture"], "oracles": means}
 
 
 def evaluate_sets(model: Path, sets: dict[str, tuple[Path, int, int]], train_data: Path) -> dict:
@@ -266,6 +269,14 @@ def evaluate_sets(model: Path, sets: dict[str, tuple[Path, int, int]], train_dat
             f"[{name}] PSNR gain over the best baseline {r['psnr_gain_over_best_baseline_db']:.2f} dB; "
             f"ceiling {r['ceiling']['psnr']:.2f} dB (L1 {r['ceiling']['l1']:.2f}): "
             f"{100 * r['fraction_of_way_to_ceiling']:.1f} % of the way from the best baseline",
+            flush=True,
+        )
+        print(
+            f"[{name}] oracles: "
+            + "; ".join(
+                f"knows {k}: {v['psnr']:.2f} dB (L1 {v['l1']:.2f})"
+                for k, v in r["ceiling"]["oracles"].items()
+            ),
             flush=True,
         )
     return res

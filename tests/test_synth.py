@@ -408,6 +408,34 @@ def test_speckle_corr_is_validated():
         SceneSpec(10, 10, speckle_corr=5.0).validate()
 
 
+def test_oracles_that_know_less_score_lower():
+    """The partial-knowledge oracles behind the ceiling table: material colour only < + field latent < the
+    texture-aware ceiling; each window-consistent; the material oracle takes as many colours as materials."""
+    spec = SceneSpec(20000, 20000, ("VV",), seed=1, footprint=False)
+    r, c, h, w = TOWN_WINDOW
+    _, truth, _ = render_window(spec, r, c, h, w)
+    scores = {}
+    for knows in synth.ORACLE_KNOWLEDGE:
+        est = synth.expected_optical_window(spec, r, c, h, w, knows=knows)
+        scores[knows] = 10 * np.log10(255**2 / np.mean((truth.astype(np.float64) - est) ** 2))
+        assert np.array_equal(
+            est[:, 5:40, 7:30], synth.expected_optical_window(spec, r + 5, c + 7, 35, 23, knows)
+        )
+    assert scores["material"] + 1 < scores["field"] < scores["texture"]
+    material = synth.expected_optical_window(spec, r, c, h, w, knows="material")
+    colours = np.unique(material.reshape(3, -1), axis=1).shape[1]
+    classes = np.unique(synth.landcover_window(spec, r, c, h, w)).size
+    assert classes <= colours <= len(synth._MATERIALS)
+    assert (
+        np.unique(
+            synth.expected_optical_window(spec, r, c, h, w, knows="field").reshape(3, -1), axis=1
+        ).shape[1]
+        > colours
+    )
+    with pytest.raises(UsageError, match="oracle knowledge"):
+        synth.expected_optical_window(spec, r, c, h, w, knows="everything")
+
+
 def test_expected_optical_is_the_truth_without_its_per_pixel_randomness(tmp_path):
     """The ceiling rendering: unbiased against the truth (the removed parts have mean zero), close to it
     (the per-pixel texture is a few DN), window-consistent, and the pairs' windows are write_pairs' own."""
