@@ -1,20 +1,26 @@
-"""Golden outputs: ``translate`` and ``filter`` reproduce, bit for bit, the pixels, masks and georeferencing
-recorded before the translate path was restructured (issue #10: no behaviour change).
+"""Golden outputs: ``translate`` and ``filter`` reproduce the pixels, masks and georeferencing recorded
+before (issue #10: no behaviour change).
 
-The digests below were measured with the pre-split ``pipeline.py`` (commit f81a5db) on small seeded
-synthetic scenes with the bundled model and default options. A change here means the output changed.
-Translate pixels re-recorded for issue #12 (nodata filled from nearby valid pixels for the model instead of
-a constant; the scenes have a nodata collar), as the test suite runs them (``--backend auto`` resolves to
-torch here); masks and georeferencing unchanged. Translate pixels re-recorded once more for the bundled model
-retrained in 2026-12 on the simulator's spatially correlated speckle (the test scenes keep the independent
-speckle they were recorded with, ``speckle_corr=0``); masks, georeferencing and filter digests unchanged.
-Translate pixels re-recorded for the bundled model retrained with speckle-texture augmentation (2026-12-01);
-masks, georeferencing and filter digests unchanged.
+Masks, georeferencing and the filter's pixels are compared by sha256 digest, bit for bit. The translate
+pixels are compared with reference images (``tests/data/golden/*.png``): the model's float arithmetic is
+rounded differently by different CPUs (torch's oneDNN and ONNX Runtime's MLAS pick kernels per instruction
+set: the digests recorded on an AMD Zen 4 machine did not match on an Intel Xeon with AMX, a few pixels one
+DN apart), so a bit-for-bit digest of a network's output is a statement about one CPU. The test allows
+what that rounding does — at most 2 DN anywhere and ≥ 99.9 % of the valid pixels identical — which any real
+change of the pipeline (radiometry, nodata fill, tiling, blending, the model) exceeds.
+
+History: digests measured with the pre-split ``pipeline.py`` (commit f81a5db); translate pixels re-recorded
+for issue #12 (nodata filled from nearby valid pixels), for the bundled model retrained in 2026-12 on
+correlated speckle (the scenes keep the independent speckle they were recorded with, ``speckle_corr=0``)
+and again with speckle-texture augmentation (2026-12-01); reference images recorded on 2026-12-01 (Intel
+Xeon, the same model). Re-record after a deliberate change with ``python tests/test_golden.py --record``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,25 +31,32 @@ from sar2opt_geo.defaults import BUNDLED_MODEL
 
 pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="the bundled model is not installed")
 
+#: Reference images of the translate pixels (uint8 RGB PNG), per case.
+REFERENCE_DIR = Path(__file__).parent / "data" / "golden"
+REFERENCE = {
+    "default": "default.png",
+    "gcps": "gcps.png",
+    "lee_sar2optical": "lee_sar2optical.png",
+    "chunked_zarr": "default.png",  # the chunking does not change the output
+}
+#: Allowed CPU rounding of the model's output (see the module docstring).
+MAX_DN = 2
+MIN_IDENTICAL = 0.999
+
 GOLDEN = {
     "default": {
-        "pixels": "e3d90a4d5bbbce3de8ca78563924290631a42ec77d7f4d37c1fec20ea6505824",
         "mask": "350adf3b1e2505fbc492d105d142c2db30e703999ef7deff2adf4e7a696db41f",
         "geo": "74b9e17c0938cf15bbce14cc4fb3c1260a4ea5c88904dfe353e3696ebd0f530e",
     },
     "gcps": {
-        "pixels": "8cff0139cc0a4e8c2e22b195cfff0d288ae94d0033bd13041e539563586a80b2",
         "mask": "08c4a74cf4514937cb880fbcb614a030117e3df6dddb09fdab7aa691c28e2080",
         "geo": "a0647d7c9bfd30d9345366645472fc404bce4c88c0f59377e8e9b7d4249b0909",
     },
     "lee_sar2optical": {
-        "pixels": "f0bc4fbfa37cbb163d3366a784b57d20d2a0fc6a22f7db64d5b9f850b09db7f8",
         "mask": "350adf3b1e2505fbc492d105d142c2db30e703999ef7deff2adf4e7a696db41f",
         "geo": "74b9e17c0938cf15bbce14cc4fb3c1260a4ea5c88904dfe353e3696ebd0f530e",
     },
-    # same pixels as "default": the chunking does not change the output
     "chunked_zarr": {
-        "pixels": "e3d90a4d5bbbce3de8ca78563924290631a42ec77d7f4d37c1fec20ea6505824",
         "mask": "48d2081abd0c0a919e6e43ae2e602ea34f5fb174ef78391d321a7e74967f8424",
         "geo": "45f6710dd4f2665c7f68b7dc5907155072ddcbd3041a78b5b98575eb08bd2346",
     },
@@ -55,8 +68,9 @@ GOLDEN = {
 }
 
 
-def digest_raster(path) -> dict[str, str]:
-    """sha256 of the pixel array, of the dataset mask and of the georeferencing of a raster."""
+def digest_raster(path) -> tuple[dict[str, str], np.ndarray, np.ndarray]:
+    """sha256 of the pixel array, of the dataset mask and of the georeferencing of a raster; the pixels and
+    the validity."""
     data, meta = io.read_raster(path, masked=True)
     geo = repr(
         (
@@ -69,36 +83,42 @@ def digest_raster(path) -> dict[str, str]:
             meta["dtype"],
         )
     )
-    return {
+    digests = {
         "pixels": hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest(),
         "mask": hashlib.sha256(np.ascontiguousarray(meta["mask"]).tobytes()).hexdigest(),
         "geo": hashlib.sha256(geo.encode()).hexdigest(),
     }
+    return digests, np.asarray(data), np.asarray(meta["mask"]) > 0
 
 
-def digest_zarr(path) -> dict[str, str]:
+def digest_zarr(path) -> tuple[dict[str, str], np.ndarray, np.ndarray]:
     import xarray as xr
 
     ds = xr.open_zarr(str(path))
     ref = ds["spatial_ref"].attrs
     coords = (ds["x"].values.tolist(), ds["y"].values.tolist())
     geo = repr((ref.get("crs_wkt"), ref.get("GeoTransform"), *coords))
-    return {
-        "pixels": hashlib.sha256(np.ascontiguousarray(ds["rgb"].values).tobytes()).hexdigest(),
-        "mask": hashlib.sha256(np.ascontiguousarray(ds["valid"].values).tobytes()).hexdigest(),
+    rgb, valid = np.asarray(ds["rgb"].values), np.asarray(ds["valid"].values)
+    digests = {
+        "pixels": hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest(),
+        "mask": hashlib.sha256(np.ascontiguousarray(valid).tobytes()).hexdigest(),
         "geo": hashlib.sha256(geo.encode()).hexdigest(),
     }
+    return digests, rgb, valid.astype(bool)
 
 
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
+def make_scenes(root: Path) -> dict[str, str]:
     from sar2opt_geo.synth import SceneSpec, write_scene
 
-    root = tmp_path_factory.mktemp("golden")
     # the scenes of the recordings: independent speckle (speckle_corr=0), as the simulator had until 2026-12
     plain, _ = write_scene(root / "plain", SceneSpec(width=700, height=530, seed=3, speckle_corr=0.0))
     gcp, _ = write_scene(root / "gcp", SceneSpec(width=600, height=450, seed=5, speckle_corr=0.0), gcps=True)
     return {"plain": str(plain), "gcp": str(gcp)}
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return make_scenes(tmp_path_factory.mktemp("golden"))
 
 
 CASES = {
@@ -112,14 +132,63 @@ CASES = {
 }
 
 
+def run_case(case: str, scenes: dict[str, str], out_dir: Path, capsys=None):
+    """Run one case; (digests, pixels, validity) of its output."""
+    scene, cmd, extra = CASES[case]
+    out = out_dir / ("out.zarr" if "zarr" in extra else "out.tif")
+    # torch, as the references were recorded; `--backend auto` (the default since issue #15) runs ONNX
+    # Runtime on CPU, whose pixels match torch within 1 DN (tests/test_backend_auto.py), not bit for bit
+    engine = ["--backend", "torch"] if cmd == ["translate"] else []
+    args = [*cmd, scenes[scene], out, "-q", "--overwrite", *engine, *extra]
+    if capsys is None:
+        from sar2opt_geo.cli import main
+
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            assert exc.code == 0, f"{case}: exit {exc.code}"
+    else:
+        code, _, err = run_cli(args, capsys)
+        assert code == 0, err
+    return digest_zarr(out) if "zarr" in extra else digest_raster(out)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_outputs_match_golden(case, scenes, tmp_path, capsys):
-    scene, cmd, extra = CASES[case]
-    out = tmp_path / ("out.zarr" if "zarr" in extra else "out.tif")
-    # the digests were recorded with torch; `--backend auto` (the default since issue #15) runs ONNX Runtime
-    # on CPU, whose pixels match torch within 1 DN (tests/test_backend_auto.py), not bit for bit
-    engine = ["--backend", "torch"] if cmd == ["translate"] else []
-    code, _, err = run_cli([*cmd, scenes[scene], out, "-q", *engine, *extra], capsys)
-    assert code == 0, err
-    got = digest_zarr(out) if "zarr" in extra else digest_raster(out)
-    assert got == GOLDEN[case]
+    got, pixels, valid = run_case(case, scenes, tmp_path, capsys)
+    want = GOLDEN[case]
+    assert {k: got[k] for k in want} == want  # masks, georeferencing (and the filter's pixels): bit for bit
+    if case not in REFERENCE:
+        return
+    from sar2opt_geo.io import read_png
+
+    ref = read_png(REFERENCE_DIR / REFERENCE[case])
+    assert ref.shape == pixels.shape
+    diff = np.abs(pixels.astype(np.int16) - ref.astype(np.int16))
+    identical = float((diff[:, valid] == 0).all(axis=0).mean())
+    assert diff.max() <= MAX_DN and identical >= MIN_IDENTICAL, (int(diff.max()), identical)
+
+
+def record(work: Path) -> None:
+    """Write the reference images of this machine's outputs and print every case's digests."""
+    import tempfile
+
+    from sar2opt_geo.io import write_png
+
+    REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
+    sc = make_scenes(work)
+    for case in CASES:
+        with tempfile.TemporaryDirectory(dir=work) as d:
+            digests, pixels, _ = run_case(case, sc, Path(d))
+        if case in REFERENCE:
+            write_png(REFERENCE_DIR / REFERENCE[case], np.ascontiguousarray(pixels))
+        print(case, digests)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        raise SystemExit("usage: python tests/test_golden.py --record")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        record(Path(tmp))
