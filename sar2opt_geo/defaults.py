@@ -6,6 +6,7 @@ default everywhere. Nothing here imports anything heavier than the standard libr
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 #: The bundled demo generator (SAR2Optical U-Net, ngf 16, trained on synthetic Sentinel-1-like pairs).
@@ -64,3 +65,11 @@ SEED = 0
 #: and the scene-level percentiles (≤ 1.6 Mpx, independent of the chunking).
 SAMPLE_WINDOW = 128
 SAMPLE_LATTICE = 10
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a Slurm or cgroup cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

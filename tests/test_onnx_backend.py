@@ -183,3 +183,54 @@ def test_onnx_file_errors(small_scene, tiny_model_path, tmp_path, capsys):
     assert_clean_error(code, err, out, contains="not a readable ONNX model")
     code, _, err = _translate_err(capsys, small_scene, out, tmp_path / "missing.onnx")
     assert_clean_error(code, err, out, expected_code=2, contains="does not exist")
+
+
+def test_cpu_passes_run_single_threaded_side_by_side(tiny_model_path, monkeypatch):
+    """ONNX Runtime on CPU: one single-threaded pass per usable core at a time. ``predict`` of many tiles
+    spreads its batches over the pool (several run at once); the result is the sequential one, in order."""
+    from sar2opt_geo import translate
+    from sar2opt_geo.defaults import usable_cores
+
+    ref = translate.make_model_ref(tiny_model_path, "cpu", "onnx", tile_size=256)
+    runner = translate._onnx_model(ref)
+    assert runner.session.get_session_options().intra_op_num_threads == 1
+    assert translate._forward_pool("onnx-cpu")._max_workers == usable_cores()
+    assert translate._forward_pool("device")._max_workers == 1  # torch and CUDA: one pass at a time
+
+    x = translate.probe_batch(3, 256, n=7, seed=4)
+    sequential = np.concatenate([runner(x[i : i + 2]) for i in range(0, 7, 2)])
+    running, peak, lock = [0], [0], threading.Lock()
+    real = translate._predict_onnx
+
+    def counting(ref_, xb, bs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            threading.Event().wait(0.05)  # keep the pass open long enough for the others to start
+            return real(ref_, xb, bs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(translate, "_predict_onnx", counting)
+    got = translate.predict(ref, x, batch_size=2)
+    assert np.array_equal(got, sequential)
+    assert peak[0] == min(usable_cores(), 4)  # 4 batches of ≤ 2 tiles
+
+
+def test_concatenated_future_keeps_order_and_errors():
+    from sar2opt_geo.translate import _concatenated
+
+    a, b = Future(), Future()
+    both = _concatenated([a, b])
+    b.set_result(np.ones((1, 2)))
+    assert not both.done()
+    a.set_result(np.zeros((2, 2)))
+    assert both.result().tolist() == [[0, 0], [0, 0], [1, 1]]
+    c, d = Future(), Future()
+    failed = _concatenated([c, d])
+    c.set_exception(RuntimeError("pass failed"))
+    d.set_result(np.ones((1, 2)))
+    with pytest.raises(RuntimeError, match="pass failed"):
+        failed.result()

@@ -440,6 +440,7 @@ def get_cached_onnx_generator(
     cache_dir: str | os.PathLike | None = None,
     tile_size: int | None = None,
     quantized: str | os.PathLike | None = None,
+    intra_op_num_threads: int | None = None,
 ) -> OnnxGenerator:
     """Per-process cache of onnxruntime runners for a checkpoint (``.safetensors``) or an ``.onnx`` file.
 
@@ -447,14 +448,22 @@ def get_cached_onnx_generator(
     (default: :func:`cache_dir`) under a name made of the checkpoint and adapter hashes, the tile size
     (``None``: dynamic height and width), opset and precision — see :func:`export_cached` — and wrapped in an
     :class:`OnnxGenerator` on ``device`` (``cuda*``: CUDA provider when this onnxruntime has it, else CPU).
-    ``quantized``: an int8 graph made by :func:`quantize_int8` to run instead.
-    Thread-safe; the runner is shared, so callers serialise ``__call__`` if they need to.
+    ``quantized``: an int8 graph made by :func:`quantize_int8` to run instead. ``intra_op_num_threads``:
+    threads of one pass (``None``: onnxruntime's default, every physical core).
+    Thread-safe, and so is the shared runner: ONNX Runtime sessions take concurrent ``run`` calls.
     """
     from sar2opt_geo.models.checkpoint import checkpoint_hash
 
     p = Path(path)
     lora_hash = checkpoint_hash(lora) if lora is not None else None
-    key = (checkpoint_hash(p), str(device), lora_hash, tile_size, str(quantized) if quantized else None)
+    key = (
+        checkpoint_hash(p),
+        str(device),
+        lora_hash,
+        tile_size,
+        str(quantized) if quantized else None,
+        intra_op_num_threads,
+    )
     with _ONNX_LOCK:
         hit = _ONNX_CACHE.get(key)
         if hit is not None:
@@ -469,7 +478,9 @@ def get_cached_onnx_generator(
             onnx_path = p
         else:
             onnx_path = export_cached(p, lora, tile_size, folder=cache_dir)
-        runner = OnnxGenerator(onnx_path, providers=_providers_for(str(device)))
+        runner = OnnxGenerator(
+            onnx_path, providers=_providers_for(str(device)), intra_op_num_threads=intra_op_num_threads
+        )
         _ONNX_CACHE[key] = runner
         return runner
 

@@ -62,6 +62,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from sar2opt_geo.defaults import usable_cores
 from sar2opt_geo.errors import ModelError, OutputError, UsageError
 from sar2opt_geo.models.checkpoint import (
     CheckpointMeta,
@@ -227,14 +228,6 @@ def save_generator(path: Path, model: nn.Module, meta: CheckpointMeta) -> Path:
     _fsync_file(out)
     _fsync_dir(out.parent)
     return out
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a Slurm or cgroup cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def default_loader_workers(cores: int | None = None) -> int:
