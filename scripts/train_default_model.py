@@ -253,6 +253,36 @@ def ceiling(folder: Path, count: int, seed: int) -> dict:
     return {**means["texture"], "oracles": means}
 
 
+def class_error_shares(model: Path, folder: Path, count: int, seed: int) -> dict:
+    """Per land-cover class: its share of the pixels and of the model's squared error (all bands) on a
+    held-out set — where the error the ceiling table leaves is."""
+    import numpy as np
+
+    from sar2opt_geo.io import read_png
+    from sar2opt_geo.radiometry import output_to_uint8
+    from sar2opt_geo.synth import CLASS_NAMES, SAR_DIR, landcover_window
+    from sar2opt_geo.training.datasets import to_model_range
+
+    net, _ = load_generator(model, "cpu")
+    net.eval()
+    sq, px = {}, {}
+    for i, (spec, r0, c0) in enumerate(pair_windows(count, domain="s1", seed=seed)):
+        sar = read_png(folder / SAR_DIR / f"{i:05d}.png")
+        truth = read_png(folder / OPT_DIR / f"{i:05d}.png").astype(np.float64)
+        x = torch.from_numpy(np.repeat(to_model_range(sar.reshape(1, *sar.shape[-2:])), 3, 0)[None])
+        with torch.no_grad():
+            y = output_to_uint8(net(x.float())[0].numpy()).astype(np.float64)
+        err = ((y - truth) ** 2).sum(0)
+        lc = landcover_window(spec, r0, c0, 256, 256)
+        for c in np.unique(lc):
+            sel = lc == c
+            sq[int(c)] = sq.get(int(c), 0.0) + float(err[sel].sum())
+            px[int(c)] = px.get(int(c), 0) + int(sel.sum())
+    tot_sq, tot_px = sum(sq.values()), sum(px.values())
+    shares = {c: {"pixels": px[c] / tot_px, "squared_error": sq[c] / tot_sq} for c in sorted(sq)}
+    return {CLASS_NAMES.get(c, str(c)): v for c, v in shares.items()}
+
+
 def evaluate_sets(model: Path, sets: dict[str, tuple[Path, int, int]], train_data: Path) -> dict:
     """The model, the trivial baselines (mean colour of ``train_data``) and the simulator's ceiling on each
     held-out set (name → (folder, count, seed)); prints a table, the gain over the best baseline and where the
@@ -269,6 +299,15 @@ def evaluate_sets(model: Path, sets: dict[str, tuple[Path, int, int]], train_dat
             f"[{name}] PSNR gain over the best baseline {r['psnr_gain_over_best_baseline_db']:.2f} dB; "
             f"ceiling {r['ceiling']['psnr']:.2f} dB (L1 {r['ceiling']['l1']:.2f}): "
             f"{100 * r['fraction_of_way_to_ceiling']:.1f} % of the way from the best baseline",
+            flush=True,
+        )
+        r["class_error_shares"] = class_error_shares(model, folder, count, seed)
+        print(
+            f"[{name}] share of the model's squared error / of the pixels by class: "
+            + ", ".join(
+                f"{k} {100 * v['squared_error']:.0f} % / {100 * v['pixels']:.0f} %"
+                for k, v in r["class_error_shares"].items()
+            ),
             flush=True,
         )
         print(
