@@ -129,3 +129,27 @@ def test_int8_graph_quantises_every_convolution_of_the_subpixel_export(tmp_path)
         ref = model(torch.from_numpy(x)).numpy()
     got = ort.InferenceSession(str(sp), providers=["CPUExecutionProvider"]).run(None, {"sar": x})[0]
     assert np.abs(got - ref).mean() < 0.05  # int8: close, not exact
+
+
+def test_subpixel_export_of_a_checkpoint_with_its_adapter(tiny_model_path, tmp_path):
+    """The int8 graph's source for a checkpoint + LoRA adapter: the adapter is merged first (plain layers
+    back), then every transposed convolution is rewritten; same outputs as the merged torch model."""
+    from test_cli_model import make_adapter
+
+    from sar2opt_geo.models.checkpoint import load_generator
+    from sar2opt_geo.models.lora import apply_adapter, merge_lora
+    from sar2opt_geo.models.onnx_export import export_cached
+
+    adapter = make_adapter(tiny_model_path, tmp_path / "adapter.safetensors")
+    path = export_cached(tiny_model_path, adapter, 256, folder=tmp_path / "cache", subpixel=True)
+    assert path.name.endswith("-t256-bdyn-op17-sp-fp32.onnx") and "+" in path.name
+    assert "ConvTranspose" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    model, _ = load_generator(tiny_model_path, "cpu")
+    apply_adapter(model, adapter)
+    merge_lora(model)
+    model.eval()
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 3, 256, 256)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"sar": x})[0]
+    assert np.abs(got - ref).max() < 1e-4
