@@ -14,11 +14,11 @@ native checkpoint (with its LoRA adapter merged) once to a content-addressed fil
 device). The file name holds every part of that key, and files are written under a unique temporary name and
 renamed into place, so worker processes racing for the same export all end with the same complete file.
 
-:func:`quantize_int8` makes the ``--precision int8`` graph: ONNX Runtime static quantisation (QDQ, per-channel
-int8 weights, uint8 activations, MinMax calibration) with calibration tiles the caller draws from the scene,
-cached under a name that includes a digest of those tiles; native checkpoints are quantised from a graph
-whose transposed convolutions are exported as sub-pixel convolutions (:mod:`sar2opt_geo.models.subpixel`),
-so that every convolution runs in int8.
+:func:`quantize_int8` makes the ``--precision int8`` graph: ONNX Runtime static quantisation (QDQ,
+per-channel int8 weights, uint8 activations, percentile calibration) with calibration tiles the caller draws
+from the scene, cached under a name that includes a digest of those tiles; native checkpoints are quantised
+from a graph whose transposed convolutions are exported as sub-pixel convolutions
+(:mod:`sar2opt_geo.models.subpixel`), so that every convolution runs in int8.
 
 Hand-written parts: this glue, and :func:`cache_dir` (the XDG / platform cache conventions in a few lines,
 rather than a new dependency on platformdirs).
@@ -26,6 +26,7 @@ rather than a new dependency on platformdirs).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -257,6 +258,14 @@ class OnnxGenerator:
 #: ONNX opset of the cached exports (part of the cache key).
 OPSET = 17
 
+#: Activation ranges of the int8 graph: each tensor's calibration values cut at this percentile (half of the
+#: remaining 0.01 % on each side, from a histogram) rather than at min/max, so that a few extreme activations
+#: do not coarsen every other value's steps.
+#: Chosen on 32 validation tiles (bundled model, 8 other calibration tiles): vs fp32 max 28 DN (MinMax 43;
+#: 99.999 %: 30), against the optical truth −0.008 dB (MinMax −0.030); checked on 48 test tiles of another
+#: seed: max 29 vs 33 DN, 42.87 vs 42.72 dB PSNR vs fp32, −0.021 vs −0.039 dB against the truth.
+CALIBRATION_PERCENTILE = 99.99
+
 #: Node types :func:`quantize_int8` quantises.
 INT8_OP_TYPES = ("Conv", "Relu", "LeakyRelu", "Concat", "Slice", "DepthToSpace")
 
@@ -371,7 +380,8 @@ def quantize_int8(fp32_path: str | os.PathLike, tiles: np.ndarray, out: str | os
     atomically to ``out``.
 
     The graph is first pre-processed by onnxruntime (shape inference and graph optimisation), then quantised
-    in QDQ format: per-channel int8 weights, uint8 activations with MinMax ranges, on the node types of
+    in QDQ format: per-channel int8 weights, uint8 activations with percentile ranges
+    (:data:`CALIBRATION_PERCENTILE`), on the node types of
     :data:`INT8_OP_TYPES` (convolutions and the data-movement and activation nodes between them, so that
     activations stay int8 from one convolution to the next; the final Tanh stays float). A graph exported
     with ``subpixel=True`` has no transposed convolution left, so every convolution runs in int8; in another
@@ -382,8 +392,9 @@ def quantize_int8(fp32_path: str | os.PathLike, tiles: np.ndarray, out: str | os
     and AMX, batch 2, 3 rounds of 3 s, tiles/s): bundled ngf-16 model fp32 60–73, int8 of the ConvTranspose
     graph (Conv nodes only, the earlier int8) 72–83, int8 of the sub-pixel graph 84–97; a random ngf-32
     U-Net fp32 45–55, earlier int8 60–62, sub-pixel int8 113–130. Output vs fp32 on 32 synthetic
-    Sentinel-1 tiles (bundled model, calibrated on 8 other tiles): 42.7 dB PSNR, max 43 DN (earlier int8:
-    46.5 dB, max 39 DN); against the optical truth 20.95 dB vs fp32's 20.98 dB."""
+    Sentinel-1 tiles (bundled model, calibrated on 8 other tiles), with MinMax ranges: 42.7 dB PSNR, max 43 DN
+    (earlier int8: 46.5 dB, max 39 DN), against the optical truth 20.95 dB vs fp32's 20.98 dB; with the
+    percentile ranges now used: max 28 DN, 20.97 dB against the truth (see :data:`CALIBRATION_PERCENTILE`)."""
     import logging
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -399,7 +410,8 @@ def quantize_int8(fp32_path: str | os.PathLike, tiles: np.ndarray, out: str | os
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger
     try:
-        with warnings.catch_warnings():
+        # the histogram calibrator prints its settings on stdout, which belongs to the command's own output
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre))
             quantize_static(
@@ -411,7 +423,8 @@ def quantize_int8(fp32_path: str | os.PathLike, tiles: np.ndarray, out: str | os
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=CalibrationMethod.Percentile,
+                extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
             )
         os.replace(tmp, dst)
     except Exception as exc:
