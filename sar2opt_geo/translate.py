@@ -8,13 +8,17 @@ reused by every task that process runs. The generator always runs in eval mode u
 * torch (CPU or CUDA) and ONNX Runtime on CUDA: one at a time on a single dedicated thread per process — on
   CPU one torch pass already uses every core (concurrent passes would only oversubscribe them, and OpenMP
   teams of several calling threads spin against each other), and a GPU runs one stream of work;
-* ONNX Runtime on CPU: one pass per usable core at a time, each single-threaded (``intra_op_num_threads``
-  1, one thread pool of :func:`~sar2opt_geo.defaults.usable_cores` threads per process). A batch is a few
+* ONNX Runtime on CPU: single-threaded passes (``intra_op_num_threads`` 1), side by side. A batch is a few
   tiles, and splitting its ~100 small operators over the cores costs a synchronisation per operator; whole
-  batches side by side cost none. Measured on 2 cores (4096² scene, ngf-32 U-Net, 769 tiles, two
-  alternated rounds): fp32 35.7–36.3 s with one 2-thread pass at a time, 29.4–30.2 s with two 1-thread
-  passes; int8 23.5–26.2 s vs 17.5–18.8 s; model alone (batch 2) fp32 37–38 vs 42–43 tiles/s, int8
-  71–84 vs 98–120. :func:`predict` of many tiles spreads its batches over the pool too.
+  batches side by side cost none. A call of one batch runs in the calling thread — in the pipeline a Dask
+  thread, of which there is one per core — and a call of several batches spreads them over a pool of
+  :func:`~sar2opt_geo.defaults.usable_cores` threads. Measured on 2 cores (4096² scene, ngf-32 U-Net, 769
+  tiles, two alternated rounds): fp32 35.7–36.3 s with one 2-thread pass at a time, 29.4–30.2 s with two
+  1-thread passes on a pool; int8 23.5–26.2 s vs 17.5–18.8 s; model alone (batch 2) fp32 37–38 vs 42–43
+  tiles/s, int8 71–84 vs 98–120. Running the pipeline's batches in the Dask threads instead of handing
+  them to the pool (no hand-off, no more runnable threads than Dask's) then cut the near-null ngf-1
+  pipeline's marginal 3072² − 1024² run from 1.89 to 0.96 s (median of 4 alternated pairs; CPU 2.91 →
+  1.81 s) and left the bundled model's as it was (2.86 vs 2.63 s).
 
 Engine choice (:func:`select_engine`, ``--backend auto``, the default): an ``.onnx`` model runs on ONNX
 Runtime; on CUDA torch runs (with fp16/bf16 autocast when ``--precision`` asks); on CPU the checkpoint is
@@ -68,6 +72,16 @@ def _forward_pool(kind: str) -> ThreadPoolExecutor:
 
 def _onnx_on_cpu(ref: ModelRef) -> bool:
     return ref.backend == "onnx" and not str(ref.device).startswith("cuda")
+
+
+def _run_now(fn, *args) -> Future:
+    """``fn(*args)`` run in this thread, as a done future (its result or its exception)."""
+    fut: Future = Future()
+    try:
+        fut.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - handed to the caller through the future, as a pool would
+        fut.set_exception(exc)
+    return fut
 
 
 def _concatenated(futures: list[Future]) -> Future:
@@ -459,6 +473,8 @@ def predict_async(ref: ModelRef, x: np.ndarray, batch_size: int = 8, on_device: 
         return done
     if _onnx_on_cpu(ref):  # each batch on its own single-threaded pass, side by side on the cores
         bs = batch_size if batch_size > 0 else ENGINE_BATCH_SIZE["onnx"]
+        if len(x) <= bs:  # one pass: in the calling thread (the pipeline's Dask threads, one per core)
+            return _run_now(_predict_onnx, ref, x, bs)
         pool = _forward_pool("onnx-cpu")
         futures = [pool.submit(_predict_onnx, ref, x[i : i + bs], bs) for i in range(0, len(x), bs)]
         return futures[0] if len(futures) == 1 else _concatenated(futures)

@@ -218,6 +218,22 @@ def test_cpu_passes_run_single_threaded_side_by_side(tiny_model_path, monkeypatc
     assert np.array_equal(got, sequential)
     assert peak[0] == min(usable_cores(), 4)  # 4 batches of ≤ 2 tiles
 
+    # one batch (what each pipeline task submits at a time) runs in the calling thread: no hand-off
+    seen = []
+    monkeypatch.setattr(
+        translate,
+        "_predict_onnx",
+        lambda r, xb, bs: seen.append(threading.current_thread()) or real(r, xb, bs),
+    )
+    fut = translate.predict_async(ref, x[:2], 2)
+    assert fut.done() and seen == [threading.current_thread()]
+    assert np.array_equal(fut.result(), sequential[:2])
+    monkeypatch.setattr(
+        translate, "_predict_onnx", lambda *a: (_ for _ in ()).throw(RuntimeError("pass failed"))
+    )
+    with pytest.raises(RuntimeError, match="pass failed"):
+        translate.predict_async(ref, x[:2], 2).result()
+
 
 def test_concatenated_future_keeps_order_and_errors():
     from sar2opt_geo.translate import _concatenated
