@@ -12,13 +12,10 @@ reused by every task that process runs. The generator always runs in eval mode u
   tiles, and splitting its ~100 small operators over the cores costs a synchronisation per operator; whole
   batches side by side cost none. A call of one batch runs in the calling thread — in the pipeline a Dask
   thread, of which there is one per core — and a call of several batches spreads them over a pool of
-  :func:`~sar2opt_geo.defaults.usable_cores` threads. Measured on 2 cores (4096² scene, ngf-32 U-Net, 769
-  tiles, two alternated rounds): fp32 35.7–36.3 s with one 2-thread pass at a time, 29.4–30.2 s with two
-  1-thread passes on a pool; int8 23.5–26.2 s vs 17.5–18.8 s; model alone (batch 2) fp32 37–38 vs 42–43
-  tiles/s, int8 71–84 vs 98–120. Running the pipeline's batches in the Dask threads instead of handing
-  them to the pool (no hand-off, no more runnable threads than Dask's) then cut the near-null ngf-1
-  pipeline's marginal 3072² − 1024² run from 1.89 to 0.96 s (median of 4 alternated pairs; CPU 2.91 →
-  1.81 s) and left the bundled model's as it was (2.86 vs 2.63 s).
+  :func:`~sar2opt_geo.defaults.usable_cores` threads. Measured with ``scripts/bench_geoinference.py`` (4096²
+  scene, ngf-32 U-Net, 2 cores): 0.65× geo-inference's time with one 2-thread pass at a time, 0.58× with
+  1-thread passes on a pool, 0.57× with single batches in the calling thread (int8: 0.45×, 0.42×, 0.36×);
+  ``scripts/bench_speed.py`` pipeline alone ÷ I/O floor 3.25 on the pool, 1.86 in the calling thread.
 
 Engine choice (:func:`select_engine`, ``--backend auto``, the default): an ``.onnx`` model runs on ONNX
 Runtime; on CUDA torch runs (with fp16/bf16 autocast when ``--precision`` asks); on CPU the checkpoint is
@@ -476,8 +473,9 @@ def predict_async(ref: ModelRef, x: np.ndarray, batch_size: int = 8, on_device: 
         if len(x) <= bs:  # one pass: in the calling thread (the pipeline's Dask threads, one per core)
             return _run_now(_predict_onnx, ref, x, bs)
         pool = _forward_pool("onnx-cpu")
-        futures = [pool.submit(_predict_onnx, ref, x[i : i + bs], bs) for i in range(0, len(x), bs)]
-        return futures[0] if len(futures) == 1 else _concatenated(futures)
+        return _concatenated(
+            [pool.submit(_predict_onnx, ref, x[i : i + bs], bs) for i in range(0, len(x), bs)]
+        )
     if ref.backend == "onnx":
         return _forward_pool("device").submit(_predict_onnx, ref, x, batch_size)
     return _forward_pool("device").submit(_predict_torch, ref, x, batch_size, on_device)

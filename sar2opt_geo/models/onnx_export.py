@@ -261,9 +261,10 @@ OPSET = 17
 #: Activation ranges of the int8 graph: each tensor's calibration values cut at this percentile (half of the
 #: remaining 0.01 % on each side, from a histogram) rather than at min/max, so that a few extreme activations
 #: do not coarsen every other value's steps.
-#: Chosen on 32 validation tiles (bundled model, 8 other calibration tiles): vs fp32 max 28 DN (MinMax 43;
-#: 99.999 %: 30), against the optical truth −0.008 dB (MinMax −0.030); checked on 48 test tiles of another
-#: seed: max 29 vs 33 DN, 42.87 vs 42.72 dB PSNR vs fp32, −0.021 vs −0.039 dB against the truth.
+#: Chosen on 32 validation tiles (``scripts/bench_int8.py``, bundled model, 8 other calibration tiles): vs
+#: fp32 max 28 DN (MinMax 43), against the optical truth −0.008 dB (MinMax −0.030); checked on 48 test tiles
+#: of another seed (``--seed 31337 --tiles 48``): max 29 vs 33 DN, 42.87 vs 42.72 dB PSNR vs fp32, −0.021 vs
+#: −0.039 dB against the truth.
 CALIBRATION_PERCENTILE = 99.99
 
 #: Node types :func:`quantize_int8` quantises.
@@ -388,13 +389,11 @@ def quantize_int8(fp32_path: str | os.PathLike, tiles: np.ndarray, out: str | os
     graph the ConvTranspose nodes stay float (ONNX Runtime has no fused int8 kernel for them: quantised, they
     cost quantise/dequantise round trips and were slower than float).
 
-    Measured (:mod:`sar2opt_geo.models.subpixel`; ONNX Runtime 1.32, 2 cores of an Intel Xeon with AVX512-VNNI
-    and AMX, batch 2, 3 rounds of 3 s, tiles/s): bundled ngf-16 model fp32 60–73, int8 of the ConvTranspose
-    graph (Conv nodes only, the earlier int8) 72–83, int8 of the sub-pixel graph 84–97; a random ngf-32
-    U-Net fp32 45–55, earlier int8 60–62, sub-pixel int8 113–130. Output vs fp32 on 32 synthetic
-    Sentinel-1 tiles (bundled model, calibrated on 8 other tiles), with MinMax ranges: 42.7 dB PSNR, max 43 DN
-    (earlier int8: 46.5 dB, max 39 DN), against the optical truth 20.95 dB vs fp32's 20.98 dB; with the
-    percentile ranges now used: max 28 DN, 20.97 dB against the truth (see :data:`CALIBRATION_PERCENTILE`)."""
+    Measured by ``scripts/bench_int8.py`` (speed: see :mod:`sar2opt_geo.models.subpixel`). Output vs fp32 on
+    32 synthetic Sentinel-1 tiles (bundled model, calibrated on 8 other tiles): int8 of the plain graph (Conv
+    nodes only, MinMax: the earlier int8) 46.5 dB PSNR, max 39 DN; sub-pixel graph with MinMax ranges 42.7 dB,
+    max 43 DN; with the percentile ranges now used 42.7 dB, max 28 DN; against the optical truth 20.960,
+    20.949 and 20.971 dB vs fp32's 20.979."""
     import logging
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static

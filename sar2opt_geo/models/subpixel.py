@@ -13,10 +13,12 @@ Why: ONNX Runtime quantises ``Conv`` nodes into fused int8 kernels (VNNI / AMX o
 ``ConvTranspose`` as float between quantise/dequantise round trips, and the decoder's transposed convolutions
 hold most of the U-Net's multiply-adds (their inputs are the skip concatenations; at ngf 32: 73 % of the
 SAR2Optical U-Net's 2.09 G, 67 % of pix2pix unet_256's 1.55 G multiply-adds per 256² tile). With the rewrite
-every convolution of the network runs in int8. Measured on 2 cores of an Intel Xeon with AMX
-(ONNX Runtime 1.32, batch 2, ngf-32 U-Net, random weights): int8 of the original graph 57–64 tiles/s, int8 of
-the rewritten graph 75–83, fp32 50–56. In fp32 the rewrite is no faster (ngf 16: 108–134 vs 150–167 tiles/s),
-so only the int8 graph uses it (:func:`sar2opt_geo.models.onnx_export.export_cached` ``subpixel=True``).
+every convolution of the network runs in int8. Measured by ``scripts/bench_int8.py`` (ONNX Runtime 1.32,
+2 cores of an Intel Xeon with AVX512-VNNI and AMX, batch 2, three rounds, tiles/s): bundled model fp32 66–75,
+int8 of the original graph 77–85, int8 of the rewritten graph 82–97; random SAR2Optical U-Net at ngf 32 fp32
+20–24, 20–24, 27–37. In fp32 the rewrite is no faster there (75–79 and 20–26 tiles/s, within the rounds'
+spread), so only the int8 graph uses it (:func:`sar2opt_geo.models.onnx_export.export_cached`
+``subpixel=True``).
 
 Hand-written: no maintained library rewrites transposed convolutions for ONNX Runtime's quantiser.
 """
