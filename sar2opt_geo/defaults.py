@@ -11,6 +11,9 @@ from pathlib import Path
 
 #: The bundled demo generator (SAR2Optical U-Net, ngf 16, trained on synthetic Sentinel-1-like pairs).
 BUNDLED_MODEL = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+#: Its dual-pol sibling (the same network reading the VV, VH, VV/VH composite): what the bundled model means
+#: for a scene with bands named VV and VH (Sentinel-1 IW GRD products, dual-pol σ⁰ GeoTIFFs).
+BUNDLED_DUAL_POL_MODEL = BUNDLED_MODEL.with_name("default-dualpol.safetensors")
 
 #: Model tile side in pixels (the SAR2Optical / pix2pix training size).
 TILE_SIZE = 256

@@ -16,6 +16,7 @@ bad file fails before any work), the bands, the AOI.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ from sar2opt_geo.source import open_source
 from sar2opt_geo.tiling import BlockPlan, TileGrid
 from sar2opt_geo.translate import ModelRef
 from sar2opt_geo.warp import parse_warp
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sar2opt_geo.models.checkpoint import CheckpointMeta
@@ -196,7 +199,8 @@ def open_input(
 def levels_range(radiometry: Radiometry) -> tuple[str, float, float]:
     """What the 8-bit levels of an input mean for a model: its fixed clip range (else the default one)."""
     if radiometry.clip is not None:
-        return (radiometry.scale, float(radiometry.clip[0]), float(radiometry.clip[1]))
+        lo, hi = radiometry.band_clips[0]
+        return (radiometry.scale, lo, hi)
     return DEFAULT_LEVELS
 
 
@@ -283,7 +287,8 @@ def _band_index(scene: io.SceneInfo, names: list[str], tok: str) -> int:
 
 def model_channels(radiometry: Radiometry, meta: CheckpointMeta, what: str = "the model") -> int:
     """How many scene bands the model reads — one when its radiometry replicates a band to its input
-    channels, else one per input channel — after checking that bands × radiometry give exactly the model's
+    channels, its input channels less the channels the radiometry derives (the VV/VH ratio of a dual-pol
+    composite), else one per input channel — after checking that bands × radiometry give exactly the model's
     input channels (ModelError saying what disagrees otherwise)."""
     in_ch = int(meta.arch_args.get("in_channels", 3))
     rep = radiometry.replicate_to
@@ -293,13 +298,22 @@ def model_channels(radiometry: Radiometry, meta: CheckpointMeta, what: str = "th
             f"channel(s); convert it again with `sar2opt-geo model convert` (which derives the channel "
             "handling from the weights) or fix replicate_to in its radiometry"
         )
-    n = 1 if rep else in_ch
+    n = 1 if rep else in_ch - radiometry.extra_channels
     declared = list(meta.input_bands or [])
+    if radiometry.ratio_clip is not None and n != 2:
+        raise ModelError(
+            f"{what}: its radiometry adds the VV/VH ratio of two bands, but its {in_ch} input channel(s) "
+            f"leave {n} band(s)"
+        )
     if declared and len(declared) != n:
+        how = f"radiometry (replicate_to {rep})" if not radiometry.ratio_clip else "VV/VH ratio channel"
         raise ModelError(
             f"{what}: it declares {len(declared)} input band(s) ({', '.join(declared)}) but its "
-            f"{in_ch} input channel(s) and radiometry (replicate_to {rep}) take {n}"
+            f"{in_ch} input channel(s) and {how} take {n}"
         )
+    clips = radiometry.band_clips
+    if clips is not None and len(clips) > 1 and len(clips) != n:
+        raise ModelError(f"{what}: its radiometry clips {len(clips)} band(s) but it reads {n}")
     return n
 
 
@@ -391,6 +405,33 @@ def resolve_preprocess(opts: TranslateOptions, meta: CheckpointMeta) -> Sar2Opti
     return None
 
 
+def choose_bundled_model(opts: TranslateOptions, scene: io.SceneInfo) -> TranslateOptions:
+    """The bundled model is a pair: single-pol (VV) and dual-pol (the VV, VH, VV/VH composite). A scene with
+    bands named VV and VH (a Sentinel-1 IW product, a dual-pol σ⁰ GeoTIFF) gets the dual-pol one unless
+    ``--bands`` chose bands (``--bands VV`` keeps the single-pol model)."""
+    if (
+        opts.bands
+        or os.path.abspath(str(opts.model)) != str(defaults.BUNDLED_MODEL)
+        or not defaults.BUNDLED_DUAL_POL_MODEL.exists()
+    ):
+        return opts
+    dual = ["VV", "VH"]
+    names = [n.upper() for n in scene.band_names()]
+    if not (all(b in names for b in dual) or _bands_by_word(scene, dual)):
+        return opts
+    log.info("the scene has VV and VH: using the bundled dual-pol model (--bands VV for the single-pol one)")
+    return replace(opts, model=str(defaults.BUNDLED_DUAL_POL_MODEL))
+
+
+def check_preprocess(profile: Sar2OpticalProfile | None, radiometry: Radiometry) -> None:
+    """SAR2Optical's 8-bit chain works on one grey band: refuse it for a dual-pol composite model."""
+    if profile is not None and radiometry.ratio_clip is not None:
+        raise UsageError(
+            "--preprocess sar2optical takes one grey band; this model reads the VV, VH, VV/VH composite "
+            "(use --preprocess none)"
+        )
+
+
 def prepare_translate(input_path: str, opts: TranslateOptions, executor=None) -> PreparedTranslate:
     """Validate everything that can be validated before work starts; return the parts of the job."""
     from sar2opt_geo.translate import make_model_ref, resolve_device
@@ -405,6 +446,7 @@ def prepare_translate(input_path: str, opts: TranslateOptions, executor=None) ->
         allow_ungeoreferenced=opts.allow_ungeoreferenced,
         resampling=opts.resampling,
     )
+    opts = choose_bundled_model(opts, scene)
     grid = TileGrid(scene.height, scene.width, opts.tile_size, opts.overlap)
     device = resolve_device(opts.device, executor)
     meta = read_model_metadata(opts.model)
@@ -414,6 +456,8 @@ def prepare_translate(input_path: str, opts: TranslateOptions, executor=None) ->
     bands = model_bands(scene, opts.bands, radiometry, meta)
     ref = make_model_ref(opts.model, device, opts.backend, opts.lora, opts.precision, opts.tile_size)
     plan = BlockPlan.create(grid, opts.chunk_size, scene.block_shape if scene.tiled else None)
+    preprocess = resolve_preprocess(opts, meta)
+    check_preprocess(preprocess, radiometry)
     return PreparedTranslate(
         options=opts,
         scene=scene,
@@ -423,5 +467,5 @@ def prepare_translate(input_path: str, opts: TranslateOptions, executor=None) ->
         model=ref,
         meta=meta,
         aoi_wkb=aoi_pixels_wkb(opts.aoi, scene),
-        preprocess=resolve_preprocess(opts, meta),
+        preprocess=preprocess,
     )

@@ -28,6 +28,19 @@ MODEL_SCALES = ("linear", "db", "amplitude")
 _TINY = 1e-10  # linear floor before log10 (−100 dB)
 
 
+#: The Sentinel-1 dual-pol composite (R = VV, G = VH, B = VV/VH, each as 8-bit dB levels): the radiometry of
+#: ``synth.write_pairs(dual_pol=True)`` tiles and of models trained on them. VV keeps SEN1-2's [−25, 0] dB;
+#: VH [−32, −7] dB and the ratio [−2, 18] dB hold the 1st–99.5th percentiles of synthetic s1 training scenes
+#: (VH −31.7/−9.3 dB, ratio −1.4/16.3 dB; seed 0, 64 tiles) and the usual IW ranges (VH noise floor near
+#: −30 dB); 25, 25 and 20 dB spans keep the 8-bit step near 0.1 dB.
+DUAL_POL_COMPOSITE = {
+    "scale": "db",
+    "clip": [[-25.0, 0.0], [-32.0, -7.0]],
+    "ratio_clip": [-2.0, 18.0],
+    "out_range": [-1.0, 1.0],
+    "quantize": True,
+}
+
 #: ``levels`` input: the 8-bit levels of this range (the default radiometry's dB clip).
 DEFAULT_LEVELS = ("db", -25.0, 0.0)
 
@@ -106,11 +119,16 @@ class Radiometry:
     """How scene intensities become model inputs (stored in checkpoint metadata as a dict).
 
     - ``scale``: domain of the clip (``db``, ``amplitude`` or ``linear``);
-    - ``clip``: fixed bounds in that domain, or ``percentiles`` (lo, hi) resolved per scene;
+    - ``clip``: fixed bounds in that domain, one ``(lo, hi)`` for every band or one per band (dual-pol
+      models: VV and VH have different ranges), or ``percentiles`` (lo, hi) resolved per scene;
     - ``out_range``: the model's input range (pix2pix: [−1, 1]);
     - ``quantize``: map to 0..255 and truncate to integers before ``out_range`` (models trained on 8-bit
       PNG tiles such as SEN1-2/QXSLAB see exactly these levels);
-    - ``replicate_to``: replicate a single band to N channels (SAR2Optical takes grayscale as RGB).
+    - ``replicate_to``: replicate a single band to N channels (SAR2Optical takes grayscale as RGB);
+    - ``ratio_clip``: append the dB difference of the first two bands (VV − VH, the cross-polarisation
+      ratio) clipped to these bounds as a further channel: the classic Sentinel-1 dual-pol composite
+      (R = VV, G = VH, B = VV/VH), three channels as a SAR2Optical U-Net takes. Needs ``scale: db``, fixed
+      ``clip`` bounds and two bands; the ratio is computed from the unquantised dB values.
     """
 
     scale: str = "db"
@@ -119,6 +137,7 @@ class Radiometry:
     out_range: tuple[float, float] = (-1.0, 1.0)
     quantize: bool = False
     replicate_to: int | None = None
+    ratio_clip: tuple[float, float] | None = None
     description: str = ""
 
     def __post_init__(self):
@@ -126,8 +145,17 @@ class Radiometry:
             raise UsageError(f"radiometry scale {self.scale!r} is not one of {', '.join(MODEL_SCALES)}")
         if (self.clip is None) == (self.percentiles is None):
             raise UsageError("radiometry needs exactly one of 'clip' and 'percentiles'")
-        if self.clip is not None and not self.clip[0] < self.clip[1]:
-            raise UsageError(f"radiometry clip {self.clip} is empty")
+        for lo, hi in self.band_clips or ():
+            if not lo < hi:
+                raise UsageError(f"radiometry clip {list(self.clip)} is empty")
+        if self.ratio_clip is not None:
+            if not self.ratio_clip[0] < self.ratio_clip[1]:
+                raise UsageError(f"radiometry ratio_clip {list(self.ratio_clip)} is empty")
+            if self.scale != "db" or self.clip is None or self.replicate_to:
+                raise UsageError(
+                    "radiometry ratio_clip (the VV/VH channel) needs scale 'db', fixed clip bounds and no "
+                    "replicate_to"
+                )
         if self.percentiles is not None and not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
             raise UsageError(f"radiometry percentiles {self.percentiles} are not 0 <= lo < hi <= 100")
 
@@ -137,16 +165,32 @@ class Radiometry:
             return cls()
         known = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in known}
-        for key in ("clip", "percentiles", "out_range"):
+        for key in ("clip", "percentiles", "out_range", "ratio_clip"):
             if kw.get(key) is not None:
-                kw[key] = tuple(float(v) for v in kw[key])
+                kw[key] = _bounds(kw[key], key, per_band=key == "clip")
         return cls(**kw)
+
+    @property
+    def band_clips(self) -> tuple[tuple[float, float], ...] | None:
+        """The fixed clip as one ``(lo, hi)`` per band it lists (a single pair: one entry), or None."""
+        if self.clip is None:
+            return None
+        if isinstance(self.clip[0], (tuple, list)):
+            return tuple((float(lo), float(hi)) for lo, hi in self.clip)
+        return ((float(self.clip[0]), float(self.clip[1])),)
+
+    @property
+    def extra_channels(self) -> int:
+        """Channels the radiometry derives from the bands (the VV/VH ratio)."""
+        return 1 if self.ratio_clip is not None else 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("clip", "percentiles", "out_range"):
+        for key in ("clip", "percentiles", "out_range", "ratio_clip"):
             if d[key] is not None:
-                d[key] = list(d[key])
+                d[key] = [list(v) if isinstance(v, (tuple, list)) else v for v in d[key]]
+        if d["ratio_clip"] is None:
+            d.pop("ratio_clip")
         if not d["description"]:
             d["description"] = self.describe()
         return d
@@ -157,11 +201,13 @@ class Radiometry:
 
     def describe(self) -> str:
         if self.clip is not None:
-            rng = f"clip [{self.clip[0]:g}, {self.clip[1]:g}]"
+            rng = "clip " + " / ".join(f"[{lo:g}, {hi:g}]" for lo, hi in self.band_clips)
         else:
             rng = f"scene percentiles p{self.percentiles[0]:g}–p{self.percentiles[1]:g}"
         q = " → 0..255" if self.quantize else ""
         rep = f", replicated to {self.replicate_to} channels" if self.replicate_to else ""
+        if self.ratio_clip is not None:
+            rep += f", + VV/VH ratio clip [{self.ratio_clip[0]:g}, {self.ratio_clip[1]:g}] dB"
         return f"linear σ⁰ → {self.scale}, {rng}{q} → [{self.out_range[0]:g}, {self.out_range[1]:g}]{rep}"
 
 
@@ -177,10 +223,29 @@ class SceneStats:
         return {"lo": list(self.lo), "hi": list(self.hi), "n_samples": self.n_samples}
 
 
+def _bounds(value, key: str, per_band: bool = False):
+    """A ``(lo, hi)`` pair of floats (or, ``per_band``, a tuple of such pairs) from a checkpoint or config
+    value."""
+    try:
+        if per_band and len(value) and isinstance(value[0], (tuple, list)):
+            return tuple(_bounds(v, key) for v in value)
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"radiometry {key} must be a [lo, hi] pair{' or one per band' * per_band}, got {value!r}"
+        ) from None
+    return lo, hi
+
+
 def resolve_stats(radiometry: Radiometry, samples_linear: np.ndarray | None, n_bands: int) -> SceneStats:
     """Clip bounds per band: the fixed clip, or percentiles of valid scene samples ``(bands, n)``."""
-    if radiometry.clip is not None:
-        return SceneStats(lo=(radiometry.clip[0],) * n_bands, hi=(radiometry.clip[1],) * n_bands)
+    clips = radiometry.band_clips
+    if clips is not None:
+        if len(clips) == 1:
+            clips = clips * n_bands
+        elif len(clips) != n_bands:
+            raise InputError(f"the radiometry clips {len(clips)} band(s) but the model reads {n_bands}")
+        return SceneStats(lo=tuple(c[0] for c in clips), hi=tuple(c[1] for c in clips))
     if samples_linear is None or samples_linear.shape[-1] == 0:
         raise InputError("no valid pixels to compute scene statistics from (all nodata?)")
     vals = from_linear(samples_linear, radiometry.scale)
@@ -202,8 +267,19 @@ def normalize(linear: np.ndarray, valid: np.ndarray, radiometry: Radiometry, sta
     hi = np.asarray(stats.hi, dtype=np.float32)[:, None, None]
     # block-level arithmetic in place on one float32 buffer (the same operations, in the same order, as
     # a + clip((v − lo) / (hi − lo), 0, 1)·(b − a): bit-identical, with one temporary instead of six)
+    ratio = None
+    if radiometry.ratio_clip is not None:
+        if vals.shape[0] != 2:
+            raise InputError(f"the VV/VH ratio channel needs two bands, got {vals.shape[0]}")
+        rlo, rhi = radiometry.ratio_clip
+        ratio = np.subtract(vals[0], vals[1], dtype=np.float32)
+        ratio -= np.float32(rlo)
+        ratio /= np.float32(rhi - rlo)
+        ratio = ratio[None]
     out = np.subtract(vals, lo, dtype=np.float32)
     out /= hi - lo
+    if ratio is not None:
+        out = np.concatenate([out, ratio])
     np.clip(out, np.float32(0.0), np.float32(1.0), out=out)
     if radiometry.quantize:
         out *= np.float32(255.0)
@@ -227,3 +303,18 @@ def output_to_uint8(y: np.ndarray, out_range: tuple[float, float] = (-1.0, 1.0))
     np.rint(unit, out=unit)
     np.clip(unit, 0, 255, out=unit)
     return unit.astype(np.uint8)
+
+
+def composite_levels(
+    linear: np.ndarray, radiometry: Radiometry, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """uint8 ``(channels, h, w)``: the 8-bit levels that a fixed-clip quantising radiometry gives linear
+    intensity ``(bands, h, w)`` — exactly the levels :func:`normalize` maps into the model's range, so tiles
+    stored as these levels (training pairs) and scenes read at inference feed the model the same values."""
+    if radiometry.clip is None or not radiometry.quantize:
+        raise UsageError("8-bit levels need a fixed clip and quantize: true")
+    if valid is None:
+        valid = np.ones(linear.shape[-2:], dtype=bool)
+    x = normalize(linear, valid, radiometry, resolve_stats(radiometry, None, linear.shape[0]))
+    a, b = radiometry.out_range
+    return np.rint((x - np.float32(a)) * np.float32(255.0 / (b - a))).astype(np.uint8)

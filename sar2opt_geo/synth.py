@@ -73,6 +73,7 @@ import numpy as np
 
 from sar2opt_geo.errors import UsageError
 from sar2opt_geo.io import GeoProfile, GeoTiffWriter, remove_path, replace_path, temporary_sibling, write_png
+from sar2opt_geo.radiometry import DUAL_POL_COMPOSITE, Radiometry, composite_levels
 
 __all__ = [
     "BANDS",
@@ -1036,11 +1037,13 @@ def pair_windows(
     seed: int = 0,
     tile: int = 256,
     speckle_corr: tuple[float, float] | None = None,
+    bands: tuple[str, ...] = ("VV",),
 ):
     """The (scene spec, row0, col0) of each of :func:`write_pairs`' ``count`` tiles, in order.
 
     ``speckle_corr=(lo, hi)`` draws each scene's :attr:`SceneSpec.speckle_corr` uniformly from that range
     (from a stream of its own: the windows and scene seeds are those of the default); None keeps the default.
+    ``bands``: the scenes' bands (VV is the same whether VH is rendered beside it or not).
     """
     base = [int(seed) & _MASK64, zlib.crc32(domain.encode())]
     rng = np.random.default_rng(np.random.SeedSequence(base))
@@ -1054,7 +1057,9 @@ def pair_windows(
         if i % 16 == 0:
             scene_seed = int(rng.integers(0, 2**31))
             extra = {} if corr_rng is None else {"speckle_corr": float(corr_rng.uniform(lo, hi))}
-            spec = SceneSpec(size, size, ("VV",), seed=scene_seed, footprint=False, domain=domain, **extra)
+            spec = SceneSpec(
+                size, size, tuple(bands), seed=scene_seed, footprint=False, domain=domain, **extra
+            )
         r0, c0 = (int(v) for v in rng.integers(0, size - tile + 1, size=2))
         yield spec, r0, c0
 
@@ -1067,10 +1072,13 @@ def write_pairs(
     seed: int = 0,
     tile: int = 256,
     speckle_corr: tuple[float, float] | None = None,
+    dual_pol: bool = False,
 ) -> list[tuple[Path, Path]]:
     """Write ``count`` co-registered tile pairs in the QXSLAB-SAROPT layout.
 
-    OUTDIR/sar_256_oc_0.2/NNNNN.png (8-bit grayscale VV, :func:`sar_to_uint8` of the domain) and
+    OUTDIR/sar_256_oc_0.2/NNNNN.png (8-bit grayscale VV, :func:`sar_to_uint8` of the domain; with
+    ``dual_pol``, RGB: the Sentinel-1 dual-pol composite VV, VH, VV/VH of
+    :data:`sar2opt_geo.radiometry.DUAL_POL_COMPOSITE`, s1 only) and
     OUTDIR/opt_256_oc_0.2/NNNNN.png (RGB), paired by identical stem (the directory names are fixed
     whatever ``tile``). Tiles are random windows (16 per scene) of 20,000 x 20,000 scenes with seed-derived
     seeds and no footprint (:func:`pair_windows`), so every tile is fully valid; the result is deterministic
@@ -1086,21 +1094,27 @@ def write_pairs(
         raise UsageError(f"tile must be an integer >= 1, got {tile!r}")
     if speckle_corr is not None:
         _speckle_corr_range(speckle_corr)
+    if dual_pol and domain != "s1":
+        raise UsageError("dual-pol pairs are Sentinel-1 (domain s1)")
+    composite = Radiometry.from_dict(DUAL_POL_COMPOSITE) if dual_pol else None
     outdir = Path(outdir)
     sar_dir, opt_dir = outdir / SAR_DIR, outdir / OPT_DIR
     sar_dir.mkdir(parents=True, exist_ok=True)
     opt_dir.mkdir(parents=True, exist_ok=True)
     pairs = []
-    windows = pair_windows(count, domain=domain, seed=seed, tile=tile, speckle_corr=speckle_corr)
+    bands = ("VV", "VH") if dual_pol else ("VV",)
+    windows = pair_windows(count, domain=domain, seed=seed, tile=tile, speckle_corr=speckle_corr, bands=bands)
     for i, (spec, r0, c0) in enumerate(windows):
         sar, opt, _ = render_window(spec, r0, c0, tile, tile)
         sp, op = sar_dir / f"{i:05d}.png", opt_dir / f"{i:05d}.png"
-        write_png(sp, sar_to_uint8(sar[0], domain))
+        write_png(sp, composite_levels(sar, composite) if dual_pol else sar_to_uint8(sar[0], domain))
         write_png(op, opt)
         pairs.append((sp, op))
     stamp = {"count": count, "domain": domain, "seed": int(seed), "tile": tile}
     if speckle_corr is not None:
         stamp["speckle_corr"] = [float(v) for v in speckle_corr]
+    if dual_pol:
+        stamp["sar"] = "VV,VH,VV/VH composite"
     stamp["simulator"] = SIMULATOR_VERSION
     (outdir / PAIRS_STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
     return pairs

@@ -43,6 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sar2opt_geo.radiometry import DUAL_POL_COMPOSITE  # noqa: E402
 from sar2opt_geo.training.config import load_config  # noqa: E402
 from sar2opt_geo.training.evaluate import evaluate  # noqa: E402
 from sar2opt_geo.training.trainer import train  # noqa: E402
@@ -53,6 +54,7 @@ from train_default_model import (  # noqa: E402
     HELDOUT_PAIRS,
     VALIDATION_SEED,
     ensure_pairs,
+    heldout_folder,
     train_pairs_folder,
 )
 
@@ -71,6 +73,12 @@ def main(argv=None):
         "(in WORK/train_pairs_corrLO-HI)",
     )
     ap.add_argument(
+        "--dual-pol",
+        action="store_true",
+        help="train and score on the VV, VH, VV/VH composite pairs (synth.write_pairs(dual_pol=True)) with "
+        "the dual-pol radiometry",
+    )
+    ap.add_argument(
         "--product-seed",
         type=int,
         action="append",
@@ -80,14 +88,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    data, corr = train_pairs_folder(work, args.speckle_corr)
-    held = work / f"heldout_pairs_seed{VALIDATION_SEED}"
-    ensure_pairs(data, args.pairs, 0, corr)
-    ensure_pairs(held, HELDOUT_PAIRS, VALIDATION_SEED)
+    data, corr = train_pairs_folder(work, args.speckle_corr, args.dual_pol)
+    held = heldout_folder(work, VALIDATION_SEED, args.dual_pol)
+    ensure_pairs(data, args.pairs, 0, corr, args.dual_pol)
+    ensure_pairs(held, HELDOUT_PAIRS, VALIDATION_SEED, dual_pol=args.dual_pol)
     run = work / "trials" / args.name
     if run.exists():
         shutil.rmtree(run)
     cfg = load_config(str(ROOT / "configs" / "default_model.yaml"), args.overrides)
+    if args.dual_pol:
+        cfg.radiometry = dict(DUAL_POL_COMPOSITE)
+        cfg.input_bands = ["VV", "VH"]
     t = time.time()
     train(data, run, cfg, quiet=True)
     res = evaluate(run / "generator.safetensors", held, split="all", baseline_data=data)

@@ -53,7 +53,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sar2opt_geo.defaults import BUNDLED_DUAL_POL_MODEL, BUNDLED_MODEL  # noqa: E402
 from sar2opt_geo.models.checkpoint import CheckpointMeta, count_parameters, load_generator  # noqa: E402
+from sar2opt_geo.radiometry import DUAL_POL_COMPOSITE  # noqa: E402
 from sar2opt_geo.synth import (  # noqa: E402
     OPT_DIR,
     ORACLE_KNOWLEDGE,
@@ -77,6 +79,14 @@ HELDOUT_PAIRS = 64
 #: Range (px) of the training scenes' speckle correlation (None: the simulator's default for all).
 SPECKLE_CORR_RANGE = "0.4,0.9"
 
+#: The dual-pol model's recipe (``--dual-pol``): overrides of the config, then its last phase. Sized for the
+#: 60-minute bound on 2 CPU cores at ~1.7 steps/s (the 2026-12-01 machine): 4400 steps at λ = 1000 (LR
+#: decayed to 0 over the last 1800) then 600 at λ = 10000, where the single-pol recipe runs 7000 + 1000 at
+#: 2.8 steps/s. λ_MSE = 5000 comes from a single-pol validation trial (+0.28 dB at 2000 steps, README), not
+#: re-tried dual-pol. The dual-pol input itself was chosen by a 2000-step validation trial (README).
+DUAL_POL_OVERRIDES = ["steps=4400", "lr_decay_steps=1800", "lambda_mse=5000"]
+DUAL_POL_PHASE = "steps=5000,lr_decay_steps=600,lr=0.00005,lambda_l1=10000"
+
 RADIOMETRY = {"scale": "db", "clip": [-25, 0], "out_range": [-1, 1], "quantize": True, "replicate_to": 3}
 
 
@@ -95,7 +105,15 @@ def main(argv=None):
     )
     ap.add_argument("--config", default=str(ROOT / "configs" / "default_model.yaml"))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--output", default=str(ROOT / "sar2opt_geo" / "weights" / "default.safetensors"))
+    ap.add_argument(
+        "--dual-pol",
+        action="store_true",
+        help="the dual-pol model (weights/default-dualpol.safetensors): VV, VH, VV/VH composite pairs and "
+        "radiometry (sar2opt_geo.radiometry.DUAL_POL_COMPOSITE), input bands VV and VH",
+    )
+    ap.add_argument(
+        "--output", default=None, help="default: the bundled model (VV, or with --dual-pol VV+VH)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--speckle-corr",
@@ -115,12 +133,19 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    data, corr = train_pairs_folder(work, args.speckle_corr)
-    run = work / "run"
+    dual = args.dual_pol
+    if args.output is None:
+        args.output = str(BUNDLED_DUAL_POL_MODEL if dual else BUNDLED_MODEL)
+    data, corr = train_pairs_folder(work, args.speckle_corr, dual)
+    run = work / ("run_dualpol" if dual else "run")
     t0 = time.time()
-    ensure_pairs(data, args.pairs, args.data_seed, corr)
+    ensure_pairs(data, args.pairs, args.data_seed, corr, dual)
     sets = {
-        name: (ensure_pairs(work / f"heldout_pairs_seed{seed}", args.heldout, seed), args.heldout, seed)
+        name: (
+            ensure_pairs(heldout_folder(work, seed, dual), args.heldout, seed, dual_pol=dual),
+            args.heldout,
+            seed,
+        )
         for name, seed in (("validation", args.val_seed), ("test", args.test_seed))
     }
     print(f"data ready in {time.time() - t0:.0f} s", flush=True)
@@ -138,16 +163,18 @@ def main(argv=None):
         summary = run_obj.fit()
         stop_if_interrupted(summary)
     else:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, (DUAL_POL_OVERRIDES if dual else []) + args.overrides)
+        if dual:
+            cfg.radiometry, cfg.input_bands = dict(DUAL_POL_COMPOSITE), ["VV", "VH"]
+            cfg.name += "-dualpol"
+            cfg.validate()
         if run.exists():
             shutil.rmtree(run)
         summary = train(data, run, cfg, quiet=False)
         stop_if_interrupted(summary)
-        phases = (
-            ["steps=8000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000"]
-            if args.phases is None
-            else args.phases
-        )
+        phases = args.phases
+        if phases is None:
+            phases = [DUAL_POL_PHASE if dual else "steps=8000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000"]
         for phase in phases:
             if not phase:
                 continue
@@ -162,8 +189,8 @@ def main(argv=None):
         name=cfg.name,
         architecture=meta.architecture,
         arch_args=meta.arch_args,
-        input_bands=["VV"],
-        radiometry=dict(RADIOMETRY),
+        input_bands=["VV", "VH"] if dual else ["VV"],
+        radiometry=dict(DUAL_POL_COMPOSITE if dual else RADIOMETRY),
         provenance={
             "trained_on": "synthetic s1 scenes (sar2opt_geo.synth)",
             "note": "trained on synthetic scenes; fine-tune on real pairs for real Sentinel-1 use",
@@ -172,6 +199,7 @@ def main(argv=None):
             "seed": cfg.seed,
             "data_seed": args.data_seed,
             "pairs": args.pairs,
+            "sar": "VV,VH,VV/VH composite" if dual else "VV",
             "speckle_corr_range": list(corr) if corr else None,
             "resample_augment": cfg.resample_augment,
             "steps": summary["steps"],
@@ -206,28 +234,39 @@ def stop_if_interrupted(summary: dict) -> None:
         sys.exit(130 if summary["interrupted"] == "SIGINT" else 143)
 
 
-def train_pairs_folder(work: Path, speckle_corr: str | None) -> tuple[Path, tuple[float, float] | None]:
+def train_pairs_folder(
+    work: Path, speckle_corr: str | None, dual_pol: bool = False
+) -> tuple[Path, tuple[float, float] | None]:
     """The training-pair folder under ``work`` for a ``--speckle-corr`` value ("LO,HI", or None / "none" for
     the simulator's default texture) and the parsed range."""
+    pol = "_dualpol" if dual_pol else ""
     if not speckle_corr or speckle_corr == "none":
-        return work / "train_pairs", None
+        return work / f"train_pairs{pol}", None
     lo, hi = (float(v) for v in speckle_corr.split(","))
-    return work / f"train_pairs_corr{lo:g}-{hi:g}", (lo, hi)
+    return work / f"train_pairs_corr{lo:g}-{hi:g}{pol}", (lo, hi)
 
 
-def ensure_pairs(folder: Path, count: int, seed: int, speckle_corr=None) -> Path:
+def heldout_folder(work: Path, seed: int, dual_pol: bool = False) -> Path:
+    """The folder of the held-out pairs of ``seed`` (the same windows and optical tiles either way)."""
+    return work / f"heldout_pairs_seed{seed}{'_dualpol' if dual_pol else ''}"
+
+
+def ensure_pairs(folder: Path, count: int, seed: int, speckle_corr=None, dual_pol: bool = False) -> Path:
     """``count`` synthetic s1 pairs of ``seed`` in ``folder``: generated unless the folder's stamp says they
     are exactly these pairs from the current simulator (pairs of an older simulator are regenerated).
-    ``speckle_corr=(lo, hi)``: each scene's speckle correlation drawn from that range (``write_pairs``)."""
+    ``speckle_corr=(lo, hi)``: each scene's speckle correlation drawn from that range (``write_pairs``);
+    ``dual_pol``: SAR tiles are the VV, VH, VV/VH composite."""
     want = {"count": count, "domain": "s1", "seed": seed, "tile": 256}
     if speckle_corr is not None:
         want["speckle_corr"] = [float(v) for v in speckle_corr]
+    if dual_pol:
+        want["sar"] = "VV,VH,VV/VH composite"
     want["simulator"] = SIMULATOR_VERSION
     stamp = folder / PAIRS_STAMP
     if not (stamp.exists() and json.loads(stamp.read_text()) == want):
         if folder.exists():
             shutil.rmtree(folder)
-        write_pairs(folder, count, domain="s1", seed=seed, speckle_corr=speckle_corr)
+        write_pairs(folder, count, domain="s1", seed=seed, speckle_corr=speckle_corr, dual_pol=dual_pol)
     return folder
 
 
@@ -269,7 +308,8 @@ def class_error_shares(model: Path, folder: Path, count: int, seed: int) -> dict
     for i, (spec, r0, c0) in enumerate(pair_windows(count, domain="s1", seed=seed)):
         sar = read_png(folder / SAR_DIR / f"{i:05d}.png")
         truth = read_png(folder / OPT_DIR / f"{i:05d}.png").astype(np.float64)
-        x = torch.from_numpy(np.repeat(to_model_range(sar.reshape(1, *sar.shape[-2:])), 3, 0)[None])
+        x = to_model_range(sar)  # grey VV (replicated to 3 channels) or the dual-pol composite
+        x = torch.from_numpy(np.repeat(x, 3, 0)[None] if x.shape[0] == 1 else x[None])
         with torch.no_grad():
             y = output_to_uint8(net(x.float())[0].numpy()).astype(np.float64)
         err = ((y - truth) ** 2).sum(0)

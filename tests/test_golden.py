@@ -13,7 +13,8 @@ History: digests measured with the pre-split ``pipeline.py`` (commit f81a5db); t
 for issue #12 (nodata filled from nearby valid pixels), for the bundled model retrained in 2026-12 on
 correlated speckle (the scenes keep the independent speckle they were recorded with, ``speckle_corr=0``)
 and again with speckle-texture augmentation (2026-12-01); reference images recorded on 2026-12-01 (Intel
-Xeon, the same model). Re-record after a deliberate change with ``python tests/test_golden.py --record``.
+Xeon, the same model); the dual-pol case added with the bundled dual-pol model (2026-12-01). Re-record after a
+deliberate change with ``python tests/test_golden.py --record [CASE ...]``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 from conftest import run_cli
 
 from sar2opt_geo import io
-from sar2opt_geo.defaults import BUNDLED_MODEL
+from sar2opt_geo.defaults import BUNDLED_DUAL_POL_MODEL, BUNDLED_MODEL
 
 pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="the bundled model is not installed")
 
@@ -38,6 +39,7 @@ REFERENCE = {
     "gcps": "gcps.png",
     "lee_sar2optical": "lee_sar2optical.png",
     "chunked_zarr": "default.png",  # the chunking does not change the output
+    "dual_pol": "dual_pol.png",
 }
 #: Allowed CPU rounding of the model's output (see the module docstring).
 MAX_DN = 2
@@ -53,6 +55,10 @@ GOLDEN = {
         "geo": "a0647d7c9bfd30d9345366645472fc404bce4c88c0f59377e8e9b7d4249b0909",
     },
     "lee_sar2optical": {
+        "mask": "350adf3b1e2505fbc492d105d142c2db30e703999ef7deff2adf4e7a696db41f",
+        "geo": "74b9e17c0938cf15bbce14cc4fb3c1260a4ea5c88904dfe353e3696ebd0f530e",
+    },
+    "dual_pol": {  # the plain scene's footprint and grid
         "mask": "350adf3b1e2505fbc492d105d142c2db30e703999ef7deff2adf4e7a696db41f",
         "geo": "74b9e17c0938cf15bbce14cc4fb3c1260a4ea5c88904dfe353e3696ebd0f530e",
     },
@@ -113,7 +119,10 @@ def make_scenes(root: Path) -> dict[str, str]:
     # the scenes of the recordings: independent speckle (speckle_corr=0), as the simulator had until 2026-12
     plain, _ = write_scene(root / "plain", SceneSpec(width=700, height=530, seed=3, speckle_corr=0.0))
     gcp, _ = write_scene(root / "gcp", SceneSpec(width=600, height=450, seed=5, speckle_corr=0.0), gcps=True)
-    return {"plain": str(plain), "gcp": str(gcp)}
+    # the plain scene with VH beside its VV (the VV band is the same): the bundled dual-pol model reads it
+    dual_spec = SceneSpec(width=700, height=530, bands=("VV", "VH"), seed=3, speckle_corr=0.0)
+    dual, _ = write_scene(root / "dual", dual_spec)
+    return {"plain": str(plain), "gcp": str(gcp), "dual": str(dual)}
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +137,7 @@ CASES = {
     "gcps": ("gcp", ["translate"], ["--warp", "none"]),
     "lee_sar2optical": ("plain", ["translate"], ["--filter", "lee", "--preprocess", "sar2optical"]),
     "chunked_zarr": ("plain", ["translate"], ["--chunk-size", "384", "--format", "zarr"]),
+    "dual_pol": ("dual", ["translate"], []),
     "filter_lee": ("plain", ["filter"], ["--filter", "lee", "--chunk-size", "256"]),
 }
 
@@ -155,6 +165,8 @@ def run_case(case: str, scenes: dict[str, str], out_dir: Path, capsys=None):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_outputs_match_golden(case, scenes, tmp_path, capsys):
+    if case == "dual_pol" and not BUNDLED_DUAL_POL_MODEL.exists():
+        pytest.skip("the bundled dual-pol model is not installed")
     got, pixels, valid = run_case(case, scenes, tmp_path, capsys)
     want = GOLDEN[case]
     assert {k: got[k] for k in want} == want  # masks, georeferencing (and the filter's pixels): bit for bit
@@ -169,15 +181,16 @@ def test_outputs_match_golden(case, scenes, tmp_path, capsys):
     assert diff.max() <= MAX_DN and identical >= MIN_IDENTICAL, (int(diff.max()), identical)
 
 
-def record(work: Path) -> None:
-    """Write the reference images of this machine's outputs and print every case's digests."""
+def record(work: Path, cases=None) -> None:
+    """Write the reference images of this machine's outputs (of ``cases``, default all) and print their
+    digests."""
     import tempfile
 
     from sar2opt_geo.io import write_png
 
     REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
     sc = make_scenes(work)
-    for case in CASES:
+    for case in cases or CASES:
         with tempfile.TemporaryDirectory(dir=work) as d:
             digests, pixels, _ = run_case(case, sc, Path(d))
         if case in REFERENCE:
@@ -186,9 +199,11 @@ def record(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record"]:
-        raise SystemExit("usage: python tests/test_golden.py --record")
+    if sys.argv[1:2] != ["--record"] or any(c not in CASES for c in sys.argv[2:]):
+        raise SystemExit(
+            f"usage: python tests/test_golden.py --record [CASE ...] (cases: {', '.join(CASES)})"
+        )
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        record(Path(tmp))
+        record(Path(tmp), sys.argv[2:])

@@ -80,9 +80,15 @@ def synth_scene(outdir, width, height, bands, seed, crs, gcps, no_footprint, dom
     help="Draw each scene's speckle correlation (px, 0-1) from this range instead of 0.6 for all: training "
     "data for a model that must not read one speckle texture (e.g. 0.4,0.9, as the bundled model's).",
 )
+@click.option(
+    "--dual-pol",
+    is_flag=True,
+    help="SAR tiles as the Sentinel-1 dual-pol composite (RGB PNG: VV, VH, VV/VH in dB, the radiometry of "
+    "the bundled dual-pol model) instead of grey VV. s1 only.",
+)
 @overwrite_opt
 @quiet_opt
-def synth_pairs(outdir, count, domain, seed, tile_size, speckle_corr, overwrite, quiet):
+def synth_pairs(outdir, count, domain, seed, tile_size, speckle_corr, dual_pol, overwrite, quiet):
     """Write QXSLAB-SAROPT-layout PNG pairs: OUTDIR/sar_256_oc_0.2/*.png and OUTDIR/opt_256_oc_0.2/*.png."""
     from sar2opt_geo.synth import write_pairs
 
@@ -99,9 +105,14 @@ def synth_pairs(outdir, count, domain, seed, tile_size, speckle_corr, overwrite,
     out = Path(outdir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"{out}: exists and is not empty (pass --overwrite to write into it)")
-    pairs = write_pairs(out, count, domain=domain, seed=seed, tile=tile_size, speckle_corr=corr)
+    if dual_pol and domain != "s1":
+        raise UsageError("--dual-pol pairs are Sentinel-1 (--domain s1)")
+    pairs = write_pairs(
+        out, count, domain=domain, seed=seed, tile=tile_size, speckle_corr=corr, dual_pol=dual_pol
+    )
     if not quiet:
-        click.echo(f"wrote {len(pairs)} {domain} pairs under {out}", err=True)
+        kind = " dual-pol" if dual_pol else ""
+        click.echo(f"wrote {len(pairs)} {domain}{kind} pairs under {out}", err=True)
 
 
 @synth.command("product")

@@ -84,16 +84,25 @@ class TrainConfig:
 
     def resample_clip_db(self) -> tuple[float, float]:
         """The 8-bit tiles' dB stretch (the radiometry's fixed clip), for ``resample_augment``."""
+        rad = self.tile_radiometry()
+        return rad.band_clips[0] if rad is not None else (-25.0, 0.0)
+
+    def tile_radiometry(self):
+        """The :class:`~sar2opt_geo.radiometry.Radiometry` of the 8-bit dB tiles (what ``resample_augment``
+        undoes and redoes), or None when the radiometry is not a fixed dB clip (UsageError then if
+        ``resample_augment`` is on)."""
+        from sar2opt_geo.radiometry import Radiometry
+
         r = self.radiometry or {}
-        clip = r.get("clip")
-        if r.get("scale", "db") != "db" or not clip or len(clip) != 2:
+        rad = Radiometry.from_dict(r) if r else None
+        if rad is None or rad.scale != "db" or rad.clip is None:
             if self.resample_augment > 0:
                 raise UsageError(
                     "resample_augment needs the radiometry of 8-bit dB tiles (scale: db with a fixed clip), "
                     f"got {r!r}"
                 )
-            return (-25.0, 0.0)
-        return float(clip[0]), float(clip[1])
+            return None
+        return rad
 
     def validate(self) -> TrainConfig:
         if self.batch_size < 1:
@@ -113,7 +122,7 @@ class TrainConfig:
                 f"resample_augment must be a probability in [0, 1], got {self.resample_augment!r}"
             )
         if self.resample_augment > 0:
-            self.resample_clip_db()  # a fixed dB clip is needed to undo the 8-bit stretch
+            self.tile_radiometry()  # a fixed dB clip is needed to undo the 8-bit stretch
         if self.num_workers == "auto":
             self.num_workers = None
         nw = self.num_workers

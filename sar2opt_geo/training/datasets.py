@@ -233,6 +233,31 @@ def resample_levels(
     return (val + 0.5).astype(np.uint8)
 
 
+def resample_composite(sar: np.ndarray, dy: float, dx: float, radiometry) -> np.ndarray:
+    """:func:`resample_levels` for a dual-pol composite (VV, VH, VV/VH levels of ``radiometry``, a
+    :class:`~sar2opt_geo.radiometry.Radiometry` with ``ratio_clip``): VV and VH go back to linear intensity,
+    are interpolated there, and the composite of the result is formed again (its ratio channel from the
+    interpolated bands, as a warped dual-pol scene gives it)."""
+    from sar2opt_geo.radiometry import composite_levels
+
+    clips = radiometry.band_clips
+    (vlo, vhi), (hlo, hhi) = clips[0], clips[min(1, len(clips) - 1)]
+    rlo, rhi = radiometry.ratio_clip
+    level = sar.astype(np.float64) + 0.5  # the middle of each floor-quantised level
+    vv = level[0] * ((vhi - vlo) / 255.0) + vlo
+    vh = level[1] * ((hhi - hlo) / 255.0) + hlo
+    ratio = level[2] * ((rhi - rlo) / 255.0) + rlo
+    # a band clipped at its bound lost its value: the other band and the ratio channel still tell it
+    ratio_ok = (sar[2] > 0) & (sar[2] < 255)
+    vh = np.where(
+        ((sar[1] == 0) | (sar[1] == 255)) & ratio_ok & (sar[0] > 0) & (sar[0] < 255), vv - ratio, vh
+    )
+    vv = np.where(((sar[0] == 0) | (sar[0] == 255)) & ratio_ok, vh + ratio, vv)
+    lin = np.power(10.0, np.stack([vv, vh]) / 10.0)
+    lin = _shift_axis(_shift_axis(lin, float(dy), axis=1), float(dx), axis=2)
+    return composite_levels(lin.astype(np.float32), radiometry)
+
+
 def augment_pair(sar: np.ndarray, opt: np.ndarray, code: int) -> tuple[np.ndarray, np.ndarray]:
     """Apply the same dihedral transform (``code`` bits 0-2: bit 2 = horizontal flip, bits 0-1 = 90° turns).
 
@@ -270,12 +295,13 @@ class PairedTileDataset(Dataset):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         check: bool = True,
-        resample_clip_db: tuple[float, float] = (-25.0, 0.0),
+        resample_clip_db=(-25.0, 0.0),
     ):
         self.root = Path(root)
         self.layout, pairs = find_pairs(self.root)
         self.augment = augment
-        self.resample_clip_db = tuple(resample_clip_db)
+        # the 8-bit tiles' dB stretch: a (lo, hi) pair, or the tiles' Radiometry (a dual-pol composite)
+        self.resample_clip_db = resample_clip_db
         by_sar = dict(pairs)
         if split_data is None:
             split_data = make_split(list(by_sar), split_seed, val_fraction, test_fraction)
@@ -370,14 +396,46 @@ class PairedTileDataset(Dataset):
                 code = int(np.random.randint(0, 8))
             offsets = resample_offsets(code)
             if offsets is not None:
-                sar = resample_levels(sar, *offsets, self.resample_clip_db)
+                sar = self._resample(sar, offsets)
             sar, opt = augment_pair(sar, opt, code)
         return torch.from_numpy(to_model_range(sar)), torch.from_numpy(to_model_range(opt))
+
+    def _resample(self, sar: np.ndarray, offsets: tuple[float, float]) -> np.ndarray:
+        rad = self.resample_clip_db
+        if rad is None or isinstance(rad, tuple):
+            return resample_levels(sar, *offsets, rad or (-25.0, 0.0))
+        if rad.ratio_clip is not None:
+            return resample_composite(sar, *offsets, rad)
+        return resample_levels(sar, *offsets, rad.band_clips[0])
 
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_zarr"] = None
         return d
+
+
+def check_tiles_fit(radiometry: dict | None, ds: PairedTileDataset, what: str = "the model") -> None:
+    """DatasetError when the SAR tiles are not what a model of ``radiometry`` reads: the dual-pol composite
+    (three different channels) for a model with a ``ratio_clip``, one grey band otherwise (grey tiles saved
+    as RGB, with equal channels, are grey). Judged on the first tile."""
+    if len(ds) == 0:
+        return
+    sar, _ = ds.read_uint8(0)
+    composite_tiles = sar.shape[0] >= 3 and not (
+        np.array_equal(sar[0], sar[1]) and np.array_equal(sar[0], sar[2])
+    )
+    composite_model = bool((radiometry or {}).get("ratio_clip"))
+    if composite_model and not composite_tiles:
+        raise DatasetError(
+            f"{what} reads the dual-pol composite (VV, VH, VV/VH) but the SAR tiles of {ds.root} are one "
+            "grey band; write dual-pol tiles (synth pairs --dual-pol, tile-pairs --dual-pol) or use a "
+            "single-pol model"
+        )
+    if composite_tiles and not composite_model:
+        raise DatasetError(
+            f"the SAR tiles of {ds.root} have three different channels (a dual-pol composite?) but {what} "
+            "reads one grey band; use a dual-pol model (radiometry with ratio_clip) or grey tiles"
+        )
 
 
 def open_dataset(

@@ -24,7 +24,7 @@ import torch
 from scipy import stats
 
 from sar2opt_geo.errors import ModelError
-from sar2opt_geo.training.datasets import PairedTileDataset, open_dataset
+from sar2opt_geo.training.datasets import PairedTileDataset, check_tiles_fit, open_dataset
 from sar2opt_geo.training.metrics import image_metrics, to_255
 
 
@@ -139,6 +139,7 @@ def evaluate(
     """Metrics of the model and of the baselines on ``split`` of ``data`` (averages of per-image values)."""
     G, meta = load_model(model, lora, device)
     ds = open_dataset(data, split, split_file)
+    check_tiles_fit(meta.radiometry, ds, Path(model).name)
     try:
         train_ds = open_dataset(baseline_data or data, "train", None if baseline_data else split_file)
     except Exception:  # noqa: BLE001 - e.g. a test-only dataset: fall back to the evaluated split

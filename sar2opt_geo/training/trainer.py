@@ -78,6 +78,7 @@ from sar2opt_geo.training.config import TrainConfig, load_config
 from sar2opt_geo.training.datasets import (
     RESAMPLE_PHASES,
     PairedTileDataset,
+    check_tiles_fit,
     find_pairs,
     make_split,
     read_split,
@@ -484,7 +485,7 @@ class Run:
             split = make_split([s for s, _ in pairs], cfg.split_seed, cfg.val_fraction, cfg.test_fraction)
         self.split = split
         self.train_ds = PairedTileDataset(
-            self.data, "train", split, augment=cfg.augment, resample_clip_db=cfg.resample_clip_db()
+            self.data, "train", split, augment=cfg.augment, resample_clip_db=cfg.tile_radiometry()
         )
         if len(self.train_ds) == 0:
             raise UsageError(f"{self.data}: the training split is empty")
@@ -509,6 +510,10 @@ class Run:
                 )
             G, meta = load_generator(self.base)
             self.base_meta = meta
+            if meta.radiometry:  # the tiles are read (and resampled) as the base model reads them
+                cfg.radiometry = dict(meta.radiometry)
+                if self.train_ds is not None:
+                    self.train_ds.resample_clip_db = cfg.tile_radiometry()
             self.arch = meta.architecture
             self.arch_args = dict(meta.arch_args)
             cfg.ngf = int(self.arch_args.get("ngf", cfg.ngf))
@@ -534,6 +539,11 @@ class Run:
             for m in G.modules():
                 if isinstance(m, nn.Dropout):
                     m.p = 0.0
+        if self.train_ds is not None:
+            what = Path(self.base).name if self.base_meta else "the config's radiometry"
+            check_tiles_fit(
+                self.base_meta.radiometry if self.base_meta else cfg.radiometry, self.train_ds, what
+            )
         torch.manual_seed(cfg.seed + 2)
         D = create_model("patchgan70", in_channels=6, ndf=cfg.ndf)
         self.G, self.D = G.to(dev), D.to(dev)
