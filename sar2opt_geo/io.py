@@ -131,6 +131,15 @@ class SceneInfo(Georef):
             names.append(d if d else f"band{i + 1}")
         return names
 
+    def bands_named(self, band: str) -> list[int]:
+        """0-based indexes of the bands named ``band`` (any case): exactly, else as a word of the name (the
+        VV of ``Sigma0_VV_db``)."""
+        import re
+
+        names = [n.upper() for n in self.band_names()]
+        exact = [i for i, n in enumerate(names) if n == band.upper()]
+        return exact or [i for i, n in enumerate(names) if band.upper() in re.split(r"[^A-Z0-9]+", n)]
+
 
 # ------------------------------------------------------------------------------------ CRS arithmetic
 # For modules that must not import rasterio themselves (synth, training pairs, AOIs).

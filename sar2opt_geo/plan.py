@@ -333,18 +333,15 @@ def model_bands(scene: io.SceneInfo, spec: str | None, radiometry: Radiometry, m
 
 def _bands_by_word(scene: io.SceneInfo, declared: list[str]) -> str | None:
     """``--bands`` equivalent when every declared band is exactly one scene band's name or a word of it."""
-    import re
-
     names = [n.upper() for n in scene.band_names()]
     if not declared or all(b.upper() in names for b in declared):
         return None
-    words = [set(re.split(r"[^A-Z0-9]+", n)) for n in names]
     picked = []
     for b in declared:
-        hits = [i + 1 for i, w in enumerate(words) if b.upper() in w]
+        hits = scene.bands_named(b)
         if len(hits) != 1:
             return None
-        picked.append(str(hits[0]))
+        picked.append(str(hits[0] + 1))
     return ",".join(picked)
 
 

@@ -215,3 +215,92 @@ def test_undeclared_nodata_in_the_sar_is_nodata(tmp_path, capsys):
     assert attrs["sar_input_scale"] == "linear"
     lower_left = cut[64:, :64]
     assert np.all(lower_left[6:, :10] == 0) and np.all(lower_left[:6] > 0) and np.all(cut[:64] > 0)
+
+
+# ------------------------------------------------------------------ --dual-pol: the VV, VH, VV/VH composite
+
+
+@pytest.fixture(scope="module")
+def dual_scene(tmp_path_factory):
+    """A VV + VH scene with a nodata collar (footprint) and a copy with its bands swapped and named as words
+    (``sigma0_VH``, ``sigma0_VV``)."""
+    from sar2opt_geo.synth import SceneSpec, write_scene
+
+    out = tmp_path_factory.mktemp("dual")
+    sar, opt = write_scene(out, SceneSpec(width=256, height=192, bands=("VV", "VH"), seed=9, footprint=True))
+    swapped = out / "swapped.tif"
+    with rasterio.open(sar) as src:
+        prof = src.profile.copy()
+        data = src.read()
+    with rasterio.open(swapped, "w", **prof) as dst:
+        dst.write(data[::-1])
+        dst.descriptions = ("sigma0_VH", "sigma0_VV")
+    return sar, swapped, opt
+
+
+def test_dual_pol_stores_the_composite_levels(dual_scene, tmp_path, capsys):
+    import zarr
+
+    from sar2opt_geo.radiometry import DUAL_POL_COMPOSITE, Radiometry, composite_levels
+
+    sar, swapped, opt = dual_scene
+    out = tmp_path / "dual.zarr"
+    args = ["--tile-size", 64, "--stride", 64, "--max-nodata", 1.0, "-q"]
+    code, _, err = run_cli(["tile-pairs", sar, opt, out, "--dual-pol", *args], capsys)
+    assert code == 0, err
+    g = zarr.open_group(str(out), mode="r")
+    stored = np.asarray(g["sar"][:])
+    assert stored.shape == (12, 3, 64, 64) and g["sar"].chunks == (1, 3, 64, 64)
+    attrs = dict(g.attrs)
+    assert attrs["radiometry"] == DUAL_POL_COMPOSITE and attrs["input_bands"] == ["VV", "VH"]
+    assert "G = VH dB clipped to [-32, -7]" in attrs["sar_encoding"] and "VV - VH" in attrs["sar_encoding"]
+    rad = Radiometry.from_dict(DUAL_POL_COMPOSITE)
+    partial = 0
+    with rasterio.open(sar) as s, rasterio.open(opt) as o:
+        assert s.descriptions == ("VV", "VH") and s.nodata == 0
+        for i, (r, c, h, w) in enumerate(g["window"][:]):
+            win = ((r, r + h), (c, c + w))
+            lin = s.read(window=win)
+            valid = np.all(lin != s.nodata, axis=0) & (o.dataset_mask(window=win) > 0)
+            partial += bool(0 < valid.mean() < 1)
+            want = composite_levels(np.where(valid, lin, 0).astype(np.float32), rad, valid)
+            want[:, ~valid] = 0
+            assert np.array_equal(stored[i], want), i
+    assert partial > 0  # the nodata collar crosses some tiles
+    # bands found as words of their descriptions, in any order: the same store
+    code, _, err = run_cli(["tile-pairs", swapped, opt, tmp_path / "sw.zarr", "--dual-pol", *args], capsys)
+    assert code == 0, err
+    assert np.array_equal(np.asarray(zarr.open_group(str(tmp_path / "sw.zarr"), mode="r")["sar"][:]), stored)
+    # the dataset reads the 3-channel tiles as they are
+    ds = PairedTileDataset(out, "all")
+    s3, _ = ds.read_uint8(5)
+    x, y = ds[5]
+    assert s3.shape == (3, 64, 64) and np.array_equal(s3, stored[5])
+    assert np.array_equal(x.numpy(), s3.astype(np.float32) * np.float32(2 / 255) - 1) and y.shape == x.shape
+    # without --dual-pol: the single-pol store, as before
+    code, _, err = run_cli(["tile-pairs", sar, opt, tmp_path / "single.zarr", *args], capsys)
+    assert code == 0, err
+    g1 = zarr.open_group(str(tmp_path / "single.zarr"), mode="r")
+    assert g1["sar"].shape == (12, 1, 64, 64) and g1.attrs["input_bands"] == ["VV"]
+    assert g1.attrs["radiometry"]["clip"] == [-25.0, 0.0]
+
+
+def test_dual_pol_needs_vv_and_vh_bands(scene, tmp_path, capsys):
+    sar, opt, _ = scene  # VV only
+    out = tmp_path / "x.zarr"
+    code, _, err = run_cli(["tile-pairs", sar, opt, out, "--tile-size", 128, "--dual-pol"], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), err
+    assert "VV and VH" in lines[0] and "named VH" in lines[0] and lines[0].endswith("1 band(s): VV)")
+    assert "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob("x.zarr*"))
+
+
+def test_dual_pol_refuses_8bit_levels(tmp_path, capsys):
+    raw = np.random.default_rng(2).integers(0, 256, (1, 128, 128), dtype=np.uint8)
+    sar = _write(tmp_path / "chip.tif", raw)
+    opt = _write(tmp_path / "opt.tif", np.zeros((3, 128, 128), np.uint8))
+    out = tmp_path / "x.zarr"
+    code, _, err = run_cli(["tile-pairs", sar, opt, out, "--tile-size", 64, "--dual-pol"], capsys)
+    assert code == 2 and "--dual-pol" in err and "levels" in err and err.strip().count("\n") == 0, err
+    assert not out.exists()

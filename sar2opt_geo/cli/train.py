@@ -318,6 +318,13 @@ def _tile_pairs_scale(sar, requested: str, constant, calibration: str, denoise: 
 @click.option(
     "--max-nodata", type=float, default=0.0, show_default=True, help="Largest invalid fraction kept."
 )
+@click.option(
+    "--dual-pol",
+    is_flag=True,
+    help="Store the Sentinel-1 dual-pol composite (R = VV, G = VH, B = VV/VH ratio: 3-channel SAR tiles, "
+    "the 8-bit levels a dual-pol model is fed) of the SAR bands named VV and VH (band descriptions, e.g. "
+    "VV or Sigma0_VV_db) instead of the first band's dB levels. Not for 8-bit levels images.",
+)
 @input_scale_opt
 @calibration_constant_opt
 @apply(product_opts)
@@ -331,6 +338,7 @@ def tile_pairs_cmd(
     tile_size,
     stride,
     max_nodata,
+    dual_pol,
     input_scale,
     calibration_constant,
     calibration,
@@ -344,14 +352,23 @@ def tile_pairs_cmd(
 ):
     """Cut co-registered SAR and OPTICAL rasters into aligned tile pairs in the Zarr store OUT. SAR may be a
     Sentinel-1 GRD product: its calibrated, denoised, map-projected σ⁰ (as `calibrate` writes it, into a
-    temporary file beside OUT) is cut. The SAR input scale is decided as translate decides it."""
+    temporary file beside OUT) is cut. The SAR input scale is decided as translate decides it.
+
+    SAR tiles are the first band's dB levels (1 channel), or with --dual-pol the VV, VH, VV/VH composite
+    (3 channels) of the bands named VV and VH, for dual-pol models (input_bands VV, VH)."""
     from sar2opt_geo import io
-    from sar2opt_geo.source import is_product_path
-    from sar2opt_geo.training.pairs import tile_pairs
+    from sar2opt_geo.source import is_product_path, open_source
+    from sar2opt_geo.training.pairs import dual_pol_bands, tile_pairs
 
     setup_logging(verbose, quiet)
     staged = None
     scale = _tile_pairs_scale(sar, input_scale, calibration_constant, calibration, not no_denoise)
+    if dual_pol and scale.scale == "levels":
+        raise UsageError(
+            "--dual-pol needs VV and VH σ⁰ bands; an 8-bit levels image (input scale levels) is single-band"
+        )
+    if dual_pol and is_product_path(sar):  # refuse a single-pol product before calibrating it
+        dual_pol_bands(open_source(sar, calibration=calibration, denoise=not no_denoise, metadata_only=True))
     if is_product_path(sar):
         from sar2opt_geo.distributed import make_executor
         from sar2opt_geo.filter_run import run_filter
@@ -385,6 +402,7 @@ def tile_pairs_cmd(
             tile_size=tile_size,
             stride=stride,
             max_nodata=max_nodata,
+            dual_pol=dual_pol,
             overwrite=overwrite,
             progress=progress,
         )

@@ -16,11 +16,19 @@ Store layout (Zarr v3 group, format ``sar2opt-geo-tile-pairs/1``):
   translate's own :func:`sar2opt_geo.source.decide_input_scale` (this package sits below ``source`` in the
   import layers) and passes it down. An 8-bit ``levels`` image already holds this encoding (level L is the
   centre of its dB interval, which translate feeds the model as L): its levels are stored as they are —
-  round-half-up of the centre would put ~40 % of them one level up;
+  round-half-up of the centre would put ~40 % of them one level up.
+  With ``dual_pol`` (``tile-pairs --dual-pol``) it is instead uint8 ``(N, 3, T, T)``: the Sentinel-1
+  dual-pol composite of the SAR bands named VV and VH (band descriptions, exactly or as a word of them such
+  as the VV of ``Sigma0_VV_db``) — R = VV, G = VH, B = the VV − VH dB ratio, the exact 8-bit levels of
+  :data:`sar2opt_geo.radiometry.DUAL_POL_COMPOSITE` (:func:`sar2opt_geo.radiometry.composite_levels`),
+  what a dual-pol model (``input_bands: [VV, VH]``) is fed at inference; invalid pixels are 0. ``levels``
+  inputs (8-bit single-band chips) cannot give it;
 * ``optical``: uint8 ``(N, 3, T, T)`` — the first three optical bands clipped to 0..255;
 * ``bounds``: float64 ``(N, 4)`` — (left, bottom, right, top) of each tile in the SAR CRS;
 * ``window``: int64 ``(N, 4)`` — (row, col, height, width) in the SAR raster;
-* attributes: format, crs_wkt, transform, tile_size, stride, max_nodata, sources, radiometry, resampled.
+* attributes: format, crs_wkt, transform, tile_size, stride, max_nodata, sources, the SAR input scale,
+  sar_encoding, radiometry (:data:`RADIOMETRY`, or ``DUAL_POL_COMPOSITE`` for a dual-pol store),
+  input_bands (``["VV"]``, or ``["VV", "VH"]`` for a dual-pol store), resampled, count.
 
 :class:`sar2opt_geo.training.datasets.PairedTileDataset` reads such a store as a dataset.
 """
@@ -88,6 +96,40 @@ def scale_sample(sar, n: int = 4, size: int = defaults.SAMPLE_WINDOW) -> np.ndar
     return (sample if sample.size else np.concatenate(alls))[None]
 
 
+DUAL_POL_BANDS = ("VV", "VH")
+
+
+def dual_pol_bands(scene) -> tuple[int, int]:
+    """0-based indexes of the scene's VV and VH bands, named by the band descriptions exactly (any case) or
+    as a word of them (the VV of ``Sigma0_VV_db``); a one-line InputError naming its bands otherwise.
+    (``SceneInfo.bands_named``, the rule translate matches a model's bands by.)"""
+    picked = []
+    for band in DUAL_POL_BANDS:
+        hits = scene.bands_named(band)
+        if len(hits) != 1:
+            how = "no band is" if not hits else f"{len(hits)} bands are"
+            raise InputError(
+                f"{Path(scene.path).name}: --dual-pol needs SAR bands named VV and VH, but {how} named "
+                f"{band} (the raster has {scene.count} band(s): {', '.join(scene.band_names())})"
+            )
+        picked.append(hits[0])
+    return picked[0], picked[1]
+
+
+def _sar_encoding(dual_pol: bool) -> str:
+    if not dual_pol:
+        return "uint8: dB clipped to [-25, 0] -> 0..255"
+    from sar2opt_geo.radiometry import DUAL_POL_COMPOSITE as C
+
+    (vlo, vhi), (hlo, hhi) = C["clip"]
+    rlo, rhi = C["ratio_clip"]
+    return (
+        f"uint8 x 3, the dual-pol composite levels (radiometry.composite_levels): R = VV dB clipped to "
+        f"[{vlo:g}, {vhi:g}], G = VH dB clipped to [{hlo:g}, {hhi:g}], B = VV - VH dB clipped to "
+        f"[{rlo:g}, {rhi:g}], each -> 0..255"
+    )
+
+
 def _check_overlap(sar, opt) -> bool:
     """True when the grids are identical; InputError when the footprints do not overlap."""
     from sar2opt_geo.io import same_crs, transform_bounds
@@ -109,15 +151,22 @@ def _check_overlap(sar, opt) -> bool:
     return identical_crs and tuple(sar.transform) == tuple(opt.transform)
 
 
-def _cut(sar, opt, scale, constant, row, col, tile, max_nodata):
+def _cut(sar, opt, scale, constant, row, col, tile, max_nodata, dual=None):
+    """One window's ``(row, col, sar uint8, optical uint8)``, or None when too much of it is invalid.
+    ``dual``: ``(vv, vh)`` 0-based SAR band indexes and the composite :class:`Radiometry` (dual-pol)."""
     from sar2opt_geo.io import read_aligned_window
-    from sar2opt_geo.radiometry import to_linear
+    from sar2opt_geo.radiometry import composite_levels, to_linear
 
     s, sv, o, ov = read_aligned_window(sar, opt, row, col, tile, tile)
     valid = sv & ov
     if 1.0 - float(valid.mean()) > max_nodata:
         return None
-    if scale == "levels":
+    if dual is not None:
+        (vv, vh), composite = dual
+        linear = to_linear(s[[vv, vh]], scale, constant=constant)
+        sar_u8 = composite_levels(np.where(valid, linear, np.float32(0)), composite, valid)
+        sar_u8[:, ~valid] = 0
+    elif scale == "levels":
         sar_u8 = levels_to_uint8(s[0], valid)[None]
     else:
         sar_u8 = sar_to_db_uint8(to_linear(s[0], scale, constant=constant), valid)[None]
@@ -142,6 +191,7 @@ def tile_pairs(
     tile_size: int = 256,
     stride: int = 256,
     max_nodata: float = 0.0,
+    dual_pol: bool = False,
     overwrite: bool = False,
     batch: int = 32,
     progress: Callable[[int, int], None] | None = None,
@@ -151,6 +201,7 @@ def tile_pairs(
     ``input_scale`` (one of ``radiometry.INPUT_SCALES``, with ``calibration_constant`` for ``dn``): how the
     SAR raster's values become linear σ⁰, decided by the caller (``tile-pairs``: as translate decides it);
     ``sar_nodata``: a nodata value the SAR file does not declare (found by that decision).
+    ``dual_pol``: store the VV, VH, VV/VH composite of the SAR bands named VV and VH (see the module doc).
     Returns a summary dict (pairs written, windows, skipped, resampled)."""
     from dataclasses import replace
 
@@ -158,10 +209,14 @@ def tile_pairs(
     import zarr
 
     from sar2opt_geo.io import check_output_path, open_scene, remove_path, replace_path, temporary_sibling
-    from sar2opt_geo.radiometry import INPUT_SCALES
+    from sar2opt_geo.radiometry import DUAL_POL_COMPOSITE, INPUT_SCALES, Radiometry
 
     if input_scale not in INPUT_SCALES:
         raise UsageError(f"input scale must be one of {', '.join(INPUT_SCALES)} (got {input_scale!r})")
+    if dual_pol and input_scale == "levels":
+        raise UsageError(
+            "--dual-pol needs VV and VH σ⁰ bands; an 8-bit levels image (input scale levels) is single-band"
+        )
     if tile_size < 1 or stride < 1:
         raise UsageError("--tile-size and --stride must be >= 1")
     if not 0.0 <= max_nodata <= 1.0:
@@ -179,6 +234,7 @@ def tile_pairs(
             f"{sar_path}: tile-pairs needs a SAR raster with CRS + affine transform (GCP-only products: "
             "terrain-correct or warp them first)"
         )
+    dual = (dual_pol_bands(sar), Radiometry.from_dict(DUAL_POL_COMPOSITE)) if dual_pol else None
     same_grid = _check_overlap(sar, opt)
     if sar.height < tile_size or sar.width < tile_size:
         raise InputError(f"{sar_path}: {sar.width}x{sar.height} is smaller than one {tile_size}px tile")
@@ -193,13 +249,14 @@ def tile_pairs(
     try:
         g = zarr.open_group(str(tmp), mode="w")
         t = tile_size
-        a_sar = g.create_array("sar", shape=(0, 1, t, t), chunks=(1, 1, t, t), dtype="uint8")
+        ch = 3 if dual_pol else 1
+        a_sar = g.create_array("sar", shape=(0, ch, t, t), chunks=(1, ch, t, t), dtype="uint8")
         a_opt = g.create_array("optical", shape=(0, 3, t, t), chunks=(1, 3, t, t), dtype="uint8")
         a_b = g.create_array("bounds", shape=(0, 4), chunks=(4096, 4), dtype="float64")
         a_w = g.create_array("window", shape=(0, 4), chunks=(4096, 4), dtype="int64")
         for i in range(0, len(windows), batch):
             tasks = [
-                dask.delayed(_cut)(sar, opt, scale, constant, r, c, t, max_nodata)
+                dask.delayed(_cut)(sar, opt, scale, constant, r, c, t, max_nodata, dual)
                 for r, c in windows[i : i + batch]
             ]
             results = [x for x in dask.compute(*tasks, scheduler="threads") if x is not None]
@@ -224,8 +281,9 @@ def tile_pairs(
                 "sar_input_scale": scale,
                 "sar_input_scale_reason": scale_reason,
                 "sar_calibration_constant": constant,
-                "sar_encoding": "uint8: dB clipped to [-25, 0] -> 0..255",
-                "radiometry": RADIOMETRY,
+                "sar_encoding": _sar_encoding(dual_pol),
+                "radiometry": dict(DUAL_POL_COMPOSITE) if dual_pol else RADIOMETRY,
+                "input_bands": list(DUAL_POL_BANDS) if dual_pol else ["VV"],
                 "resampled": not same_grid,
                 "count": n,
             }
