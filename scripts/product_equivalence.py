@@ -88,7 +88,9 @@ def speckle_stats(paths, spec: ProductSpec, resampling: str) -> dict:
     return {"product": stats(data[0] / noise_free), "map": stats(map_speckle)}
 
 
-def measure(seed: int, resamplings, model: str | None = None, texture: bool = False):
+def measure(
+    seed: int, resamplings, model: str | None = None, texture: bool = False, bands: str | None = None
+):
     """``{resampling: figures}`` for the product of ``seed``: :func:`product_vs_map`'s PSNRs, or with
     ``texture`` :func:`speckle_stats`."""
     spec = product_spec(seed)
@@ -96,15 +98,19 @@ def measure(seed: int, resamplings, model: str | None = None, texture: bool = Fa
         paths = write_product(Path(tmp), spec)
         if texture:
             return {r: speckle_stats(paths, spec, r) for r in resamplings}
-        return {r: product_vs_map(paths, tmp, r, model) for r in resamplings}
+        return {r: product_vs_map(paths, tmp, r, model, bands) for r in resamplings}
 
 
-def product_vs_map(paths, workdir, resampling: str = "bilinear", model: str | None = None) -> dict:
+def product_vs_map(
+    paths, workdir, resampling: str = "bilinear", model: str | None = None, bands: str | None = None
+) -> dict:
     """PSNR (dB, vs the optical truth) of translating the product ``paths`` (:func:`write_product`'s result)
     and of translating its map-projected σ⁰ on the same grid and footprint, with ``model`` (default: the
-    bundled model)."""
+    bundled model, which is the dual-pol one for these VV + VH scenes unless ``bands`` is "VV")."""
     workdir = Path(workdir)
-    opts = TranslateOptions(model=str(model or BUNDLED_MODEL), device="cpu", resampling=resampling)
+    opts = TranslateOptions(
+        model=str(model or BUNDLED_MODEL), device="cpu", resampling=resampling, bands=bands
+    )
     prod_out = workdir / f"prod_{resampling}.tif"
     run_translate(str(paths.safe), str(prod_out), opts, ThreadedExecutor(2))
     scene = source.open_source(paths.safe, resampling=resampling)
@@ -136,9 +142,12 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, action="append", help="product seed(s) (default 12)")
     ap.add_argument("--resampling", action="append", choices=["bilinear", "nearest"])
     ap.add_argument("--speckle-stats", action="store_true", help="print the speckle texture, not PSNRs")
+    ap.add_argument("--bands", default=None, help="translate's --bands (VV: the single-pol bundled model)")
     args = ap.parse_args(argv)
     for seed in args.seed or [12]:
-        res = measure(seed, args.resampling or ["bilinear", "nearest"], args.model, args.speckle_stats)
+        res = measure(
+            seed, args.resampling or ["bilinear", "nearest"], args.model, args.speckle_stats, args.bands
+        )
         for resampling, r in res.items():
             if args.speckle_stats:
                 for name, s in r.items():

@@ -1,7 +1,14 @@
 #!/usr/bin/env python
-"""Train the bundled default model (sar2opt_geo/weights/default.safetensors) on synthetic s1 pairs.
+"""Train the bundled models (sar2opt_geo/weights/default.safetensors, VV; default-dualpol.safetensors, VV+VH)
+on synthetic s1 pairs.
 
     OMP_WAIT_POLICY=PASSIVE nohup python scripts/train_default_model.py > /tmp/train_default.log 2>&1 &
+    OMP_WAIT_POLICY=PASSIVE nohup python scripts/train_default_model.py --dual-pol > /tmp/train_dp.log 2>&1 &
+
+``--dual-pol`` trains the dual-pol model: the same network, config and pairs (same windows and optical tiles)
+with SAR tiles that are the VV, VH, VV/VH composite (``write_pairs(dual_pol=True)``), its own recipe
+(:data:`DUAL_POL_OVERRIDES`, :data:`DUAL_POL_PHASE`), run folder WORK/run_dualpol and held-out folders
+``*_dualpol``. Without it, the single-pol model as described below.
 
 Generates ``--pairs`` 256² pairs with :func:`sar2opt_geo.synth.write_pairs` (domain s1, seed 0, each scene's
 speckle correlation drawn from ``--speckle-corr`` 0.4-0.9 px; regenerated when their ``pairs.json`` stamp is

@@ -518,21 +518,39 @@ def test_synth_product_cli_writes_a_readable_product(tmp_path, capsys):
 # -------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("resampling", ["bilinear", "nearest"])
-def test_end_to_end_product_psnr_matches_the_map_projected_scene(tmp_path, resampling):
+@pytest.fixture(scope="module")
+def test_product(tmp_path_factory):
+    return write_product(
+        tmp_path_factory.mktemp("p11"), equivalence.product_spec(equivalence.TEST_PRODUCT_SEED)
+    )
+
+
+@pytest.mark.parametrize(
+    "model, resampling",
+    [("dual-pol", "bilinear"), ("VV", "bilinear"), ("VV", "nearest"), ("dual-pol", "nearest")],
+)
+def test_end_to_end_product_psnr_matches_the_map_projected_scene(test_product, tmp_path, model, resampling):
     """Translating a synthetic ascending GRD product (realistic random thermal noise, calibrated, denoised,
     warped; bilinear is the default) gives the picture quality of translating the simulator's map-projected
-    σ⁰ on the same footprint (bundled model, PSNR vs the optical truth within 0.5 dB). The product carries
-    its own radar-geometry speckle (GRDH-like correlation); the map scene, that of an analysis-ready one."""
-    from sar2opt_geo.defaults import BUNDLED_MODEL
+    σ⁰ on the same footprint (bundled models, PSNR vs the optical truth within 0.5 dB). The product carries
+    its own radar-geometry speckle (GRDH-like correlation); the map scene, that of an analysis-ready one.
+    The dual-pol model after a nearest-neighbour warp is the known exception (README: −0.84 dB on this
+    product; its speckle is less correlated than any training texture): there it must still beat the
+    single-pol model on the same product."""
+    from sar2opt_geo.defaults import BUNDLED_DUAL_POL_MODEL, BUNDLED_MODEL
 
-    if not BUNDLED_MODEL.exists():
-        pytest.skip("the bundled model is not installed")
-    paths = write_product(tmp_path, equivalence.product_spec(equivalence.TEST_PRODUCT_SEED))
-    psnr = equivalence.product_vs_map(paths, tmp_path, resampling)
-    print(f"PSNR vs truth: product {psnr['product']:.2f} dB, map-projected σ⁰ {psnr['map']:.2f} dB")
-    assert abs(psnr["product"] - psnr["map"]) <= 0.5
+    if not BUNDLED_MODEL.exists() or not BUNDLED_DUAL_POL_MODEL.exists():
+        pytest.skip("the bundled models are not installed")
+    bands = "VV" if model == "VV" else None
+    psnr = equivalence.product_vs_map(test_product, tmp_path, resampling, bands=bands)
+    print(f"PSNR vs truth ({model}): product {psnr['product']:.2f} dB, map-projected σ⁰ {psnr['map']:.2f} dB")
     assert psnr["map"] > 18.0
+    if (model, resampling) != ("dual-pol", "nearest"):
+        assert abs(psnr["product"] - psnr["map"]) <= 0.5
+        return
+    (tmp_path / "vv").mkdir()
+    single = equivalence.product_vs_map(test_product, tmp_path / "vv", resampling, bands="VV")
+    assert psnr["product"] > single["product"] + 0.5
 
 
 def test_tile_pairs_from_a_product_cut_its_calibrated_sigma0(products, tmp_path, capsys):
