@@ -274,3 +274,18 @@ def test_evaluate_and_finetune_refuse_tiles_the_model_does_not_read(
     run.fit()
     meta = read_metadata(tmp_path / "ft" / "generator.safetensors")
     assert meta.input_bands == ["VV", "VH"] and meta.radiometry["ratio_clip"] == [-2.0, 18.0]
+
+
+def test_evaluate_without_model_scores_the_bundled_model_that_reads_the_tiles(dual_pairs, tmp_path, capsys):
+    import json
+
+    from sar2opt_geo.defaults import BUNDLED_DUAL_POL_MODEL, BUNDLED_MODEL
+    from sar2opt_geo.synth import write_pairs
+
+    if not (BUNDLED_MODEL.exists() and BUNDLED_DUAL_POL_MODEL.exists()):
+        pytest.skip("the bundled models are not installed")
+    write_pairs(tmp_path / "grey", 2, seed=11)
+    for data, want in ((dual_pairs, BUNDLED_DUAL_POL_MODEL), (tmp_path / "grey", BUNDLED_MODEL)):
+        code, out, err = run_cli(["evaluate", "--data", data, "--split", "all", "--json", "-q"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["model"] == str(want)

@@ -13,7 +13,7 @@ import click
 from sar2opt_geo.cli.base import Progress, check_model_channels, cli, setup_logging
 from sar2opt_geo.cli.options import apply, input_scale_opt, overwrite_opt, quiet_opt, verbose_opt
 from sar2opt_geo.cli.translate import calibration_constant_opt, product_opts
-from sar2opt_geo.defaults import BUNDLED_MODEL
+from sar2opt_geo.defaults import BUNDLED_DUAL_POL_MODEL, BUNDLED_MODEL
 from sar2opt_geo.errors import OutputError, UsageError
 
 
@@ -194,7 +194,8 @@ def train_finetune(
     "--model",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Native generator checkpoint (default: the bundled model).",
+    help="Native generator checkpoint (default: the bundled model; its dual-pol member for dual-pol "
+    "composite tiles).",
 )
 @click.option(
     "--lora", type=click.Path(dir_okay=False), default=None, help="LoRA adapter to apply on the model."
@@ -244,9 +245,14 @@ def evaluate_cmd(
         raise UsageError("--max-images must be >= 1")
     if samples and Path(samples_out).exists() and not overwrite:
         raise OutputError(f"{samples_out} exists (use --overwrite to replace it)")
-    check_model_channels(str(model if model is not None else BUNDLED_MODEL))
+    if model is None:  # the bundled model that reads these tiles: dual-pol for composite tiles
+        from sar2opt_geo.training.datasets import PairedTileDataset, tiles_are_composite
+
+        dual = tiles_are_composite(PairedTileDataset(data, "all", check=False))
+        model = BUNDLED_DUAL_POL_MODEL if dual and BUNDLED_DUAL_POL_MODEL.exists() else BUNDLED_MODEL
+    check_model_channels(str(model))
     res = evaluate(
-        model if model is not None else BUNDLED_MODEL,
+        model,
         data,
         lora=lora,
         split=split,

@@ -414,16 +414,22 @@ class PairedTileDataset(Dataset):
         return d
 
 
+def tiles_are_composite(ds: PairedTileDataset) -> bool:
+    """Whether the SAR tiles are a dual-pol composite: three channels that differ (judged on the first tile;
+    grey tiles saved as RGB have equal channels)."""
+    if len(ds) == 0:
+        return False
+    sar, _ = ds.read_uint8(0)
+    return sar.shape[0] >= 3 and not (np.array_equal(sar[0], sar[1]) and np.array_equal(sar[0], sar[2]))
+
+
 def check_tiles_fit(radiometry: dict | None, ds: PairedTileDataset, what: str = "the model") -> None:
     """DatasetError when the SAR tiles are not what a model of ``radiometry`` reads: the dual-pol composite
     (three different channels) for a model with a ``ratio_clip``, one grey band otherwise (grey tiles saved
     as RGB, with equal channels, are grey). Judged on the first tile."""
     if len(ds) == 0:
         return
-    sar, _ = ds.read_uint8(0)
-    composite_tiles = sar.shape[0] >= 3 and not (
-        np.array_equal(sar[0], sar[1]) and np.array_equal(sar[0], sar[2])
-    )
+    composite_tiles = tiles_are_composite(ds)
     composite_model = bool((radiometry or {}).get("ratio_clip"))
     if composite_model and not composite_tiles:
         raise DatasetError(
