@@ -289,3 +289,16 @@ def test_evaluate_without_model_scores_the_bundled_model_that_reads_the_tiles(du
         code, out, err = run_cli(["evaluate", "--data", data, "--split", "all", "--json", "-q"], capsys)
         assert code == 0, err
         assert json.loads(out)["model"] == str(want)
+
+
+def test_pretraining_on_composite_tiles_gives_a_dual_pol_model(dual_pairs, tmp_path, caplog):
+    """The default (single-pol) radiometry meeting composite tiles: the model reads what its tiles are."""
+    from sar2opt_geo.models.checkpoint import read_metadata
+    from sar2opt_geo.training.config import load_config
+    from sar2opt_geo.training.trainer import train
+
+    small = ["ngf=8", "ndf=8", "batch_size=2", "val_every=1000", "checkpoint_every=1000", "steps=1"]
+    train(dual_pairs, tmp_path / "run", load_config(overrides=small + ["resample_augment=0.5"]))
+    meta = read_metadata(tmp_path / "run" / "generator.safetensors")
+    assert meta.input_bands == ["VV", "VH"] and meta.radiometry["ratio_clip"] == [-2.0, 18.0]
+    assert "dual-pol composite" in caplog.text

@@ -79,6 +79,7 @@ from sar2opt_geo.training.datasets import (
     RESAMPLE_PHASES,
     PairedTileDataset,
     check_tiles_fit,
+    tiles_are_composite,
     find_pairs,
     make_split,
     read_split,
@@ -539,6 +540,8 @@ class Run:
             for m in G.modules():
                 if isinstance(m, nn.Dropout):
                     m.p = 0.0
+        if self.base_meta is None and self.train_ds is not None:
+            self._adopt_dual_pol_radiometry()
         if self.train_ds is not None:
             what = Path(self.base).name if self.base_meta else "the config's radiometry"
             check_tiles_fit(
@@ -584,6 +587,21 @@ class Run:
                 f"cannot resume {self.out}: its training split had {int(order['train_tiles'])} tiles, "
                 f"{self.data} gives {len(self.train_ds)} (the data order would differ)"
             )
+
+    def _adopt_dual_pol_radiometry(self) -> None:
+        """Pretraining on dual-pol composite tiles with the default (single-pol) radiometry and bands: the
+        model reads what its tiles are, the composite (``radiometry.DUAL_POL_COMPOSITE``, bands VV and VH).
+        A config that sets its own radiometry or bands is kept (and checked against the tiles)."""
+        from sar2opt_geo.radiometry import DUAL_POL_COMPOSITE
+        from sar2opt_geo.training.config import DEFAULT_RADIOMETRY
+
+        cfg = self.cfg
+        default = cfg.radiometry == DEFAULT_RADIOMETRY and list(cfg.input_bands) == ["VV"]
+        if not (default and tiles_are_composite(self.train_ds)):
+            return
+        cfg.radiometry, cfg.input_bands = dict(DUAL_POL_COMPOSITE), ["VV", "VH"]
+        self.train_ds.resample_clip_db = cfg.tile_radiometry()
+        log.warning("the SAR tiles are the dual-pol composite: the model reads VV and VH (DUAL_POL_COMPOSITE)")
 
     # ------------------------------------------------------------------------------------ writing
 
