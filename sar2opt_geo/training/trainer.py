@@ -79,11 +79,11 @@ from sar2opt_geo.training.datasets import (
     RESAMPLE_PHASES,
     PairedTileDataset,
     check_tiles_fit,
-    tiles_are_composite,
     find_pairs,
     make_split,
     read_split,
     resample_code,
+    tiles_are_composite,
     write_split,
 )
 
