@@ -601,7 +601,7 @@ class Run:
             return
         cfg.radiometry, cfg.input_bands = dict(DUAL_POL_COMPOSITE), ["VV", "VH"]
         self.train_ds.resample_clip_db = cfg.tile_radiometry()
-        log.warning("the SAR tiles are the dual-pol composite: the model reads VV and VH (dual-pol radiometry)")
+        log.warning("the SAR tiles are the dual-pol composite: the model reads VV and VH")
 
     # ------------------------------------------------------------------------------------ writing
 
