@@ -405,9 +405,11 @@ def resolve_preprocess(opts: TranslateOptions, meta: CheckpointMeta) -> Sar2Opti
 def choose_bundled_model(opts: TranslateOptions, scene: io.SceneInfo) -> TranslateOptions:
     """The bundled model is a pair: single-pol (VV) and dual-pol (the VV, VH, VV/VH composite). A scene with
     bands named VV and VH (a Sentinel-1 IW product, a dual-pol σ⁰ GeoTIFF) gets the dual-pol one unless
-    ``--bands`` chose bands (``--bands VV`` keeps the single-pol model)."""
+    ``--bands`` chose bands (``--bands VV`` keeps the single-pol model) or SAR2Optical's one-band 8-bit chain
+    was asked for (``--preprocess sar2optical``)."""
     if (
         opts.bands
+        or opts.preprocess is not None
         or os.path.abspath(str(opts.model)) != str(defaults.BUNDLED_MODEL)
         or not defaults.BUNDLED_DUAL_POL_MODEL.exists()
     ):

@@ -206,12 +206,13 @@ def test_the_bundled_model_reads_vh_when_the_scene_has_it(
     dual_pol_model, tiny_model_path, tmp_path, monkeypatch
 ):
     """Without --model, a scene with VV and VH bands gets the bundled dual-pol model, a VV scene the
-    single-pol one, and --bands VV keeps the single-pol one."""
+    single-pol one; --bands VV and --preprocess sar2optical keep the single-pol one."""
     from dataclasses import replace
     from pathlib import Path
 
     from sar2opt_geo import defaults
     from sar2opt_geo.plan import TranslateOptions, choose_bundled_model
+    from sar2opt_geo.sar2optical import Sar2OpticalProfile
     from sar2opt_geo.source import open_source
     from sar2opt_geo.synth import SceneSpec, write_scene
 
@@ -223,6 +224,8 @@ def test_the_bundled_model_reads_vh_when_the_scene_has_it(
     assert choose_bundled_model(opts, open_source(dual)).model == dual_pol_model
     assert choose_bundled_model(opts, open_source(single)).model == tiny_model_path
     assert choose_bundled_model(replace(opts, bands="VV"), open_source(dual)).model == tiny_model_path
+    with_chain = replace(opts, preprocess=Sar2OpticalProfile())  # SAR2Optical's chain takes one grey band
+    assert choose_bundled_model(with_chain, open_source(dual)).model == tiny_model_path
     other = TranslateOptions(model=str(tmp_path / "other.safetensors"))
     assert choose_bundled_model(other, open_source(dual)).model == other.model
     monkeypatch.setattr(defaults, "BUNDLED_DUAL_POL_MODEL", tmp_path / "absent.safetensors")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from sar2opt_geo import io
-from sar2opt_geo.defaults import BUNDLED_MODEL, FILTER_WINDOW, SEED
+from sar2opt_geo.defaults import BUNDLED_DUAL_POL_MODEL, BUNDLED_MODEL, FILTER_WINDOW, SEED
 from sar2opt_geo.errors import Sar2OptError
 from sar2opt_geo.serve import MAX_UPLOAD_MB
 
@@ -97,9 +97,10 @@ class ModelCatalog:
         self.skipped: list[str] = []
         if BUNDLED_MODEL.exists():
             meta = read_model_metadata(BUNDLED_MODEL).to_dict()
-            self.entries["bundled"] = ModelEntry(
-                "bundled", f"bundled ({meta.get('name')})", str(BUNDLED_MODEL), "checkpoint", meta
-            )
+            label = f"bundled ({meta.get('name')})"
+            if BUNDLED_DUAL_POL_MODEL.exists():  # translate swaps it in for scenes with VV and VH bands
+                label = "bundled (VV; its dual-pol twin for VV + VH scenes)"
+            self.entries["bundled"] = ModelEntry("bundled", label, str(BUNDLED_MODEL), "checkpoint", meta)
         if models_dir:
             for p in sorted(Path(models_dir).rglob("*")):
                 if p.suffix.lower() in (".safetensors", ".onnx") and not p.name.startswith("."):
