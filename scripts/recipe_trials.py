@@ -19,6 +19,19 @@ The 2026-12-01 trials (texture augmentation, then lambda_mse), scored also on va
         --set resample_augment=0.5 --set lambda_mse=5000 --set steps=2000 --set lr_decay_steps=800 \\
         --product-seed 12
 
+The 2026-12-01 dual-pol trials (validation pairs 21.63 and 21.82 dB; after a nearest warp, products 12 / 13
+at -0.66 / -1.42 and -0.62 / -1.46 dB against their map scenes: the wider texture range did not close the
+gap):
+
+    python scripts/recipe_trials.py D_dualpol2000 --threads 2 --dual-pol --speckle-corr 0.4,0.9 \
+        --set resample_augment=0.5 --set steps=2000 --set lr_decay_steps=800
+    python scripts/recipe_trials.py E_dualpol_corr02 --threads 2 --dual-pol --speckle-corr 0.2,0.9 \
+        --set resample_augment=0.5 --set steps=2000 --set lr_decay_steps=800 \
+        --product-seed 12 --product-seed 13
+
+(D's product figures: ``scripts/product_equivalence.py --model WORK/trials/D_dualpol2000/generator.safetensors
+--seed 12 --seed 13``.)
+
 Trains ``configs/default_model.yaml`` plus the ``--set`` overrides on the pairs that
 ``scripts/train_default_model.py`` generates (``--work``, default /tmp/sar2opt_default: 3000 s1 training
 pairs and the 64 *validation* pairs of seed ``VALIDATION_SEED`` = 1234; generated here if missing) and prints
