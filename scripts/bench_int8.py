@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sar2opt_geo import synth  # noqa: E402
 from sar2opt_geo.defaults import BUNDLED_MODEL  # noqa: E402
 from sar2opt_geo.models.checkpoint import load_generator  # noqa: E402
-from sar2opt_geo.models.onnx_export import INT8_OP_TYPES, _TileReader, export_onnx, quantize_int8  # noqa: E402
+from sar2opt_geo.models.onnx_export import INT8_OP_TYPES, export_onnx, quantize_int8  # noqa: E402
 from sar2opt_geo.radiometry import output_to_uint8  # noqa: E402
 from sar2opt_geo.training.datasets import to_model_range  # noqa: E402
 
@@ -45,25 +45,8 @@ def tiles(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_minmax(src: Path, dst: Path, cal: np.ndarray, ops) -> Path:
-    """quantize_int8's settings with MinMax activation ranges and the given node types (the variants it
-    replaced)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    pre = dst.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre))
-    quantize_static(
-        str(pre),
-        str(dst),
-        _TileReader("sar", cal),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(ops),
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    return dst
+    """quantize_int8 with MinMax activation ranges and the given node types (the variants it replaced)."""
+    return quantize_int8(src, cal, dst, op_types=ops, ranges="minmax")
 
 
 def main() -> None:

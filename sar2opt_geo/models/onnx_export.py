@@ -376,9 +376,17 @@ def calibration_digest(tiles: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(tiles, dtype=np.float32).tobytes()).hexdigest()[:12]
 
 
-def quantize_int8(fp32_path: str | os.PathLike, tiles: np.ndarray, out: str | os.PathLike) -> Path:
+def quantize_int8(
+    fp32_path: str | os.PathLike,
+    tiles: np.ndarray,
+    out: str | os.PathLike,
+    *,
+    op_types=INT8_OP_TYPES,
+    ranges: str = "percentile",
+) -> Path:
     """Static int8 quantisation of an exported graph with calibration ``tiles`` ``(N, C, T, T)``; written
-    atomically to ``out``.
+    atomically to ``out``. ``op_types`` and ``ranges`` (``"percentile"`` or ``"minmax"``) are there for
+    ``scripts/bench_int8.py``, which measures the variants this replaced; translate uses the defaults.
 
     The graph is first pre-processed by onnxruntime (shape inference and graph optimisation), then quantised
     in QDQ format: per-channel int8 weights, uint8 activations with percentile ranges
@@ -404,6 +412,15 @@ def quantize_int8(fp32_path: str | os.PathLike, tiles: np.ndarray, out: str | os
     tag = uuid.uuid4().hex[:8]
     pre = dst.with_name(f".{dst.name}.{tag}.pre.tmp")
     tmp = dst.with_name(f".{dst.name}.{tag}.tmp")
+    if ranges == "percentile":
+        calibration = {
+            "calibrate_method": CalibrationMethod.Percentile,
+            "extra_options": {"CalibPercentile": CALIBRATION_PERCENTILE},
+        }
+    elif ranges == "minmax":
+        calibration = {"calibrate_method": CalibrationMethod.MinMax}
+    else:
+        raise ValueError(f"ranges must be 'percentile' or 'minmax', got {ranges!r}")
     name = onnx.load(str(src), load_external_data=False).graph.input[0].name
     root = logging.getLogger()
     level = root.level
@@ -418,12 +435,11 @@ def quantize_int8(fp32_path: str | os.PathLike, tiles: np.ndarray, out: str | os
                 str(tmp),
                 _TileReader(name, tiles),
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(INT8_OP_TYPES),
+                op_types_to_quantize=list(op_types),
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.Percentile,
-                extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
+                **calibration,
             )
         os.replace(tmp, dst)
     except Exception as exc:
