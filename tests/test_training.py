@@ -484,6 +484,14 @@ def test_throughput_breakdown_runs_the_trainer_code(pairs):
     )
     assert res["data"]["decode_s_per_batch"] > 0
     assert res["validation_s"] > 0 and res["cores"] >= 1
+    from sar2opt_geo.training.trainer import cpu_has_native_bf16
+
+    variants = res["variants"]
+    assert set(variants) == {"pix2pix_fp32", "no_discriminator_fp32"} | (
+        {"no_discriminator_bf16"} if cpu_has_native_bf16() else set()
+    )
+    assert variants["pix2pix_fp32"]["speedup_vs_pix2pix_fp32"] == 1
+    assert all(v["median_s"] > 0 for v in variants.values())
 
 
 def test_lambda_mse_adds_the_squared_error_to_the_generator_loss(pairs, tmp_path):
@@ -545,3 +553,67 @@ def test_resample_augment_reaches_the_trainer_and_resumes_exactly(run4, pairs, t
     for k in sa:
         assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
     assert any(not torch.allclose(sa[k].float(), sp[k].float(), atol=1e-6) for k in sa)
+
+
+def test_lambda_gan_zero_trains_without_the_discriminator(pairs, tmp_path):
+    """``lambda_gan: 0`` trains G on the pixel losses alone: the discriminator is never run (no forward, no
+    update: its weights and optimiser stay as built), G still learns, and the adversarial columns log 0. The
+    default (1) is pix2pix's g_adv + λ·L1 and does update D."""
+    runs = {}
+    for name, weight in (("pix2pix", 1), ("no_gan", 0)):
+        sets = ["steps=1", "dropout=false", f"lambda_gan={weight}"]
+        run = Run(pairs, tmp_path / name, load_config(overrides=SMALL + sets))
+        d_before = {k: v.clone() for k, v in run.D.state_dict().items()}
+        d_calls = []
+        run.D.register_forward_hook(lambda *a, calls=d_calls: calls.append(1))
+        x = torch.stack([run.train_ds[0][0], run.train_ds[1][0]])
+        y = torch.stack([run.train_ds[0][1], run.train_ds[1][1]])
+        with torch.no_grad():
+            err0 = float((run.G(x) - y).abs().mean())
+        losses = [run.train_step(x, y) for _ in range(5)]
+        with torch.no_grad():
+            err5 = float((run.G(x) - y).abs().mean())
+        d_same = all(torch.equal(d_before[k], v) for k, v in run.D.state_dict().items())
+        runs[name] = (d_calls, d_same, losses, err0, err5, run)
+    d_calls, d_same, losses, err0, err5, run = runs["no_gan"]
+    assert not d_calls and d_same and not run.opt_D.state
+    assert all(ls["g_adv"] == 0 and ls["d"] == 0 for ls in losses)
+    assert err5 < 0.95 * err0  # G learns from the pixel losses alone (here 0.378 -> 0.351)
+    d_calls, d_same, losses, *_ = runs["pix2pix"]
+    assert len(d_calls) == 15 and not d_same and all(ls["d"] > 0 for ls in losses)
+    with pytest.raises(UsageError, match="lambda_gan"):
+        load_config(overrides=["lambda_gan=-1"])
+    with pytest.raises(UsageError, match="nothing to train"):
+        load_config(overrides=["lambda_gan=0", "lambda_l1=0"])
+
+
+def test_precision_picks_the_autocast_dtype(pairs, tmp_path, monkeypatch):
+    """``precision``: auto is fp32 on CPU (fp16 only on CUDA with amp), fp16 is refused off CUDA, bf16 runs
+    G's convolutions in bfloat16 under autocast on CPU while the weights, the optimiser and loss stay fp32;
+    an unknown value is refused. A CPU without native bf16 gets a warning."""
+    from sar2opt_geo.training import trainer
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cfg = load_config()
+    assert trainer.autocast_dtype(cfg, cpu) is None and trainer.autocast_dtype(cfg, cuda) is torch.float16
+    assert trainer.autocast_dtype(load_config(overrides=["amp=false"]), cuda) is None
+    assert trainer.autocast_dtype(load_config(overrides=["precision=fp32"]), cuda) is None
+    with pytest.raises(UsageError, match="fp16 trains on CUDA only"):
+        trainer.autocast_dtype(load_config(overrides=["precision=fp16"]), cpu)
+    with pytest.raises(UsageError, match="precision must be one of"):
+        load_config(overrides=["precision=int8"])
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without AVX512-BF16/AMX"):
+        assert trainer.autocast_dtype(load_config(overrides=["precision=bf16"]), cpu) is torch.bfloat16
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+
+    run = Run(pairs, tmp_path / "bf16", load_config(overrides=SMALL + ["steps=1", "precision=bf16"]))
+    seen = []
+    conv = next(m for m in run.G.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x = torch.stack([run.train_ds[0][0], run.train_ds[1][0]])
+    y = torch.stack([run.train_ds[0][1], run.train_ds[1][1]])
+    losses = run.train_step(x, y)
+    assert seen == [torch.bfloat16] and math.isfinite(losses["g_l1"])
+    assert all(p.dtype == torch.float32 for p in run.G.parameters())
+    assert all(s.dtype == torch.float32 for st in run.opt_G.state.values() for s in st.values() if s.dim())

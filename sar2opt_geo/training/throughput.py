@@ -12,6 +12,9 @@ folder) and times, each after warm-up steps that are not counted:
 * ``phases``: the same step cut into G forward, D forward + backward + Adam, G's adversarial D forward,
   G backward + Adam (timed with ``perf_counter`` between phases);
 * ``generator_only``: G forward + L1 backward + Adam, without any discriminator;
+* ``variants``: ``Run.train_step`` of the same networks as pix2pix in fp32 (``lambda_gan`` 1,
+  ``precision`` fp32), without the discriminator in fp32 (``lambda_gan`` 0) and without it in bf16 autocast
+  (``lambda_gan`` 0, ``precision`` bf16; only where the CPU has native bf16), whatever the config says;
 * ``loop[w]``: the trainer's loop (DataLoader from ``Run._loader`` with ``w`` worker processes, then
   ``train_step``) for each ``--workers`` value: the steps/s a run gets;
 
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 
 from sar2opt_geo.training.config import load_config
-from sar2opt_geo.training.trainer import Run, batch_indices, usable_cores
+from sar2opt_geo.training.trainer import Run, batch_indices, cpu_has_native_bf16, usable_cores
 
 
 def _stats(times: list[float]) -> dict:
@@ -112,6 +115,24 @@ def _generator_only(run: Run, x, y) -> None:
     run.opt_G.step()
 
 
+#: ``variants`` rows: (lambda_gan, autocast dtype) of ``Run.train_step``.
+_VARIANTS = {
+    "pix2pix_fp32": (1.0, None),
+    "no_discriminator_fp32": (0.0, None),
+    "no_discriminator_bf16": (0.0, torch.bfloat16),
+}
+
+
+def _variant_step(run: Run, x, y, lambda_gan: float, dtype) -> None:
+    """``Run.train_step`` with ``lambda_gan`` and the autocast dtype set for this one step."""
+    saved = run.cfg.lambda_gan, run.amp_dtype
+    run.cfg.lambda_gan, run.amp_dtype = lambda_gan, dtype
+    try:
+        run.train_step(x, y)
+    finally:
+        run.cfg.lambda_gan, run.amp_dtype = saved
+
+
 def _loop_iter(run: Run, workers: int, steps: int):
     """Batches of the trainer's own DataLoader (``Run._loader``) with ``workers`` processes."""
     run.cfg.num_workers = workers
@@ -146,12 +167,16 @@ def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, worker
 
         put("data", _data_times(run, max(steps, 4)))
         loops = {w: _loop_iter(run, w, warmup + steps) for w in workers}
+        variants = {k: v for k, v in _VARIANTS.items() if v[1] is None or cpu_has_native_bf16()}
         for _ in range(warmup):
             run.train_step(x, y)
             _generator_only(run, x, y)
+            for v in variants.values():
+                _variant_step(run, x, y, *v)
             for it in loops.values():
                 run.train_step(*next(it))
         times: dict[str, list] = {"ceiling": [], "generator_only": [], **{f"loop[{w}]": [] for w in workers}}
+        vtimes: dict[str, list] = {k: [] for k in variants}
         phases: dict[str, list] = {k: [] for k in _PHASES}
         for _ in range(steps):
             t = time.perf_counter()
@@ -162,6 +187,10 @@ def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, worker
             t = time.perf_counter()
             _generator_only(run, x, y)
             times["generator_only"].append(time.perf_counter() - t)
+            for k, v in variants.items():
+                t = time.perf_counter()
+                _variant_step(run, x, y, *v)
+                vtimes[k].append(time.perf_counter() - t)
             for w, it in loops.items():  # a loop step's time includes waiting for its batch
                 t = time.perf_counter()
                 run.train_step(*next(it))
@@ -169,6 +198,12 @@ def measure(data, config=None, sets=(), steps: int = 10, warmup: int = 2, worker
         del loops
         for k, v in times.items():
             put(k, _stats(v))
+        if vtimes:
+            vs = {k: _stats(v) for k, v in vtimes.items()}
+            base = vs["pix2pix_fp32"]["median_s"]
+            put(
+                "variants", {k: {**v, "speedup_vs_pix2pix_fp32": base / v["median_s"]} for k, v in vs.items()}
+            )
         med = {k: float(np.median(v)) for k, v in phases.items()}
         put(
             "phases", {"median_s": med, "share": {k: round(v / sum(med.values()), 3) for k, v in med.items()}}

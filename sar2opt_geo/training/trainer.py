@@ -283,6 +283,36 @@ class _StopFlag:
         return None if self.signum is None else signal.Signals(self.signum).name
 
 
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``cfg.precision`` on ``device`` (None: fp32). ``auto`` is fp16 on CUDA when
+    ``cfg.amp`` (pix2pix's mixed precision, with a gradient scaler), else fp32; fp16 needs CUDA; bf16 runs
+    anywhere, with a warning on a CPU without native bf16 (there oneDNN emulates it, slower than fp32)."""
+    p = cfg.precision
+    if p == "auto":
+        return torch.float16 if cfg.amp and device.type == "cuda" else None
+    if p == "fp32":
+        return None
+    if p == "fp16":
+        if device.type != "cuda":
+            raise UsageError(f"precision fp16 trains on CUDA only (device {device.type}); use bf16 or fp32")
+        return torch.float16
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(
+            "precision bf16 on a CPU without AVX512-BF16/AMX: oneDNN emulates bf16 there, "
+            "which is slower than fp32",
+            stacklevel=2,
+        )
+    return torch.bfloat16
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -447,7 +477,8 @@ class Run:
         if self.mode == "pretrain" and self.cfg.lora:
             raise UsageError("LoRA is for fine-tuning (train finetune --lora)")
         self.device = resolve_device(self.cfg.device)
-        self.use_amp = bool(self.cfg.amp and self.device.type == "cuda")
+        self.amp_dtype = autocast_dtype(self.cfg, self.device)
+        self.use_amp = self.amp_dtype == torch.float16  # fp16 needs the gradient scaler; bf16 does not
         self._setup_data(split_file)
         self._setup_models()
 
@@ -715,22 +746,31 @@ class Run:
             for g in o.param_groups:
                 g["lr"] = lr
         torch.manual_seed(step_seed(self.cfg.seed, self.step))
-        ac = torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.use_amp)
+        ac = torch.autocast(
+            device_type=dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
         with ac:
             fake = G(x)
-            pr = D(torch.cat([x, y], 1))
-            pf = D(torch.cat([x, fake.detach()], 1))
-            loss_d = 0.5 * (self.bce(pr, torch.ones_like(pr)) + self.bce(pf, torch.zeros_like(pf)))
-        self.opt_D.zero_grad(set_to_none=True)
-        self.scaler_D.scale(loss_d).backward()
-        self.scaler_D.step(self.opt_D)
-        self.scaler_D.update()
+        adversarial = self.cfg.lambda_gan > 0
+        if adversarial:
+            with ac:
+                pr = D(torch.cat([x, y], 1))
+                pf = D(torch.cat([x, fake.detach()], 1))
+                loss_d = 0.5 * (self.bce(pr, torch.ones_like(pr)) + self.bce(pf, torch.zeros_like(pf)))
+            self.opt_D.zero_grad(set_to_none=True)
+            self.scaler_D.scale(loss_d).backward()
+            self.scaler_D.step(self.opt_D)
+            self.scaler_D.update()
         with ac:
-            pf = D(torch.cat([x, fake], 1))
-            g_adv = self.bce(pf, torch.ones_like(pf))
+            if adversarial:
+                pf = D(torch.cat([x, fake], 1))
+                g_adv = self.bce(pf, torch.ones_like(pf))
             err = fake.float() - y
             g_l1 = err.abs().mean()
-            loss_g = g_adv + self.cfg.lambda_l1 * g_l1
+            loss_g = self.cfg.lambda_l1 * g_l1
+            if adversarial:
+                # lambda_gan 1 (pix2pix) keeps the loss bit for bit what it was: g_adv + λ·L1
+                loss_g = (g_adv if self.cfg.lambda_gan == 1 else self.cfg.lambda_gan * g_adv) + loss_g
             if self.cfg.lambda_mse:
                 loss_g = loss_g + self.cfg.lambda_mse * err.square().mean()
         self.opt_G.zero_grad(set_to_none=True)
@@ -739,10 +779,10 @@ class Run:
         self.scaler_G.update()
         # D's parameters got gradients from the G step; they are cleared at D's next zero_grad
         self.step += 1
-        losses = {
-            "g_adv": float(g_adv.detach()),
+        losses = {  # without the discriminator (lambda_gan 0) its columns are 0: no adversarial term
+            "g_adv": float(g_adv.detach()) if adversarial else 0.0,
             "g_l1": float(g_l1.detach()),
-            "d": float(loss_d.detach()),
+            "d": float(loss_d.detach()) if adversarial else 0.0,
             "lr": lr,
         }
         for k, v in losses.items():
