@@ -256,3 +256,26 @@ def test_header_length_with_low_byte_0x80_is_not_taken_for_a_pickle(tmp_path):
     else:
         raise AssertionError("no padding gave a header length with low byte 0x80")
     assert torch.equal(read_state_dict(path)["w"], torch.zeros(2))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoints_and_adapters_get_the_usual_file_permissions(tmp_path, umask):
+    """A checkpoint or an adapter file is created as any output is (0666 minus the umask): readable by the
+    group's workers under umask 022, private under 077 (safetensors' own save_file makes every file 0600)."""
+    import os
+    import stat
+
+    from sar2opt_geo.models import LoRAConfig, inject_lora, save_adapter
+
+    old = os.umask(umask)
+    try:
+        model = create_model("unet_sar2optical", **ARGS)
+        ckpt_path = save_checkpoint(tmp_path / "g.safetensors", model, _meta())
+        lora = inject_lora(create_model("unet_sar2optical", **ARGS), LoRAConfig(rank=2))
+        adapter = save_adapter(tmp_path / "a.safetensors", lora, LoRAConfig(rank=2), "0" * 64)
+    finally:
+        os.umask(old)
+    for path in (ckpt_path, adapter):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "g.safetensors"]
+    load_generator(ckpt_path)

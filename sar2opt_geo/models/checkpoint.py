@@ -20,18 +20,16 @@ import hashlib
 import json
 import os
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from sar2opt_geo.errors import CheckpointKeyError, ModelError
-from sar2opt_geo.models.metadata import read_header_metadata, read_state_dict
+from sar2opt_geo.models.metadata import read_header_metadata, read_state_dict, write_safetensors
 from sar2opt_geo.models.registry import create_model, is_model, list_models
 
 __all__ = [
@@ -241,12 +239,4 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: CheckpointM
             f"unknown architecture {meta.architecture!r}; valid names: {', '.join(list_models())}"
         )
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={META_KEY: meta.to_json()})
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return p
+    return write_safetensors(p, tensors, {META_KEY: meta.to_json()})

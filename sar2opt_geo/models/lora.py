@@ -38,18 +38,16 @@ import fnmatch
 import json
 import math
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from sar2opt_geo.errors import CheckpointKeyError, ModelError
-from sar2opt_geo.models.metadata import read_header_metadata, read_state_dict
+from sar2opt_geo.models.metadata import read_header_metadata, read_state_dict, write_safetensors
 
 __all__ = [
     "ADAPTER_FORMAT",
@@ -409,16 +407,7 @@ def save_adapter(
         "base_checkpoint_name": base_name,
         "extra": dict(meta_extra or {}),
     }
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file(state, str(tmp), metadata={ADAPTER_META_KEY: json.dumps(info, ensure_ascii=False)})
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return p
+    return write_safetensors(path, state, {ADAPTER_META_KEY: json.dumps(info, ensure_ascii=False)})
 
 
 def read_adapter_metadata(path: str | os.PathLike) -> dict[str, Any]:

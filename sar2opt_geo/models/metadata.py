@@ -1,4 +1,5 @@
-"""Reading safetensors files safely: the header metadata and the tensors, never unpickling.
+"""Reading safetensors files safely (the header metadata and the tensors, never unpickling) and writing them
+atomically with the usual file permissions.
 
 Shared by native checkpoints (:mod:`~sar2opt_geo.models.checkpoint`), LoRA adapters
 (:mod:`~sar2opt_geo.models.lora`), conversion and ``model info``, so none of them imports another for it.
@@ -9,15 +10,39 @@ Written by hand here: the sniffing that turns "this is a pickle / a truncated fi
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 from sar2opt_geo.errors import ModelError
 
-__all__ = ["read_header_metadata", "read_state_dict"]
+__all__ = ["read_header_metadata", "read_state_dict", "write_safetensors"]
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict) -> Path:
+    """Write ``tensors`` and the string ``metadata`` as a safetensors file at ``path``, atomically (a temp
+    file in the same folder, then ``os.replace``: a failure or a kill mid-write keeps the previous file).
+
+    The bytes come from ``safetensors.torch.save`` and are written through ``open()``, so the file gets the
+    permissions of any other output (0666 minus the umask): ``safetensors.torch.save_file`` creates its file
+    with mode 0600 whatever the umask, which leaves a checkpoint on a shared project folder unreadable by the
+    group's Dask workers or colleagues."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = save(dict(tensors), metadata=metadata)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
 
 
 def _sniff(path: Path) -> None:
