@@ -5,22 +5,22 @@ on synthetic s1 pairs.
     OMP_WAIT_POLICY=PASSIVE nohup python scripts/train_default_model.py > /tmp/train_default.log 2>&1 &
     OMP_WAIT_POLICY=PASSIVE nohup python scripts/train_default_model.py --dual-pol > /tmp/train_dp.log 2>&1 &
 
-``--dual-pol`` trains the dual-pol model: the same network, config and pairs (same windows and optical tiles)
-with SAR tiles that are the VV, VH, VV/VH composite (``write_pairs(dual_pol=True)``), its own recipe
-(:data:`DUAL_POL_OVERRIDES`, :data:`DUAL_POL_PHASES`), run folder WORK/run_dualpol and held-out folders
-``*_dualpol``. Without it, the single-pol model as described below.
+``--dual-pol`` trains the dual-pol model: the same network, config, recipe and pairs (same windows and optical
+tiles) with SAR tiles that are the VV, VH, VV/VH composite (``write_pairs(dual_pol=True)``), run folder
+WORK/run_dualpol and held-out folders ``*_dualpol``. Without it, the single-pol model.
 
 Generates ``--pairs`` 256² pairs with :func:`sar2opt_geo.synth.write_pairs` (domain s1, seed 0, each scene's
 speckle correlation drawn from ``--speckle-corr`` 0.4-0.9 px; regenerated when their ``pairs.json`` stamp is
-not the current simulator's), trains with ``configs/default_model.yaml`` (fixed seed; 7000 steps, λ = 1000, no
-dropout, LR decayed linearly to 0 over the last 2800 steps, half the SAR tiles resampled at a random sub-pixel
-phase), resumes for the ``--phase`` override sets (default: one phase to 8000 steps at LR 5e-5 decayed to 0, λ
-= 10000, i.e. the adversarial term all but off), re-saves the generator with the bundled model's metadata and
-provenance, and evaluates it against the trivial baselines and the simulator's ceiling (:func:`ceiling`) on
-two sets of held-out pairs (results in RUN/heldout_eval.json). A signal (Ctrl-C, SIGTERM) checkpoints and
-stops; continue with ``--resume``. ``OMP_WAIT_POLICY=PASSIVE``: on cores shared with other work, OpenMP
-threads that spin while waiting burn the time the others need (here, under a load of ~5: 1.0 steps/s without
-it, 1.4 with it; not a controlled comparison).
+not the current simulator's), trains with ``configs/default_model.yaml`` plus :data:`RECIPE_OVERRIDES` (the
+regression recipe: no discriminator, bf16 autocast, 16000 steps, λ_L1 = 1000 and λ_MSE = 5000, LR decayed
+linearly to 0 over the last 6400 steps, no dropout, half the SAR tiles resampled at a random sub-pixel phase;
+``--set`` overrides after them), resumes for any ``--phase`` override sets (none by default), re-saves the
+generator with the bundled model's metadata and provenance, and evaluates it against the trivial baselines
+and the simulator's ceiling (:func:`ceiling`) on two sets of held-out pairs (results in
+RUN/heldout_eval.json). A signal (Ctrl-C, SIGTERM) checkpoints and stops; continue with ``--resume``.
+``OMP_WAIT_POLICY=PASSIVE``: on cores shared with other work, OpenMP threads that spin while waiting burn the
+time the others need (here, under a load of ~5: 1.0 steps/s without it, 1.4 with it; not a controlled
+comparison).
 
 Validation and test pairs. Every choice so far (recipe, λ, width, steps, and the simulator changes made in the
 same steps) was made by looking at the 64 pairs of seed :data:`VALIDATION_SEED` (1234), so their score is a
@@ -42,8 +42,11 @@ speckle is less correlated, and smoothed by the warp) scored 3-4 dB below its ma
 trials (``scripts/recipe_trials.py``, validation pairs and validation products 12 and 13 of
 ``scripts/product_equivalence.py``) chose the texture augmentation: without it the product scored 0.62-1.53 dB
 below the map scene, with it (speckle correlation 0.4-0.9 px, ``resample_augment`` 0.5) within 0.07 dB, for
-0.16 dB less on the validation pairs (20.30 vs 20.46 dB). The current recipe (8000 steps) is that plus the
-7000-step recipe lengthened by 1000 steps at λ = 1000 to use the 60-minute budget.
+0.16 dB less on the validation pairs (20.30 vs 20.46 dB). That recipe (pix2pix, 7000 steps at λ = 1000 plus
+1000 at λ = 10000, 2.8 steps/s) made the single-pol model of 2026-12-01 morning (test 21.04 dB), and a
+5000-step variant with λ_MSE = 5000 the first dual-pol model (22.72 dB). Then a 2000-step dual-pol validation
+trial without the discriminator and in bf16 scored 21.89 vs 21.63 dB at 3.3x the step speed, and both models
+were retrained with :data:`RECIPE_OVERRIDES` (16000 steps in the same 60 minutes).
 """
 
 from __future__ import annotations
@@ -86,16 +89,16 @@ HELDOUT_PAIRS = 64
 #: Range (px) of the training scenes' speckle correlation (None: the simulator's default for all).
 SPECKLE_CORR_RANGE = "0.4,0.9"
 
-#: The dual-pol model's recipe (``--dual-pol``): overrides of the config, then its further phases (none).
-#: Regression training: no discriminator (``lambda_gan=0``; at λ_L1 = 1000 and λ_MSE = 5000 the adversarial
-#: term was ~0.1 % of G's loss) and bf16 autocast (``precision=bf16``): ~3x the steps/s of the pix2pix fp32
-#: step on AMX cores (README). A 2000-step validation trial with both scored 21.89 dB against 21.63 for the
-#: pix2pix fp32 trial (README). The step count fills the 60-minute bound on 2 CPU cores at ~6 steps/s; LR
-#: decayed linearly to 0 over the last 40 %. λ_MSE = 5000 comes from a single-pol validation trial (+0.28 dB
-#: at 2000 steps, README), not re-tried dual-pol. The dual-pol input itself was chosen by a 2000-step
-#: validation trial (README). On a CPU without native bf16 (no AVX512-BF16 or AMX) the trainer warns and the
-#: run is slower than fp32: pass ``--set precision=fp32`` there (and expect ~2x the time).
-DUAL_POL_OVERRIDES = [
+#: The bundled models' recipe: overrides of ``configs/default_model.yaml`` (which keeps the pix2pix settings
+#: that ``scripts/recipe_trials.py``'s recorded trials build on). Regression training: no discriminator
+#: (``lambda_gan=0``; at λ_L1 = 1000 the adversarial term was ~0.1 % of G's loss) and bf16 autocast
+#: (``precision=bf16``): 3.3x the steps/s of the pix2pix fp32 step on AMX cores, measured side by side
+#: (README). A 2000-step dual-pol validation trial with both scored 21.89 dB against 21.63 for the pix2pix
+#: fp32 trial (README). The step count fills the 60-minute bound on 2 CPU cores at ~5 steps/s; LR decayed
+#: linearly to 0 over the last 40 %. λ_MSE = 5000 comes from a single-pol validation trial (+0.28 dB at
+#: 2000 steps, README). On a CPU without native bf16 (no AVX512-BF16 or AMX) the trainer warns and the run is
+#: slower than fp32: pass ``--set precision=fp32`` there (and expect ~1.8x the time).
+RECIPE_OVERRIDES = [
     "steps=16000",
     "lr_decay_steps=6400",
     "lambda_mse=5000",
@@ -104,7 +107,6 @@ DUAL_POL_OVERRIDES = [
     "val_every=1000",
     "checkpoint_every=500",
 ]
-DUAL_POL_PHASES: list[str] = []
 
 RADIOMETRY = {"scale": "db", "clip": [-25, 0], "out_range": [-1, 1], "quantize": True, "replicate_to": 3}
 
@@ -146,8 +148,8 @@ def main(argv=None):
         dest="phases",
         action="append",
         default=None,
-        help="comma-separated overrides of a further phase resumed after the config's run (repeatable; "
-        "default: 'steps=8000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000'; '' for none)",
+        help="comma-separated overrides of a further phase resumed after the recipe's run (repeatable; "
+        "default: none)",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -182,7 +184,7 @@ def main(argv=None):
         summary = run_obj.fit()
         stop_if_interrupted(summary)
     else:
-        cfg = load_config(args.config, (DUAL_POL_OVERRIDES if dual else []) + args.overrides)
+        cfg = load_config(args.config, RECIPE_OVERRIDES + args.overrides)
         if dual:
             cfg.radiometry, cfg.input_bands = dict(DUAL_POL_COMPOSITE), ["VV", "VH"]
             cfg.name += "-dualpol"
@@ -191,11 +193,7 @@ def main(argv=None):
             shutil.rmtree(run)
         summary = train(data, run, cfg, quiet=False)
         stop_if_interrupted(summary)
-        phases = args.phases
-        if phases is None:
-            phases = (
-                DUAL_POL_PHASES if dual else ["steps=8000,lr_decay_steps=1000,lr=0.00005,lambda_l1=10000"]
-            )
+        phases = args.phases or []
         for phase in phases:
             if not phase:
                 continue

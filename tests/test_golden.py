@@ -13,7 +13,8 @@ History: digests measured with the pre-split ``pipeline.py`` (commit f81a5db); t
 for issue #12 (nodata filled from nearby valid pixels), for the bundled model retrained in 2026-12 on
 correlated speckle (the scenes keep the independent speckle they were recorded with, ``speckle_corr=0``)
 and again with speckle-texture augmentation (2026-12-01); reference images recorded on 2026-12-01 (Intel
-Xeon, the same model); the dual-pol case added with the bundled dual-pol model (2026-12-01). Re-record after a
+Xeon, the same model); the dual-pol case added with the bundled dual-pol model (2026-12-01); every case
+re-recorded when both bundled models were retrained with the regression recipe (2026-12-01). Re-record after a
 deliberate change with ``python tests/test_golden.py --record [CASE ...]``.
 """
 

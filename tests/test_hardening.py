@@ -523,8 +523,11 @@ def _edge_profile_deviation(out, edge: int) -> tuple[float, float]:
 def test_footprint_edge_looks_like_the_scene_far_from_it(tmp_path, level):
     """A straight nodata collar (200 columns) beside stationary speckle at σ⁰ = ``level``; bundled model.
     (Until 2026-12 the speckle was independent per pixel, as the bundled model's training data then was.)
-    Before (nodata fed as the low end of the range) the 8 columns next to the edge were 22-31 DN off the
-    colour far from the edge; filled from nearby valid pixels they are within a third of that."""
+    Before (nodata fed as the low end of the range) the 8 columns next to the edge were 15-31 DN off the
+    colour far from the edge; filled from nearby valid pixels they are within 2.5x less than that and within
+    1.5x of the floor (how far columns far from the edge stray from their mean: 0.8 / 6.8 DN at σ⁰ 0.3 / 0.02
+    with the regression-recipe model of 2026-12-01, which paints more structure in dark scenes than the
+    earlier one, so the effect is required to be 3x that floor, no longer 5x)."""
     from dataclasses import replace
 
     from sar2opt_geo.defaults import BUNDLED_MODEL
@@ -545,8 +548,9 @@ def test_footprint_edge_looks_like_the_scene_far_from_it(tmp_path, level):
     filled, floor = _edge_profile_deviation(tmp_path / "filled.tif", edge)
     const, _ = _edge_profile_deviation(tmp_path / "const.tif", edge)
     print(f"σ⁰ {level}: filled {filled:.1f} DN, constant {const:.1f} DN, floor {floor:.1f} DN")
-    assert const > 5 * floor  # the effect is measurable with this model
+    assert const > 3 * floor  # the effect is measurable with this model
     assert filled < const / 2.5
+    assert filled < 1.5 * floor  # the filled edge strays no more than the scene far from it
 
 
 def test_fill_nodata_mirrors_across_the_edge():
