@@ -96,8 +96,8 @@ SPECKLE_CORR_RANGE = "0.4,0.9"
 #: (README). A 2000-step dual-pol validation trial with both scored 21.89 dB against 21.63 for the pix2pix
 #: fp32 trial (README). The step count fills the 60-minute bound on 2 CPU cores at ~5 steps/s; LR decayed
 #: linearly to 0 over the last 40 %. λ_MSE = 5000 comes from a single-pol validation trial (+0.28 dB at
-#: 2000 steps, README). On a CPU without native bf16 (no AVX512-BF16 or AMX) the trainer warns and the run is
-#: slower than fp32: pass ``--set precision=fp32`` there (and expect ~1.8x the time).
+#: 2000 steps, README). On a CPU without native bf16 (no AVX512-BF16 or AMX) the trainer warns: bf16 can be
+#: slower than fp32 there (not measured); pass ``--set precision=fp32`` (~1.8x this recipe's step time here).
 RECIPE_OVERRIDES = [
     "steps=16000",
     "lr_decay_steps=6400",

@@ -286,7 +286,8 @@ class _StopFlag:
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``cfg.precision`` on ``device`` (None: fp32). ``auto`` is fp16 on CUDA when
     ``cfg.amp`` (pix2pix's mixed precision, with a gradient scaler), else fp32; fp16 needs CUDA; bf16 runs
-    anywhere, with a warning on a CPU without native bf16 (there oneDNN emulates it, slower than fp32)."""
+    anywhere, with a warning on a CPU without native bf16 (oneDNN has no bf16 kernels there and the run can be
+    slower than fp32)."""
     p = cfg.precision
     if p == "auto":
         return torch.float16 if cfg.amp and device.type == "cuda" else None
@@ -298,8 +299,8 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
         return torch.float16
     if device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn(
-            "precision bf16 on a CPU without AVX512-BF16/AMX: oneDNN emulates bf16 there, "
-            "which is slower than fp32",
+            "precision bf16 on a CPU without AVX512-BF16/AMX: oneDNN has no native bf16 kernels there "
+            "and the run can be slower than fp32 (--set precision=fp32)",
             stacklevel=2,
         )
     return torch.bfloat16
