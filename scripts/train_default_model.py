@@ -91,7 +91,7 @@ SPECKLE_CORR_RANGE = "0.4,0.9"
 
 #: The bundled models' recipe: overrides of ``configs/default_model.yaml`` (which keeps the pix2pix settings
 #: that ``scripts/recipe_trials.py``'s recorded trials build on). Regression training: no discriminator
-#: (``lambda_gan=0``; at λ_L1 = 1000 the adversarial term was ~0.1 % of G's loss) and bf16 autocast
+#: (``lambda_gan=0``; at λ_L1 = 1000 the adversarial term was ~2 % of G's loss value) and bf16 autocast
 #: (``precision=bf16``): 3.3x the steps/s of the pix2pix fp32 step on AMX cores, measured side by side
 #: (README). A 2000-step dual-pol validation trial with both scored 21.89 dB against 21.63 for the pix2pix
 #: fp32 trial (README). The step count fills the 60-minute bound on 2 CPU cores at ~5 steps/s; LR decayed

@@ -587,10 +587,11 @@ def test_lambda_gan_zero_trains_without_the_discriminator(pairs, tmp_path):
         load_config(overrides=["lambda_gan=0", "lambda_l1=0"])
 
 
-def test_precision_picks_the_autocast_dtype(pairs, tmp_path, monkeypatch):
+def test_precision_picks_the_autocast_dtype(pairs, tmp_path, monkeypatch, capsys):
     """``precision``: auto is fp32 on CPU (fp16 only on CUDA with amp), fp16 is refused off CUDA, bf16 runs
     G's convolutions in bfloat16 under autocast on CPU while the weights, the optimiser and loss stay fp32;
-    an unknown value is refused. A CPU without native bf16 gets a warning."""
+    an unknown value is refused. A CPU without native bf16 gets a warning. On the CLI a refused precision or
+    a negative lambda_gan is one error line, exit 2, and no run folder."""
     from sar2opt_geo.training import trainer
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -615,5 +616,10 @@ def test_precision_picks_the_autocast_dtype(pairs, tmp_path, monkeypatch):
     y = torch.stack([run.train_ds[0][1], run.train_ds[1][1]])
     losses = run.train_step(x, y)
     assert seen == [torch.bfloat16] and math.isfinite(losses["g_l1"])
+    for bad, says in (("precision=fp16", "CUDA only"), ("lambda_gan=-1", "lambda_gan")):
+        out = tmp_path / bad.split("=")[0]
+        args = ["train", "pretrain", "--data", pairs, "--out", out, "--set", bad, "--set", "device=cpu", "-q"]
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and says in err and err.strip().count("\n") == 0 and not out.exists()
     assert all(p.dtype == torch.float32 for p in run.G.parameters())
     assert all(s.dtype == torch.float32 for st in run.opt_G.state.values() for s in st.values() if s.dim())

@@ -763,15 +763,13 @@ class Run:
             self.scaler_D.step(self.opt_D)
             self.scaler_D.update()
         with ac:
-            if adversarial:
-                pf = D(torch.cat([x, fake], 1))
-                g_adv = self.bce(pf, torch.ones_like(pf))
             err = fake.float() - y
             g_l1 = err.abs().mean()
             loss_g = self.cfg.lambda_l1 * g_l1
             if adversarial:
-                # lambda_gan 1 (pix2pix) keeps the loss bit for bit what it was: g_adv + λ·L1
-                loss_g = (g_adv if self.cfg.lambda_gan == 1 else self.cfg.lambda_gan * g_adv) + loss_g
+                pf = D(torch.cat([x, fake], 1))
+                g_adv = self.bce(pf, torch.ones_like(pf))
+                loss_g = loss_g + self.cfg.lambda_gan * g_adv
             if self.cfg.lambda_mse:
                 loss_g = loss_g + self.cfg.lambda_mse * err.square().mean()
         self.opt_G.zero_grad(set_to_none=True)
