@@ -579,11 +579,15 @@ class GeoTiffWriter:
             self._dst.write_mask(np.multiply(valid, np.uint8(255), dtype=np.uint8), window=window)
 
     def __exit__(self, *exc) -> None:
+        if self._env is None:  # never entered (or already closed)
+            return
         try:
             if self._dst is not None:
                 self._dst.close()
+                self._dst = None
         finally:
-            self._env.__exit__(*exc)
+            env, self._env = self._env, None
+            env.__exit__(*exc)
 
 
 def _tag_value(v) -> str:
@@ -617,15 +621,67 @@ COG_OPTIONS = {
 COG_ENV = {**GDAL_ENV, "GDAL_TIFF_INTERNAL_MASK": True, "COG_TMP_COMPRESSION": "PACKBITS"}
 
 
-def staging_to_cog(staging: str | os.PathLike, dst: str | os.PathLike, *, blocksize: int = 512) -> None:
+def staging_to_cog(
+    staging: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    blocksize: int = 512,
+    overviews: list | None = None,
+    gcps: tuple = (),
+) -> None:
     """Convert a tiled staging GeoTIFF into a Cloud-Optimized GeoTIFF with overviews (GDAL COG driver,
     :data:`COG_OPTIONS`).
+
+    ``overviews``: the overview levels already computed (:mod:`sar2opt_geo.pyramid`), one staging GeoTIFF
+    each (half resolution first, with internal masks): GDAL copies them in instead of computing its own
+    (the imagery's and the mask's, through a VRT of the staging file that lists them as explicit
+    overviews). Without them GDAL builds the overviews (AVERAGE) from the staging file. ``gcps``: the
+    staging file's GCPs as :class:`Georef` holds them, restored at full precision in that VRT (GDAL writes a
+    VRT's GCPs rounded: lines and pixels to 4 decimals, coordinates to 13 digits).
 
     The internal mask is carried over (GDAL builds mask overviews too). The result validates with
     ``rio cogeo validate``.
     """
-    with rasterio.Env(**COG_ENV):
-        rasterio.shutil.copy(str(staging), str(dst), driver="COG", BLOCKSIZE=blocksize, **COG_OPTIONS)
+    src, options = str(staging), dict(COG_OPTIONS)
+    vrt = None
+    if overviews:
+        vrt = Path(f"{staging}.vrt")
+        _vrt_with_overviews(staging, vrt, [Path(o) for o in overviews], gcps)
+        src, options["OVERVIEWS"] = str(vrt), "FORCE_USE_EXISTING"
+    try:
+        with rasterio.Env(**COG_ENV):
+            rasterio.shutil.copy(src, str(dst), driver="COG", BLOCKSIZE=blocksize, **options)
+    finally:
+        if vrt is not None:
+            remove_path(vrt)
+
+
+def _vrt_with_overviews(staging: str | os.PathLike, vrt: Path, levels: list[Path], gcps: tuple = ()) -> None:
+    """A VRT of ``staging`` (GDAL writes it: georeferencing, GCPs, tags, band descriptions, mask) whose
+    bands and mask band list the files ``levels`` (same folder) as their overviews, and whose GCPs are
+    ``gcps`` ``(row, col, x, y, z)`` written exactly (``repr`` of each double)."""
+    import xml.etree.ElementTree as ET
+
+    with rasterio.Env(**GDAL_ENV):
+        rasterio.shutil.copy(str(staging), str(vrt), driver="VRT")
+    tree = ET.parse(vrt)
+    root = tree.getroot()
+    bands = root.findall("VRTRasterBand")
+    masks = root.findall("MaskBand/VRTRasterBand")
+    if len(masks) != 1:
+        raise OutputError(f"{staging}: the staging file has no per-dataset mask to give overviews to")
+    written = root.findall("GCPList/GCP")
+    if len(written) != len(gcps):
+        raise OutputError(f"{staging}: {len(written)} GCPs in its VRT, {len(gcps)} expected")
+    for el, (row, col, x, y, z) in zip(written, gcps):
+        el.attrib.update(Line=repr(float(row)), Pixel=repr(float(col)), X=repr(float(x)), Y=repr(float(y)))
+        el.set("Z", repr(float(z)))
+    for band, source_band in [(b, b.get("band")) for b in bands] + [(masks[0], "mask,1")]:
+        for level in levels:
+            ovr = ET.SubElement(band, "Overview")
+            ET.SubElement(ovr, "SourceFilename", relativeToVRT="1").text = level.name
+            ET.SubElement(ovr, "SourceBand").text = source_band
+    tree.write(vrt)
 
 
 def validate_cog(path: str | os.PathLike) -> tuple[bool, list[str], list[str]]:
@@ -758,9 +814,24 @@ class CogAssembler:
     Blocks can be written while others are still being computed (the client writes each block as its task
     finishes), so writing the output overlaps the computation; :meth:`finish` then builds the COG with
     overviews. Not thread-safe: the client thread writes the blocks.
+
+    ``overview_levels`` > 0: every block also brings its part of that many overview levels
+    (:func:`sar2opt_geo.pyramid.block_pyramid`), written into one staging GeoTIFF per level, and GDAL copies
+    them into the COG instead of computing them (:func:`staging_to_cog`). If a block comes without them
+    (a work state written by an older version, resumed), GDAL computes the overviews as before.
     """
 
-    def __init__(self, dst, geo: GeoProfile, count: int, dtype: str, *, band_descriptions=None, nodata=None):
+    def __init__(
+        self,
+        dst,
+        geo: GeoProfile,
+        count: int,
+        dtype: str,
+        *,
+        band_descriptions=None,
+        nodata=None,
+        overview_levels: int = 0,
+    ):
         if band_descriptions is None and count == 3 and dtype == "uint8":
             band_descriptions = ["red", "green", "blue"]
         self.dst, self.geo = dst, geo
@@ -775,24 +846,63 @@ class CogAssembler:
             nodata=nodata,
             compress="none",
         )
+        self._levels: list[GeoTiffWriter] = []
+        for k in range(1, overview_levels + 1):
+            h, w = (math.ceil(n / 2**k) for n in (geo.height, geo.width))
+            self._levels.append(
+                GeoTiffWriter(
+                    f"{self.staging}.ovr{k}", GeoProfile(w, h), count, dtype, internal_mask=True, compress="none"
+                )
+            )
+        self.overviews_complete = overview_levels > 0  # every block so far brought its overview levels
+        self._closed = False
 
     def __enter__(self) -> CogAssembler:
-        self._writer.__enter__()
+        try:
+            for w in [self._writer, *self._levels]:
+                w.__enter__()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
-    def write(self, row0: int, col0: int, data: np.ndarray, valid: np.ndarray) -> None:
-        """Block ``data`` ``(count, h, w)`` and its validity at ``(row0, col0)``."""
+    def write(self, row0: int, col0: int, data: np.ndarray, valid: np.ndarray, overviews=None) -> None:
+        """Block ``data`` ``(count, h, w)`` and its validity at ``(row0, col0)``; ``overviews``: its levels
+        ``[(data, valid), ...]`` (half resolution first), when the assembler was made with them."""
         self._writer.write(row0, col0, data, valid)
+        if not self.overviews_complete:
+            return
+        if overviews is None or len(overviews) < len(self._levels):
+            self.overviews_complete = False
+            return
+        for k, (w, (d, v)) in enumerate(zip(self._levels, overviews), start=1):
+            w.write(row0 >> k, col0 >> k, d, v)
 
     def finish(self) -> None:
-        self._writer.__exit__(None, None, None)
-        self._writer = None
-        staging_to_cog(self.staging, self.dst)
+        self._close()
+        levels = [w.path for w in self._levels] if self.overviews_complete else None
+        staging_to_cog(self.staging, self.dst, overviews=levels, gcps=self.geo.gcps)
+
+    def _close(self, *exc) -> None:
+        """Close every staging file (once), then raise the first failure."""
+        if self._closed:
+            return
+        self._closed = True
+        errors = []
+        for w in reversed([self._writer, *self._levels]):  # each writer entered a rasterio.Env: nested
+            try:
+                w.__exit__(*(exc or (None, None, None)))
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     def __exit__(self, *exc) -> None:
-        if self._writer is not None:
-            self._writer.__exit__(*exc)
-        remove_path(self.staging)
+        try:
+            self._close(*exc)
+        finally:
+            for path in [self.staging] + [w.path for w in self._levels]:
+                remove_path(path)
 
 
 def store_to_cog(

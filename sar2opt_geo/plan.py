@@ -138,6 +138,8 @@ class TranslateJob:
     # the profile's scene-level statistics (global variance, stretch bounds), see sar2optical_scene_stats
     preprocess_stats: dict[str, Any] | None = None
     nodata_fill: str = "reflect"  # see TranslateOptions.nodata_fill
+    # overview levels of the COG each ``out`` task computes for its block (0: GDAL builds them), see pyramid
+    overview_levels: int = 0
 
     @property
     def grid(self) -> TileGrid:

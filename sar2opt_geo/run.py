@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sar2opt_geo import __version__, io
+from sar2opt_geo import __version__, io, pyramid
 from sar2opt_geo.errors import InputError, Interrupted, OutputError, Sar2OptError
 from sar2opt_geo.plan import PreparedTranslate, TranslateJob, TranslateOptions, prepare_translate
 from sar2opt_geo.radiometry import SceneStats
@@ -111,14 +111,18 @@ class OutputSink:
     compute (each block is written into the staging GeoTIFF as its task finishes), or (for Zarr) the block
     files copied at the end. Writes under a temporary name; :meth:`commit` renames it."""
 
-    def __init__(self, ws: WorkState, out: Path, fmt: str, geo: io.GeoProfile, plan: BlockPlan):
+    def __init__(
+        self, ws: WorkState, out: Path, fmt: str, geo: io.GeoProfile, plan: BlockPlan, overview_levels: int = 0
+    ):
         self.ws, self.out, self.fmt, self.geo, self.plan = ws, out, fmt, geo, plan
+        self.overview_levels = overview_levels  # the blocks bring their part of the COG's overviews
         self.tmp = io.temporary_sibling(out, "partial")
         self.cog: io.CogAssembler | None = None
 
     def __enter__(self) -> OutputSink:
         if self.fmt == "cog":
-            self.cog = io.CogAssembler(self.tmp, self.geo, 3, "uint8").__enter__()
+            self.cog = io.CogAssembler(self.tmp, self.geo, 3, "uint8", overview_levels=self.overview_levels)
+            self.cog.__enter__()
         return self
 
     def add(self, key: str) -> None:
@@ -126,13 +130,13 @@ class OutputSink:
         if self.cog is not None:
             b = self.plan.block(*(int(v) for v in key.split("-")))
             try:
-                rgb, valid = self.ws.load_block(key)
+                (rgb, valid), *overviews = self.ws.load_block_levels(key)
             except (OSError, ValueError) as exc:  # a record without its block: a work state tampered with
                 raise OutputError(
                     f"{self.ws.root}: finished block {key} is missing or unreadable "
                     f"({type(exc).__name__}: {exc}); run again without --resume"
                 ) from None
-            self.cog.write(b.row0, b.col0, rgb, valid)
+            self.cog.write(b.row0, b.col0, rgb, valid, overviews or None)
 
     def commit(self) -> None:
         if self.cog is not None:
@@ -199,7 +203,7 @@ def _run_job(prep: PreparedTranslate, job: TranslateJob, out: Path, executor, re
     ws = open_work_state(job, out, fmt, resume)
     geo = io.GeoProfile.from_scene(prep.scene, tags)
     try:
-        with OutputSink(ws, out, fmt, geo, job.plan) as sink:
+        with OutputSink(ws, out, fmt, geo, job.plan, job.overview_levels) as sink:
             n_eval, prior_eval = execute(job, ws, sink, executor, progress)
             if n_eval + prior_eval == 0:
                 what = "no valid pixel inside the AOI (all nodata)" if job.aoi_wkb else (
@@ -263,7 +267,13 @@ def run_translate(
     prep = prepare_translate(input_path, opts, executor)
     try:
         with RunLock(out):  # a second run on this output is refused, naming this one
-            job = replace(measure_scene(executor, prep), nodata_fill=prep.options.nodata_fill)
+            job = replace(
+                measure_scene(executor, prep),
+                nodata_fill=prep.options.nodata_fill,
+                overview_levels=pyramid.block_levels(prep.plan.chunk, prep.plan.grid.width, prep.plan.grid.height)
+                if prep.options.fmt == "cog"
+                else 0,
+            )
             n_eval = _run_job(prep, job, out, executor, resume, progress)
     finally:
         close_readers(executor)

@@ -11,7 +11,8 @@ reads its own pixels through :mod:`sar2opt_geo.io`. Per scene:
    the scene statistics, run the generator on every owned tile that has valid pixels (and touches the AOI),
    and return the weighted partial sums Σw·y and Σw over that extent. Each tile is evaluated exactly once.
 3. ``out`` tasks (:func:`finish_block`), one per block: add the partial sums of the (at most four) ``acc``
-   blocks that reach it, normalise, apply the nodata/AOI mask, and store the uint8 block in the work state
+   blocks that reach it, normalise, apply the nodata/AOI mask, compute the block's part of the COG's
+   overview levels (:mod:`sar2opt_geo.pyramid`), and store the uint8 block and its levels in the work state
    (:meth:`~sar2opt_geo.workstate.WorkState.save_block`).
 
 Only small results (counts) go back to the client; peak memory is a few blocks per worker thread whatever
@@ -28,6 +29,7 @@ from sar2opt_geo import source
 from sar2opt_geo.blend import Accumulator, normalise
 from sar2opt_geo.filters import apply_filter, local_ci2_samples
 from sar2opt_geo.plan import Conditioning, TranslateJob
+from sar2opt_geo.pyramid import block_pyramid
 from sar2opt_geo.radiometry import normalize, output_to_uint8
 from sar2opt_geo.sar2optical import sar2optical_filter, sar2optical_halo, sar2optical_preprocess
 from sar2opt_geo.tiling import Block
@@ -462,7 +464,7 @@ def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: P
         )
     if not mask.all():
         np.multiply(rgb, mask, out=rgb)  # 0 at nodata
-    ws.save_block(block.key, rgb, mask)
+    ws.save_block(block.key, rgb, mask, block_pyramid(rgb, mask, job.overview_levels))
     own = next((p for p in partials if p.key == block.key), None)
     done = BlockDone(key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0)
     ws.mark_done(block.key, {"n_tiles": done.n_tiles, "n_eval": done.n_eval})

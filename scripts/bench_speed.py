@@ -235,11 +235,13 @@ PROFILE_ROWS = [
     ("· blending (Σw·y, Σw)", "blend.py", "add", "cum"),
     ("· waiting for the model (its own thread)", "~", "<method 'acquire' of '_thread.lock' objects>", "own"),
     ("· spill strips for --resume (.npz)", "workstate.py", "save_spill", "cum"),
-    ("out tasks (overlap-add, normalise, uint8, block file)", "tasks.py", "finish_block", "cum"),
+    ("out tasks (overlap-add, normalise, uint8, overviews, block file)", "tasks.py", "finish_block", "cum"),
     ("· overlap-add", "tasks.py", "overlap_add", "cum"),
     ("· normalise (Σw·y / Σw)", "blend.py", "normalise", "cum"),
     ("· to uint8", "radiometry.py", "output_to_uint8", "cum"),
-    ("client: block → staging GeoTIFF", "run.py", "add", "cum"),
+    ("· the block's overview levels (`pyramid.block_pyramid`)", "pyramid.py", "block_pyramid", "cum"),
+    ("· block file (`WorkState.save_block`)", "workstate.py", "save_block", "cum"),
+    ("client: block (and its levels) → staging GeoTIFFs", "run.py", "add", "cum"),
     ("COG step (GDAL CreateCopy)", "io.py", "staging_to_cog", "cum"),
 ]
 

@@ -148,6 +148,15 @@ def test_block_files_round_trip_atomically(tmp_path):
     assert got_rgb.dtype == np.uint8 and got_valid.dtype == bool
     assert np.array_equal(got_rgb, rgb) and np.array_equal(got_valid, valid)
     assert [p.name for p in ws.store.iterdir()] == ["0-1.npy"]  # no temporary left behind
+    assert [len(level) for level in ws.load_block_levels("0-1")] == [2]  # no overview levels
+    levels = [(rgb[:, ::2, ::2].copy(), valid[::2, ::2].copy()), (rgb[:, ::4, ::4].copy(), valid[::4, ::4].copy())]
+    ws.save_block("1-1", rgb, valid, levels)
+    got = ws.load_block_levels("1-1")
+    assert len(got) == 3
+    for (a, av), (b, bv) in zip(got, [(rgb, valid), *levels]):
+        assert np.array_equal(a, b) and np.array_equal(av, bv)
+    assert np.array_equal(ws.load_block("1-1")[0], rgb)
+    (ws.store / "1-1.npy").unlink()
     with pytest.raises(ValueError):  # object arrays cannot be saved without pickle: nothing is left
         ws.save_block("0-2", np.zeros((3, 4, 4), object), valid[:4, :4])
     assert sorted(p.name for p in ws.store.iterdir()) == ["0-1.npy"]
