@@ -673,7 +673,7 @@ def _vrt_with_overviews(staging: str | os.PathLike, vrt: Path, levels: list[Path
     written = root.findall("GCPList/GCP")
     if len(written) != len(gcps):
         raise OutputError(f"{staging}: {len(written)} GCPs in its VRT, {len(gcps)} expected")
-    for el, (row, col, x, y, z) in zip(written, gcps):
+    for el, (row, col, x, y, z) in zip(written, gcps, strict=True):
         el.attrib.update(Line=repr(float(row)), Pixel=repr(float(col)), X=repr(float(x)), Y=repr(float(y)))
         el.set("Z", repr(float(z)))
     for band, source_band in [(b, b.get("band")) for b in bands] + [(masks[0], "mask,1")]:
@@ -851,7 +851,12 @@ class CogAssembler:
             h, w = (math.ceil(n / 2**k) for n in (geo.height, geo.width))
             self._levels.append(
                 GeoTiffWriter(
-                    f"{self.staging}.ovr{k}", GeoProfile(w, h), count, dtype, internal_mask=True, compress="none"
+                    f"{self.staging}.ovr{k}",
+                    GeoProfile(w, h),
+                    count,
+                    dtype,
+                    internal_mask=True,
+                    compress="none",
                 )
             )
         self.overviews_complete = overview_levels > 0  # every block so far brought its overview levels
@@ -875,7 +880,7 @@ class CogAssembler:
         if overviews is None or len(overviews) < len(self._levels):
             self.overviews_complete = False
             return
-        for k, (w, (d, v)) in enumerate(zip(self._levels, overviews), start=1):
+        for k, (w, (d, v)) in enumerate(zip(self._levels, overviews[: len(self._levels)], strict=True), 1):
             w.write(row0 >> k, col0 >> k, d, v)
 
     def finish(self) -> None:

@@ -112,7 +112,13 @@ class OutputSink:
     files copied at the end. Writes under a temporary name; :meth:`commit` renames it."""
 
     def __init__(
-        self, ws: WorkState, out: Path, fmt: str, geo: io.GeoProfile, plan: BlockPlan, overview_levels: int = 0
+        self,
+        ws: WorkState,
+        out: Path,
+        fmt: str,
+        geo: io.GeoProfile,
+        plan: BlockPlan,
+        overview_levels: int = 0,
     ):
         self.ws, self.out, self.fmt, self.geo, self.plan = ws, out, fmt, geo, plan
         self.overview_levels = overview_levels  # the blocks bring their part of the COG's overviews
@@ -206,8 +212,10 @@ def _run_job(prep: PreparedTranslate, job: TranslateJob, out: Path, executor, re
         with OutputSink(ws, out, fmt, geo, job.plan, job.overview_levels) as sink:
             n_eval, prior_eval = execute(job, ws, sink, executor, progress)
             if n_eval + prior_eval == 0:
-                what = "no valid pixel inside the AOI (all nodata)" if job.aoi_wkb else (
-                    "all pixels are nodata; nothing to translate"
+                what = (
+                    "no valid pixel inside the AOI (all nodata)"
+                    if job.aoi_wkb
+                    else ("all pixels are nodata; nothing to translate")
                 )
                 raise InputError(f"{prep.scene.path}: {what}")
             sink.commit()
@@ -267,12 +275,14 @@ def run_translate(
     prep = prepare_translate(input_path, opts, executor)
     try:
         with RunLock(out):  # a second run on this output is refused, naming this one
-            job = replace(
-                measure_scene(executor, prep),
-                nodata_fill=prep.options.nodata_fill,
-                overview_levels=pyramid.block_levels(prep.plan.chunk, prep.plan.grid.width, prep.plan.grid.height)
+            grid = prep.plan.grid
+            levels = (
+                pyramid.block_levels(prep.plan.chunk, grid.width, grid.height)
                 if prep.options.fmt == "cog"
-                else 0,
+                else 0
+            )
+            job = replace(
+                measure_scene(executor, prep), nodata_fill=prep.options.nodata_fill, overview_levels=levels
             )
             n_eval = _run_job(prep, job, out, executor, resume, progress)
     finally:

@@ -2,10 +2,11 @@
 
 - ``blocks/BI-BJ.npy``: each finished output block, uint8 RGB then its validity mask (two ``.npy`` arrays
   in one file, written under a temporary name and renamed), then the same two arrays of each overview
-  level the block computed for the COG (:mod:`sar2opt_geo.pyramid`), half resolution first. Plain array files, not a Zarr store: with
-  zarr 3's default codec and its per-write overhead, storing and reading back the blocks of a 3072² output
-  took 0.37-0.43 CPU-seconds, as ``.npy`` files 0.04 (issue #15). They are uncompressed (4 bytes a pixel,
-  like the staging GeoTIFF) and removed with the rest of the state when the run ends;
+  level the block computed for the COG (:mod:`sar2opt_geo.pyramid`), half resolution first. Plain array
+  files, not a Zarr store: with zarr 3's default codec and its per-write overhead, storing and reading
+  back the blocks of a 3072² output took 0.37-0.43 CPU-seconds, as ``.npy`` files 0.04 (issue #15). They
+  are uncompressed (4 bytes a pixel, like the staging GeoTIFF) and removed with the rest of the state when
+  the run ends;
 - ``done/BI-BJ.json``: a record per finished block (written after its block file, so a record always means
   the block is on disk), with its evaluation count;
 - ``spill/BI-BJ.npz``: the weighted partial sums a block's tiles spill into its right/lower neighbours

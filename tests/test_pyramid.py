@@ -11,7 +11,15 @@ import pytest
 import rasterio
 
 from sar2opt_geo import io
-from sar2opt_geo.pyramid import _HALF, _MUL, block_levels, block_pyramid, downsample, level_shape, overview_count
+from sar2opt_geo.pyramid import (
+    _HALF,
+    _MUL,
+    block_levels,
+    block_pyramid,
+    downsample,
+    level_shape,
+    overview_count,
+)
 
 
 def reference_downsample(rgb: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +113,8 @@ def assemble(tmp_path, name, rgb, valid, geo, chunk, levels, drop=None):
     with io.CogAssembler(out, geo, rgb.shape[0], "uint8", overview_levels=levels) as cog:
         for r in range(0, h, chunk):
             for c in range(0, w, chunk):
-                b, v = np.ascontiguousarray(rgb[:, r : r + chunk, c : c + chunk]), valid[r : r + chunk, c : c + chunk]
+                b = np.ascontiguousarray(rgb[:, r : r + chunk, c : c + chunk])
+                v = valid[r : r + chunk, c : c + chunk]
                 pyramid = block_pyramid(b, v, levels) if levels and (r, c) != drop else None
                 cog.write(r, c, b, v, pyramid)
         cog.finish()
@@ -133,8 +142,11 @@ def test_odd_sizes_and_gcps(tmp_path):
     the GCPs, tags and band descriptions are the staging file's, exactly (GDAL's VRT would round them)."""
     h, w = 1301, 1100
     rgb, valid = scene(np.random.default_rng(8), h, w)
-    gcps = tuple((r + 0.123456789, c + 0.987654321, 10 + c * 1.23456789e-4, 50 - r * 9.87654321e-5, 0.0)
-                 for r in (0, 650, 1300) for c in (0, 550, 1099))
+    gcps = tuple(
+        (r + 0.123456789, c + 0.987654321, 10 + c * 1.23456789e-4, 50 - r * 9.87654321e-5, 0.0)
+        for r in (0, 650, 1300)
+        for c in (0, 550, 1099)
+    )
     geo = io.GeoProfile(w, h, gcps=gcps, gcp_crs_wkt=io.crs_wkt("EPSG:4326"), tags={"sar2opt_model": "m"})
     levels = block_levels(256, w, h)
     assert levels == 2
@@ -142,7 +154,7 @@ def test_odd_sizes_and_gcps(tmp_path):
     got = read_levels(ours)
     assert [g[1].shape for g in got] == [(h, w), level_shape(h, w, 1), level_shape(h, w, 2)]
     np.testing.assert_array_equal(got[0][0], rgb)
-    for (a, am), (b, bm) in zip(got[:-1], got[1:]):
+    for (a, am), (b, bm) in zip(got[:-1], got[1:], strict=True):
         want, want_mask = downsample(a, am)
         np.testing.assert_array_equal(bm, want_mask)
         np.testing.assert_array_equal(b, want)
@@ -168,7 +180,12 @@ def test_translate_writes_the_blocks_pyramid(small_scene, tiny_model_path, tmp_p
 
     given = []
     real = io.staging_to_cog
-    monkeypatch.setattr(io, "staging_to_cog", lambda *a, **k: (given.append(k.get("overviews")), real(*a, **k)))
+
+    def spy(*a, **k):
+        given.append(k.get("overviews"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(io, "staging_to_cog", spy)
     out = tmp_path / "out.tif"
     code, _, err = run_cli(
         ["translate", small_scene, out, "--model", tiny_model_path, "-q", "--chunk-size", "256"], capsys
@@ -177,7 +194,7 @@ def test_translate_writes_the_blocks_pyramid(small_scene, tiny_model_path, tmp_p
     assert len(given) == 1 and len(given[0]) == 1  # 700 × 530: one level, from the blocks
     levels = read_levels(out)
     assert len(levels) == 2
-    for (a, am), (b, bm) in zip(levels[:-1], levels[1:]):
+    for (a, am), (b, bm) in zip(levels[:-1], levels[1:], strict=True):
         want, want_mask = downsample(a, am)
         np.testing.assert_array_equal(bm, want_mask)
         np.testing.assert_array_equal(b, want)

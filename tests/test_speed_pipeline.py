@@ -149,11 +149,11 @@ def test_block_files_round_trip_atomically(tmp_path):
     assert np.array_equal(got_rgb, rgb) and np.array_equal(got_valid, valid)
     assert [p.name for p in ws.store.iterdir()] == ["0-1.npy"]  # no temporary left behind
     assert [len(level) for level in ws.load_block_levels("0-1")] == [2]  # no overview levels
-    levels = [(rgb[:, ::2, ::2].copy(), valid[::2, ::2].copy()), (rgb[:, ::4, ::4].copy(), valid[::4, ::4].copy())]
+    levels = [(rgb[:, ::f, ::f].copy(), valid[::f, ::f].copy()) for f in (2, 4)]
     ws.save_block("1-1", rgb, valid, levels)
     got = ws.load_block_levels("1-1")
     assert len(got) == 3
-    for (a, av), (b, bv) in zip(got, [(rgb, valid), *levels]):
+    for (a, av), (b, bv) in zip(got, [(rgb, valid), *levels], strict=True):
         assert np.array_equal(a, b) and np.array_equal(av, bv)
     assert np.array_equal(ws.load_block("1-1")[0], rgb)
     (ws.store / "1-1.npy").unlink()
