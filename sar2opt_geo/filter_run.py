@@ -42,7 +42,7 @@ def filter_block(
     of valid pixels."""
     linear, valid = read_linear(cond, row0, row1, col0, col1)
     out = from_linear(linear, out_scale or output_scale_for(cond.input_scale))
-    out[:, ~valid] = fill
+    np.copyto(out, fill, where=~valid)
     io.write_store_block(store, row0, col0, out.astype(np.float32), valid)
     return int(valid.sum())
 

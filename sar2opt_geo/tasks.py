@@ -195,7 +195,7 @@ def model_input(
     )
     a, b = rad.out_range
     x = (np.float32(a) + u8.astype(np.float32) * np.float32((b - a) / 255.0)).astype(np.float32)
-    x[:, ~valid] = np.float32(a)
+    np.copyto(x, np.float32(a), where=~valid)
     if ph:
         x, valid = x[:, ph:-ph, ph:-ph], valid[ph:-ph, ph:-ph]
     if replicate and model_channels(job, x.shape[0]) != x.shape[0]:
