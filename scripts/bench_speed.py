@@ -21,6 +21,7 @@ GPU rows are not run here (no GPU on this machine); the comparison with NRCan ge
 
     python scripts/bench_speed.py [--small 1024] [--large 3072] [--repeat 2] [--skip-slow] [--pipeline-only]
     python scripts/bench_speed.py --profile [--small 1024] [--large 3072] [--repeat 2]
+    python scripts/bench_speed.py --tasks [--large 3072] [--repeat 5]
 
 ``--pipeline-only`` runs row 3 alone (the near-null model against the I/O floor): what a change to the
 pipeline around the model is measured with, without the minutes of bundled-model runs. ``--profile`` prints
@@ -311,6 +312,110 @@ def run_profile(args) -> None:
     print(f"command: python scripts/bench_speed.py --profile --small {S} --large {L} --repeat {args.repeat}")
 
 
+#: The task functions ``--tasks`` times (module, attribute, label); nested ones are inside the row above.
+TASK_ROWS = [
+    ("tasks", "model_input", "model input (read + radiometry)"),
+    ("tasks", "read_linear", "· read (GDAL decode, linear intensity)"),
+    ("tasks", "normalize", "· radiometry (`normalize`)"),
+    ("tasks", "model_tile", "tiles into the batch (copy, nodata fill)"),
+    ("tasks", "fill_nodata", "· nodata fill (partial tiles)"),
+    ("tasks", "predict_async", "model (identity ONNX graph)"),
+    ("blend.Accumulator", "add", "blending (Σw·y, Σw)"),
+    ("workstate.WorkState", "save_spill", "spill strips for --resume"),
+    ("tasks", "overlap_add", "overlap-add"),
+    ("tasks", "normalise", "normalise (Σw·y / Σw)"),
+    ("tasks", "output_to_uint8", "to uint8"),
+    ("tasks", "block_pyramid", "the block's overview levels"),
+    ("workstate.WorkState", "save_block", "block file"),
+]
+
+
+def run_tasks(args) -> None:
+    """``--tasks``: single-thread CPU time (``time.thread_time``) of every ``acc`` and ``out`` task of the
+    large scene run one after another in this process (identity ONNX model, default options), best of
+    ``--repeat`` passes, with the task functions of :data:`TASK_ROWS` timed inside them. No threads, no
+    subprocesses, no COG step: the figure other processes' load disturbs least, for before/after
+    comparisons of the task code (``BENCH_SPEED_PACKAGE_FROM_PATH=1 PYTHONPATH=<checkout>`` for another
+    commit's)."""
+    import collections
+    import importlib
+    from dataclasses import replace
+
+    import sar2opt_geo
+    from sar2opt_geo import pyramid, tasks
+    from sar2opt_geo.plan import TranslateOptions, prepare_translate
+    from sar2opt_geo.run import open_work_state
+    from sar2opt_geo.sampling import measure_scene
+
+    print(f"load average before: {loadavg()}  (package: {Path(sar2opt_geo.__file__).parent})", flush=True)
+    spent: dict[str, float] = collections.defaultdict(float)
+
+    def timed(owner, name):
+        f = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            c = time.thread_time()
+            try:
+                return f(*a, **k)
+            finally:
+                spent[name] += time.thread_time() - c
+
+        setattr(owner, name, wrapper)
+
+    for mod, name, _ in TASK_ROWS:
+        top, _, cls = mod.partition(".")
+        owner = importlib.import_module(f"sar2opt_geo.{top}")
+        if cls:
+            owner = getattr(owner, cls)
+        if hasattr(owner, name):
+            timed(owner, name)
+    L = args.large
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        tmp = Path(tmp)
+        os.environ["SAR2OPT_GEO_CACHE_DIR"] = str(tmp / "cache")
+        scene = make_scene(tmp / "s", L)
+        ex = SyncExecutor()
+        prep = prepare_translate(
+            scene, TranslateOptions(model=identity_onnx(tmp / "id.onnx"), device="cpu"), ex
+        )
+        job = measure_scene(ex, prep)
+        if hasattr(pyramid, "block_levels") and hasattr(job, "overview_levels"):
+            job = replace(job, overview_levels=pyramid.block_levels(prep.plan.chunk, L, L))
+        ws = open_work_state(job, tmp / "o.tif", "cog", False)
+        best = None
+        for _ in range(args.repeat):
+            spent.clear()
+            for d in ("blocks", "done", "spill"):
+                for f in (ws.root / d).glob("*"):
+                    f.unlink()
+            c0 = time.thread_time()
+            parts = {b.key: tasks.resumable_partial(job, str(ws.root), b.bi, b.bj) for b in job.plan.blocks}
+            c1 = time.thread_time()
+            for b in job.plan.blocks:
+                deps = [
+                    parts[c.key] if c.key == b.key else tasks.partial_strips(parts[c.key], c)
+                    for c in job.plan.contributors(b)
+                ]
+                tasks.finish_block(job, str(ws.root), b.bi, b.bj, *deps)
+            c2 = time.thread_time()
+            row = {**spent, "acc": c1 - c0, "out": c2 - c1}
+            if best is None or row["acc"] + row["out"] < best["acc"] + best["out"]:
+                best = row
+    print()
+    print(f"| {L}² scene, {job.grid.count} tiles, {job.plan.n_blocks} blocks: ms of single-thread CPU | ms |")
+    print("|---|---:|")
+    print(f"| acc + out tasks | {1e3 * (best['acc'] + best['out']):.0f} |")
+    print(f"| acc tasks | {1e3 * best['acc']:.0f} |")
+    for _, name, label in TASK_ROWS:
+        if name in best:
+            print(f"| {label} | {1e3 * best[name]:.0f} |")
+        if name == "save_spill":
+            print(f"| out tasks | {1e3 * best['out']:.0f} |")
+    print()
+    print(f"best of {args.repeat} passes; load average after: {loadavg()}")
+    print(f"command: python scripts/bench_speed.py --tasks --large {L} --repeat {args.repeat}")
+
+
 def psnr_maxdn(a_path: Path, b_path: Path) -> tuple[float, int]:
     from sar2opt_geo import io
 
@@ -341,9 +446,18 @@ def main() -> None:
         "Dask's synchronous scheduler); BENCH_SPEED_PACKAGE_FROM_PATH=1 profiles the sar2opt_geo on "
         "PYTHONPATH (another commit's) instead of this checkout's",
     )
+    ap.add_argument(
+        "--tasks",
+        action="store_true",
+        help="only the single-thread CPU table of the acc/out task functions on the large scene (identity "
+        "model, in-process, best of --repeat passes)",
+    )
     args = ap.parse_args()
     if args.profile:
         run_profile(args)
+        return
+    if args.tasks:
+        run_tasks(args)
         return
     cores = os.cpu_count() or 1
     print(f"load average before: {loadavg()}  ({cores} cores)", flush=True)
