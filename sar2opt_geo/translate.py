@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -126,13 +127,38 @@ class ModelRef:
         return self.backend if self.precision == PRECISION else f"{self.backend} {self.precision}"
 
 
+def cuda_may_be_visible() -> bool:
+    """False when torch cannot see a CUDA GPU here, decided without importing torch (~2 s): a CPU-only torch
+    build (its version ends in ``+cpu``), macOS, or Linux without an NVIDIA driver device (``/dev/nvidiactl``,
+    ``/proc/driver/nvidia``; WSL's ``/dev/dxg``). True means "ask torch"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        if version("torch").endswith("+cpu"):
+            return False
+    except PackageNotFoundError:
+        pass
+    if sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg"))
+    return True
+
+
+def _cuda_available() -> bool:
+    if not cuda_may_be_visible():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def resolve_device(device: str, executor=None) -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is a usage error.
 
     On a remote cluster (``--scheduler``) the workers' GPUs count, not the client's: ``auto`` means cuda when
-    some worker advertises a ``GPU`` resource, and ``cuda`` is accepted only then."""
-    import torch
-
+    some worker advertises a ``GPU`` resource, and ``cuda`` is accepted only then. torch is imported only
+    when a GPU may be there (:func:`cuda_may_be_visible`)."""
     if device != "cpu" and getattr(executor, "remote", False):
         n_gpu = executor.gpu_workers()
         if device == "auto":
@@ -145,8 +171,8 @@ def resolve_device(device: str, executor=None) -> str:
         if device.startswith("cuda"):
             return device
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cuda" if _cuda_available() else "cpu"
+    if device.startswith("cuda") and not _cuda_available():
         raise UsageError("--device cuda requested but no CUDA GPU is visible to torch")
     if device != "cpu" and not device.startswith("cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda[:N] (got {device!r})")
@@ -241,21 +267,23 @@ def onnx_parity(
     (measured with the bundled model on 2 loaded cores: engine choice 0.89 s with the probe, 0.24 s with
     the kept verdict)."""
     import json
+    from importlib.metadata import version
 
     import onnxruntime
-    import torch
 
-    from sar2opt_geo.models.cache import get_cached_generator
     from sar2opt_geo.models.onnx_export import get_cached_onnx_generator
 
     try:
         runner = get_cached_onnx_generator(path, "cpu", lora=lora, tile_size=tile)
     except ModelError as exc:
+        from sar2opt_geo.models.cache import get_cached_generator
+
         # a checkpoint (or adapter) that does not load is an error, not a reason to fall back to torch
         get_cached_generator(path, "cpu", lora=lora)
         return None, f"the model does not export to ONNX ({exc})"
     verdict = runner.path.with_name(runner.path.name + ".parity.json")
-    key = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "out_range": list(out_range)}
+    # torch's version from its package metadata: a kept verdict spares importing torch (~2 s) too
+    key = {"onnxruntime": onnxruntime.__version__, "torch": version("torch"), "out_range": list(out_range)}
     try:
         saved = json.loads(verdict.read_text())
         if {k: saved.get(k) for k in key} == key and isinstance(saved.get("max_dn"), int):
@@ -263,6 +291,10 @@ def onnx_parity(
             return dn, f"ONNX Runtime vs torch on a probe batch: max {dn} DN (cached)"
     except (OSError, ValueError):
         pass
+    import torch
+
+    from sar2opt_geo.models.cache import get_cached_generator
+
     model, _meta = get_cached_generator(path, "cpu", lora=lora)
     c = next(int(m.in_channels) for m in model.modules() if hasattr(m, "in_channels"))
     x = probe_batch(c, tile)

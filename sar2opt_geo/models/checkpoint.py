@@ -23,14 +23,15 @@ import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from sar2opt_geo.errors import CheckpointKeyError, ModelError
 from sar2opt_geo.models.metadata import read_header_metadata, read_state_dict, write_safetensors
 from sar2opt_geo.models.registry import create_model, is_model, list_models
+
+if TYPE_CHECKING:  # reading metadata and hashing need no torch; building a model imports it
+    import torch
+    from torch import nn
 
 __all__ = [
     "FORMAT",

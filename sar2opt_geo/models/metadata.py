@@ -13,12 +13,14 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
 
 from sar2opt_geo.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported only to read or write tensors (reading metadata needs none)
+    import torch
 
 __all__ = ["read_header_metadata", "read_state_dict", "write_safetensors"]
 
@@ -31,6 +33,8 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
     permissions of any other output (0666 minus the umask): ``safetensors.torch.save_file`` creates its file
     with mode 0600 whatever the umask, which leaves a checkpoint on a shared project folder unreadable by the
     group's Dask workers or colleagues."""
+    from safetensors.torch import save
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     data = save(dict(tensors), metadata=metadata)
@@ -84,7 +88,7 @@ def read_header_metadata(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     _sniff(path)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header only: no torch needed
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise _safe_error(path, exc) from None
@@ -92,6 +96,8 @@ def read_header_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def read_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file (never unpickles); errors become :class:`ModelError`."""
+    from safetensors.torch import load_file
+
     p = Path(path)
     _sniff(p)
     try:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from sar2opt_geo.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported when a model is built (an entry point's own import), not here
+    from torch import nn
 
 __all__ = ["register_model", "create_model", "list_models", "is_model", "GENERATOR_ARCHITECTURES"]
 
