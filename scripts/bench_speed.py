@@ -235,7 +235,7 @@ PROFILE_ROWS = [
     ("· · of which scipy's distance transform", "_morphology.py", "distance_transform_edt", "cum"),
     ("· blending (Σw·y, Σw)", "blend.py", "add", "cum"),
     ("· waiting for the model (its own thread)", "~", "<method 'acquire' of '_thread.lock' objects>", "own"),
-    ("· spill strips for --resume (.npz)", "workstate.py", "save_spill", "cum"),
+    ("· spill strips for --resume", "workstate.py", "save_spill", "cum"),
     ("out tasks (overlap-add, normalise, uint8, overviews, block file)", "tasks.py", "finish_block", "cum"),
     ("· overlap-add", "tasks.py", "overlap_add", "cum"),
     ("· normalise (Σw·y / Σw)", "blend.py", "normalise", "cum"),
