@@ -452,7 +452,7 @@ def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: P
     partials = _flat(partials)
     sum_wy, sum_w, valid = overlap_add(block, partials)
     y, covered = normalise(sum_wy, sum_w, in_place=True)
-    rgb = output_to_uint8(y, job.radiometry.out_range)
+    rgb = output_to_uint8(y, job.radiometry.out_range, in_place=True)  # y is this task's own buffer
     mask = valid & covered
     if job.aoi_wkb:
         import shapely
