@@ -37,6 +37,7 @@ Prints Markdown tables with the load average before and after, and the command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -330,47 +331,33 @@ TASK_ROWS = [
 ]
 
 
-def run_tasks(args) -> None:
-    """``--tasks``: single-thread CPU time (``time.thread_time``) of every ``acc`` and ``out`` task of the
-    large scene run one after another in this process (identity ONNX model, default options), best of
-    ``--repeat`` passes, with the task functions of :data:`TASK_ROWS` timed inside them. No threads, no
-    subprocesses, no COG step: the figure other processes' load disturbs least, for before/after
-    comparisons of the task code (``BENCH_SPEED_PACKAGE_FROM_PATH=1 PYTHONPATH=<checkout>`` for another
-    commit's)."""
-    import collections
-    import importlib
+@contextlib.contextmanager
+def _restored_env(name: str):
+    old = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _task_passes(args, spent: dict) -> tuple[dict, object]:
+    """``--repeat`` passes of every task of the large scene; ``(best pass's seconds per row, the job)``."""
     from dataclasses import replace
 
-    import sar2opt_geo
-    from sar2opt_geo import pyramid, tasks
+    from sar2opt_geo import tasks
     from sar2opt_geo.plan import TranslateOptions, prepare_translate
     from sar2opt_geo.run import open_work_state
     from sar2opt_geo.sampling import measure_scene
 
-    print(f"load average before: {loadavg()}  (package: {Path(sar2opt_geo.__file__).parent})", flush=True)
-    spent: dict[str, float] = collections.defaultdict(float)
-
-    def timed(owner, name):
-        f = getattr(owner, name)
-
-        def wrapper(*a, **k):
-            c = time.thread_time()
-            try:
-                return f(*a, **k)
-            finally:
-                spent[name] += time.thread_time() - c
-
-        setattr(owner, name, wrapper)
-
-    for mod, name, _ in TASK_ROWS:
-        top, _, cls = mod.partition(".")
-        owner = importlib.import_module(f"sar2opt_geo.{top}")
-        if cls:
-            owner = getattr(owner, cls)
-        if hasattr(owner, name):
-            timed(owner, name)
+    try:
+        from sar2opt_geo import pyramid
+    except ImportError:  # a checkout from before the block-wise overviews
+        pyramid = None
     L = args.large
-    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp, _restored_env("SAR2OPT_GEO_CACHE_DIR"):
         tmp = Path(tmp)
         os.environ["SAR2OPT_GEO_CACHE_DIR"] = str(tmp / "cache")
         scene = make_scene(tmp / "s", L)
@@ -379,7 +366,7 @@ def run_tasks(args) -> None:
             scene, TranslateOptions(model=identity_onnx(tmp / "id.onnx"), device="cpu"), ex
         )
         job = measure_scene(ex, prep)
-        if hasattr(pyramid, "block_levels") and hasattr(job, "overview_levels"):
+        if pyramid is not None:
             job = replace(job, overview_levels=pyramid.block_levels(prep.plan.chunk, L, L))
         ws = open_work_state(job, tmp / "o.tif", "cog", False)
         best = None
@@ -401,6 +388,51 @@ def run_tasks(args) -> None:
             row = {**spent, "acc": c1 - c0, "out": c2 - c1}
             if best is None or row["acc"] + row["out"] < best["acc"] + best["out"]:
                 best = row
+    return best, job
+
+
+def run_tasks(args) -> None:
+    """``--tasks``: single-thread CPU time (``time.thread_time``) of every ``acc`` and ``out`` task of the
+    large scene run one after another in this process (identity ONNX model, default options), best of
+    ``--repeat`` passes, with the task functions of :data:`TASK_ROWS` timed inside them. No threads, no
+    subprocesses, no COG step: the figure other processes' load disturbs least, for before/after
+    comparisons of the task code (``BENCH_SPEED_PACKAGE_FROM_PATH=1 PYTHONPATH=<checkout>`` for another
+    commit's)."""
+    import collections
+    import importlib
+
+    import sar2opt_geo
+
+    print(f"load average before: {loadavg()}  (package: {Path(sar2opt_geo.__file__).parent})", flush=True)
+    spent: dict[str, float] = collections.defaultdict(float)
+    originals = []
+
+    def timed(owner, name):
+        f = getattr(owner, name)
+        originals.append((owner, name, f))
+
+        def wrapper(*a, **k):
+            c = time.thread_time()
+            try:
+                return f(*a, **k)
+            finally:
+                spent[name] += time.thread_time() - c
+
+        setattr(owner, name, wrapper)
+
+    for mod, name, _ in TASK_ROWS:
+        top, _, cls = mod.partition(".")
+        owner = importlib.import_module(f"sar2opt_geo.{top}")
+        if cls:
+            owner = getattr(owner, cls)
+        if hasattr(owner, name):
+            timed(owner, name)
+    try:
+        best, job = _task_passes(args, spent)
+    finally:  # the package's functions as they were (the bench may run inside a test process)
+        for owner, name, f in reversed(originals):
+            setattr(owner, name, f)
+    L = args.large
     print()
     print(f"| {L}² scene, {job.grid.count} tiles, {job.plan.n_blocks} blocks: ms of single-thread CPU | ms |")
     print("|---|---:|")

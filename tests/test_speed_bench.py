@@ -54,3 +54,22 @@ def test_profile_rows_are_found_in_a_profiled_run(small_scene, tmp_path):
         if "waiting" in label:  # the identity engine may never make the block wait
             continue
         assert bench._profile_value(stats, suffix, func, kind) > 0, label
+
+
+def test_tasks_table_rows_are_timed_and_the_package_is_left_as_it_was(tmp_path, capsys, monkeypatch):
+    """``--tasks``: every row of the table is a function the tasks call (a renamed one would print no row),
+    and the timing wrappers are removed afterwards (the bench may run inside another process's tests)."""
+    import argparse
+
+    from sar2opt_geo import tasks
+
+    before = tasks.fill_nodata
+    monkeypatch.delenv("SAR2OPT_GEO_CACHE_DIR", raising=False)
+    bench.run_tasks(argparse.Namespace(large=1100, repeat=1))
+    out = capsys.readouterr().out
+    for _, _, label in bench.TASK_ROWS:
+        assert f"| {label} |" in out, label
+    assert tasks.fill_nodata is before
+    import os
+
+    assert "SAR2OPT_GEO_CACHE_DIR" not in os.environ

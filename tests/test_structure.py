@@ -140,7 +140,8 @@ def test_translate_on_a_cached_onnx_export_imports_neither_torch_nor_onnx(small_
         "except SystemExit as e:\n    assert e.code == 0, e.code\n"
         "print('LOADED=' + ','.join(m for m in ['torch', 'onnx', 'onnxruntime'] if m in sys.modules))"
     )
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env) for _ in "12"]
+    cmd = [sys.executable, "-c", code]
+    runs = [subprocess.run(cmd, capture_output=True, text=True, env=env) for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stderr
     first, second = (r.stdout.strip().splitlines()[-1] for r in runs)
