@@ -643,12 +643,11 @@ def staging_to_cog(
     ``rio cogeo validate``.
     """
     src, options = str(staging), dict(COG_OPTIONS)
-    vrt = None
-    if overviews:
-        vrt = Path(f"{staging}.vrt")
-        _vrt_with_overviews(staging, vrt, [Path(o) for o in overviews], gcps)
-        src, options["OVERVIEWS"] = str(vrt), "FORCE_USE_EXISTING"
+    vrt = Path(f"{staging}.vrt") if overviews else None
     try:
+        if vrt is not None:
+            _vrt_with_overviews(staging, vrt, [Path(o) for o in overviews], gcps)
+            src, options["OVERVIEWS"] = str(vrt), "FORCE_USE_EXISTING"
         with rasterio.Env(**COG_ENV):
             rasterio.shutil.copy(src, str(dst), driver="COG", BLOCKSIZE=blocksize, **options)
     finally:

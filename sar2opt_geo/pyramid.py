@@ -2,11 +2,13 @@
 
 GDAL's COG driver builds the overviews itself, in the final step, after every block is computed: it reads
 the whole full-resolution output back, averages it level from level (with the mask) into temporary files,
-then compresses and copies them into the COG. On a 3072² RGB output that was about 40 % of the COG step
-(0.24 of 0.45 s wall, 2 cores; issue #15). Each output block can instead compute its own part of the pyramid
-in the ``out`` task that finishes it — in parallel with the rest of the scene, vectorised, from the block
-already in memory — and the COG driver then only copies the given levels (``OVERVIEWS=FORCE_USE_EXISTING``,
-see :class:`sar2opt_geo.io.CogAssembler`).
+then compresses and copies them into the COG, serially, after the last block. Each output block can instead
+compute its own part of the pyramid in the ``out`` task that finishes it — in parallel with the rest of the
+scene, vectorised, from the block already in memory — and the COG driver then only copies the given levels
+(``OVERVIEWS=FORCE_USE_EXISTING``, see :class:`sar2opt_geo.io.CogAssembler`). On the 3072² bench output
+(16 blocks, 2 cores) the COG step took 0.412 s with GDAL building the overviews and 0.298 s copying the
+blocks' levels, which cost 0.052 s to compute in the blocks and 0.037 s more of staging writes
+(``python scripts/bench_speed.py --cog-step --repeat 10``, medians; issue #15).
 
 Hand-written because no maintained library computes a masked 2 × 2 average pyramid of blocks with GDAL's
 rounding (GDAL does it only over a whole dataset, at the end; ``xarray.coarsen``/``dask`` have no masked

@@ -288,8 +288,8 @@ def normalize(linear: np.ndarray, valid: np.ndarray, radiometry: Radiometry, sta
     a, b = radiometry.out_range
     out *= np.float32(b - a)
     out += np.float32(a)
-    if not valid.all():  # np.copyto(where=): ~10x faster than boolean-index assignment (7.3 vs 0.7 ms a
-        np.copyto(out, np.float32(a), where=~valid)  # 1152² block along a nodata collar, issue #15)
+    if not valid.all():  # np.copyto(where=), not boolean-index assignment: radiometry of the 3072² bench
+        np.copyto(out, np.float32(a), where=~valid)  # scene 108-134 -> 45-54 ms (bench_speed.py --tasks)
     if radiometry.replicate_to and out.shape[0] == 1 and radiometry.replicate_to > 1:
         out = np.repeat(out, radiometry.replicate_to, axis=0)
     return out
@@ -299,8 +299,8 @@ def output_to_uint8(
     y: np.ndarray, out_range: tuple[float, float] = (-1.0, 1.0), *, in_place: bool = False
 ) -> np.ndarray:
     """Generator output (tanh range) to 0..255 uint8, rounding to nearest. ``in_place``: ``y`` (float32, which
-    the caller no longer needs) is the scratch buffer, instead of a new one (a fresh 11 MB buffer a 960² block
-    costs page faults: 16 blocks 70-81 vs 81-107 ms of CPU here, issue #15; the same operations)."""
+    the caller no longer needs) is the scratch buffer, instead of a fresh 11 MB array a 960² block (the same
+    operations; 16 blocks 46-48 -> 38-42 ms, ``bench_speed.py --tasks``, issue #15)."""
     a, b = out_range
     if in_place and y.dtype == np.float32:
         unit = np.subtract(y, np.float32(a), out=y)

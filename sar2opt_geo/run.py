@@ -215,7 +215,7 @@ def _run_job(prep: PreparedTranslate, job: TranslateJob, out: Path, executor, re
                 what = (
                     "no valid pixel inside the AOI (all nodata)"
                     if job.aoi_wkb
-                    else ("all pixels are nodata; nothing to translate")
+                    else "all pixels are nodata; nothing to translate"
                 )
                 raise InputError(f"{prep.scene.path}: {what}")
             sink.commit()

@@ -128,7 +128,7 @@ class ModelRef:
 
 
 def cuda_may_be_visible() -> bool:
-    """False when torch cannot see a CUDA GPU here, decided without importing torch (~2 s): a CPU-only torch
+    """False when torch cannot see a CUDA GPU here, decided without importing torch (~1.4 s): a CPU-only torch
     build (its version ends in ``+cpu``), macOS, or Linux without an NVIDIA driver device (``/dev/nvidiactl``,
     ``/proc/driver/nvidia``; WSL's ``/dev/dxg``). True means "ask torch"."""
     from importlib.metadata import PackageNotFoundError, version
@@ -282,7 +282,7 @@ def onnx_parity(
         get_cached_generator(path, "cpu", lora=lora)
         return None, f"the model does not export to ONNX ({exc})"
     verdict = runner.path.with_name(runner.path.name + ".parity.json")
-    # torch's version from its package metadata: a kept verdict spares importing torch (~2 s) too
+    # torch's version from its package metadata: a kept verdict spares importing torch (~1.4 s) too
     key = {"onnxruntime": onnxruntime.__version__, "torch": version("torch"), "out_range": list(out_range)}
     try:
         saved = json.loads(verdict.read_text())

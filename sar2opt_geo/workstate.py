@@ -112,9 +112,7 @@ class WorkState:
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
 
-    def save_block(
-        self, key: str, rgb: np.ndarray, valid: np.ndarray, overviews: list | tuple = ()
-    ) -> None:
+    def save_block(self, key: str, rgb: np.ndarray, valid: np.ndarray, overviews: list | tuple = ()) -> None:
         """Store finished block ``key``: ``rgb`` ``(bands, h, w)`` and ``valid`` ``(h, w)``, and its overview
         levels ``[(rgb, valid), ...]`` if any (atomically: a reader finds the whole block or none)."""
         _save_arrays(self._block(key), [a for pair in [(rgb, valid), *overviews] for a in pair])
@@ -145,7 +143,7 @@ class WorkState:
 def _save_arrays(path: Path, arrays: list[np.ndarray]) -> None:
     """``arrays`` as consecutive ``.npy`` records in one file, written under a temporary name and renamed
     (a reader finds all of them or the file is absent). No zip container: ``np.savez`` computes a CRC-32 of
-    every byte (34 vs ~10 ms for the spills of a 3072² scene, issue #15)."""
+    every byte (the spills of the 3072² bench scene 34-38 vs 18-22 ms, ``bench_speed.py --tasks``, #15)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as f:

@@ -22,11 +22,17 @@ GPU rows are not run here (no GPU on this machine); the comparison with NRCan ge
     python scripts/bench_speed.py [--small 1024] [--large 3072] [--repeat 2] [--skip-slow] [--pipeline-only]
     python scripts/bench_speed.py --profile [--small 1024] [--large 3072] [--repeat 2]
     python scripts/bench_speed.py --tasks [--large 3072] [--repeat 5]
+    python scripts/bench_speed.py --cog-step [--large 3072] [--repeat 10]
+    python scripts/bench_speed.py --startup [--small 1024] [--repeat 5] [--checkout PATH ...]
 
 ``--pipeline-only`` runs row 3 alone (the near-null model against the I/O floor): what a change to the
 pipeline around the model is measured with, without the minutes of bundled-model runs. ``--profile`` prints
 where the pipeline's time goes instead (cProfile, marginal between the two sizes, both near-null models);
 with ``BENCH_SPEED_PACKAGE_FROM_PATH=1 PYTHONPATH=<other checkout>`` the same table for another commit.
+``--cog-step`` times the output stage alone (:class:`sar2opt_geo.io.CogAssembler`: blocks → staging → COG)
+with the blocks' own overview levels against GDAL building them. ``--startup`` times a whole default
+``translate`` of the small scene (fixed costs: imports, model load, engine choice) for each ``--checkout``, in
+alternation.
 
 Marginal figures take the fastest of ``--repeat`` alternated runs of each size (other processes' load only
 ever adds time); wall times of single runs are single runs.
@@ -366,7 +372,7 @@ def _task_passes(args, spent: dict) -> tuple[dict, object]:
             scene, TranslateOptions(model=identity_onnx(tmp / "id.onnx"), device="cpu"), ex
         )
         job = measure_scene(ex, prep)
-        if pyramid is not None:
+        if pyramid is not None and hasattr(job, "overview_levels"):  # a checkout with block-wise overviews
             job = replace(job, overview_levels=pyramid.block_levels(prep.plan.chunk, L, L))
         ws = open_work_state(job, tmp / "o.tif", "cog", False)
         best = None
@@ -417,6 +423,8 @@ def run_tasks(args) -> None:
                 return f(*a, **k)
             finally:
                 spent[name] += time.thread_time() - c
+                if name == "fill_nodata" and a[1].any() and not a[1].all():
+                    spent["partial tiles"] += 1
 
         setattr(owner, name, wrapper)
 
@@ -443,6 +451,10 @@ def run_tasks(args) -> None:
             print(f"| {label} | {1e3 * best[name]:.0f} |")
         if name == "save_spill":
             print(f"| out tasks | {1e3 * best['out']:.0f} |")
+    n_partial = int(best.get("partial tiles", 0))
+    if n_partial:
+        per = 1e3 * best.get("fill_nodata", 0.0) / n_partial
+        print(f"| partial tiles (nodata filled) | {n_partial} of {job.grid.count}: {per:.2f} ms each |")
     print()
     print(f"best of {args.repeat} passes; load average after: {loadavg()}")
     print(f"command: python scripts/bench_speed.py --tasks --large {L} --repeat {args.repeat}")
@@ -456,6 +468,142 @@ def psnr_maxdn(a_path: Path, b_path: Path) -> tuple[float, int]:
     d = (a.astype(np.float64) - b.astype(np.float64))[:, ma["mask"] > 0]
     mse = float((d**2).mean())
     return (float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)), int(np.abs(d).max())
+
+
+def run_cog_step(args) -> None:
+    """``--cog-step``: the output stage of the large scene's identity-model output alone, in this process —
+    every block (the plan's block size) written into :class:`sar2opt_geo.io.CogAssembler`, then the COG —
+    with the blocks' overview levels (:mod:`sar2opt_geo.pyramid`, computed here and timed apart) and without
+    (GDAL builds them in the COG step), alternated ``--repeat`` times; medians."""
+    import resource
+    import statistics
+
+    import rasterio
+
+    from sar2opt_geo import io, pyramid
+    from sar2opt_geo.defaults import CHUNK_SIZE, OVERLAP, TILE_SIZE
+    from sar2opt_geo.tiling import BlockPlan, TileGrid
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    L = args.large
+    print(f"load average before: {loadavg()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp, _restored_env("SAR2OPT_GEO_CACHE_DIR"):
+        tmp = Path(tmp)
+        os.environ["SAR2OPT_GEO_CACHE_DIR"] = str(tmp / "cache")
+        out = tmp / "rgb.tif"
+        translate(make_scene(tmp / "s", L), out, identity_onnx(tmp / "id.onnx"), env=dict(os.environ))
+        with rasterio.open(out) as src:
+            rgb, valid = src.read(), src.dataset_mask() > 0
+            geo = io.GeoProfile(src.width, src.height, src.crs.to_wkt(), tuple(src.transform)[:6])
+        chunk = BlockPlan.create(TileGrid(L, L, TILE_SIZE, OVERLAP), CHUNK_SIZE).chunk  # the default blocks
+        blocks = []
+        for r in range(0, L, chunk):
+            for c in range(0, L, chunk):
+                part = np.ascontiguousarray(rgb[:, r : r + chunk, c : c + chunk])
+                blocks.append((r, c, part, valid[r : r + chunk, c : c + chunk]))
+        n = pyramid.block_levels(chunk, L, L)
+        rows: dict[int, list] = {0: [], n: []}
+        for i in range(args.repeat):
+            for levels in (0, n) if i % 2 else (n, 0):
+                t0, c0 = time.perf_counter(), cpu()
+                pyr = [pyramid.block_pyramid(b, v, levels) for _, _, b, v in blocks]
+                t1, c1 = time.perf_counter(), cpu()
+                with io.CogAssembler(tmp / "o.tif", geo, 3, "uint8", overview_levels=levels) as cog:
+                    for (r, c, b, v), p in zip(blocks, pyr, strict=True):
+                        cog.write(r, c, b, v, p or None)
+                    t2, c2 = time.perf_counter(), cpu()
+                    cog.finish()
+                t3, c3 = time.perf_counter(), cpu()
+                rows[levels].append((t1 - t0, c1 - c0, t2 - t1, c2 - c1, t3 - t2, c3 - c2))
+    med = {k: [statistics.median(col) for col in zip(*v, strict=True)] for k, v in rows.items()}
+    print()
+    print(
+        f"| {L}² identity-model output, {len(blocks)} blocks of {chunk}², medians of {args.repeat} | "
+        f"GDAL builds the overviews | the blocks' levels ({n}) |"
+    )
+    print("|---|---:|---:|")
+    for label, i in (
+        ("blocks' overview levels (pyramid), s wall / CPU-s", 0),
+        ("blocks (and levels) → staging GeoTIFFs", 2),
+        ("COG step (GDAL CreateCopy)", 4),
+    ):
+        print(f"| {label} | {med[0][i]:.3f} / {med[0][i + 1]:.3f} | {med[n][i]:.3f} / {med[n][i + 1]:.3f} |")
+    tot = [sum(m[i] for i in (0, 2, 4)) for m in (med[0], med[n])]
+    tot_c = [sum(m[i] for i in (1, 3, 5)) for m in (med[0], med[n])]
+    print(f"| total | {tot[0]:.3f} / {tot_c[0]:.3f} | {tot[1]:.3f} / {tot_c[1]:.3f} |")
+    print()
+    print(f"load average after: {loadavg()}")
+    print(f"command: python scripts/bench_speed.py --cog-step --large {L} --repeat {args.repeat}")
+
+
+def run_startup(args) -> None:
+    """``--startup``: a whole default ``translate`` of the small scene (bundled model, its cached ONNX export
+    and parity verdict warm) in a fresh process, for each ``--checkout`` (a folder holding ``sar2opt_geo``,
+    put first on ``PYTHONPATH``; default this checkout) in alternation, ``--repeat`` rounds; medians, and
+    which heavy modules each run loaded. Then the import time of torch and of onnx alone, in fresh
+    processes."""
+    import statistics
+
+    checkouts = [str(Path(c).resolve()) for c in (args.checkout or [ROOT])]
+    code = (
+        "import sys; from sar2opt_geo.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('LOADED=' + ','.join(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
+    )
+    print(f"load average before: {loadavg()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        tmp = Path(tmp)
+        scene = make_scene(tmp / "s", args.small)
+        base = {**os.environ, "SAR2OPT_GEO_CACHE_DIR": str(tmp / "cache")}
+        times: dict[str, list[float]] = {c: [] for c in checkouts}
+        loaded: dict[str, str] = {}
+
+        def once(c: str) -> float:
+            cmd = [sys.executable, "-c", code, "translate", scene, str(tmp / "o.tif"), "--overwrite", "-q"]
+            t0 = time.perf_counter()
+            # cwd: `python -c` puts the working directory before PYTHONPATH on sys.path
+            r = subprocess.run(cmd, capture_output=True, text=True, env={**base, "PYTHONPATH": c}, cwd=tmp)
+            if r.returncode:
+                raise SystemExit(f"translate failed with {c}:\n{r.stderr}")
+            loaded[c] = r.stdout.strip().splitlines()[-1].removeprefix("LOADED=")
+            return time.perf_counter() - t0
+
+        for c in checkouts:  # fill the export cache and the parity verdict (untimed)
+            once(c)
+        for i in range(args.repeat):
+            for c in checkouts if i % 2 == 0 else checkouts[::-1]:
+                times[c].append(once(c))
+        imports = {}
+        for mod in ("torch", "onnx"):
+            t = f"import time; t = time.perf_counter(); import {mod}; print(time.perf_counter() - t)"
+            runs = [
+                float(
+                    subprocess.run(
+                        [sys.executable, "-c", t], capture_output=True, text=True, check=True
+                    ).stdout
+                )
+                for _ in range(3)
+            ]
+            imports[mod] = statistics.median(runs)
+    print()
+    print(
+        f"| default translate of a {args.small}² scene, warm model cache, {args.repeat} alternated rounds "
+        "| median s | runs | modules loaded |"
+    )
+    print("|---|---:|---|---|")
+    for c in checkouts:
+        runs = " ".join(f"{t:.2f}" for t in times[c])
+        print(f"| {c} | {statistics.median(times[c]):.2f} | {runs} | {loaded[c] or '—'} |")
+    print()
+    print(", ".join(f"import {m} alone: {t:.2f} s" for m, t in imports.items()) + " (medians of 3 processes)")
+    print(f"load average after: {loadavg()}")
+    extra = "".join(f" --checkout {c}" for c in (args.checkout or []))
+    print(
+        f"command: python scripts/bench_speed.py --startup --small {args.small} --repeat {args.repeat}{extra}"
+    )
 
 
 def main() -> None:
@@ -484,7 +632,28 @@ def main() -> None:
         help="only the single-thread CPU table of the acc/out task functions on the large scene (identity "
         "model, in-process, best of --repeat passes)",
     )
+    ap.add_argument(
+        "--cog-step",
+        action="store_true",
+        help="only the output stage (blocks → COG) with and without the blocks' overview levels",
+    )
+    ap.add_argument(
+        "--startup",
+        action="store_true",
+        help="only whole default translate runs of the small scene (fixed costs), per --checkout",
+    )
+    ap.add_argument(
+        "--checkout",
+        action="append",
+        help="with --startup: a folder holding sar2opt_geo to time (repeatable; default this checkout)",
+    )
     args = ap.parse_args()
+    if args.cog_step:
+        run_cog_step(args)
+        return
+    if args.startup:
+        run_startup(args)
+        return
     if args.profile:
         run_profile(args)
         return

@@ -198,3 +198,19 @@ def test_translate_writes_the_blocks_pyramid(small_scene, tiny_model_path, tmp_p
         want, want_mask = downsample(a, am)
         np.testing.assert_array_equal(bm, want_mask)
         np.testing.assert_array_equal(b, want)
+
+
+def test_given_levels_without_a_staging_mask_is_one_error_and_no_cog(tmp_path):
+    """The VRT that hands GDAL the levels needs the staging file's mask to give them to: a staging file
+    without one is an OutputError (one line at the CLI), and neither the COG nor the VRT is left behind."""
+    from sar2opt_geo.errors import OutputError
+
+    rgb, valid = scene(np.random.default_rng(3), 1024, 1024)
+    geo = io.GeoProfile(1024, 1024, io.crs_wkt("EPSG:32631"), (10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0))
+    with io.GeoTiffWriter(tmp_path / "s.tif", geo, 3, "uint8", compress="none") as dst:  # no mask
+        dst.write(0, 0, rgb)
+    level = tmp_path / "s.tif.ovr1"
+    write_staging(level, *downsample(rgb, valid))
+    with pytest.raises(OutputError, match="no per-dataset mask"):
+        io.staging_to_cog(tmp_path / "s.tif", tmp_path / "c.tif", overviews=[level])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif", "s.tif.ovr1"]

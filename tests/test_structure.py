@@ -125,8 +125,9 @@ def test_help_imports_no_heavy_library():
 
 def test_translate_on_a_cached_onnx_export_imports_neither_torch_nor_onnx(small_scene, tmp_path):
     """The default engine on CPU runs a cached ONNX export with ONNX Runtime: once the export and its parity
-    verdict are cached, a translate run needs neither torch (~2.2 s to import) nor onnx (~1.2 s), and loads
-    neither (issue #15: a 1024² scene took 5.4-5.8 s, then 1.9 s). The first run exports (torch) and probes.
+    verdict are cached, a translate run needs neither torch (~1.4 s to import) nor onnx (~1.3 s), and loads
+    neither (issue #15: a 1024² scene 5.40 -> 2.37 s, ``scripts/bench_speed.py --startup``). The first run
+    exports (torch) and probes.
     ``--device cpu``: on a machine with a GPU, ``auto`` asks torch (see the test of cuda_may_be_visible)."""
     import os
     import subprocess

@@ -46,7 +46,7 @@ from sar2opt_geo.errors import ModelError
 from sar2opt_geo.models.checkpoint import META_KEY, CheckpointMeta
 
 if TYPE_CHECKING:  # torch and onnx are imported where a graph is exported, inspected or quantised: running
-    import onnx  # a cached export needs neither (onnx alone takes ~1.2 s to import here, torch ~2.2 s)
+    import onnx  # a cached export needs neither (import onnx ~1.3 s, torch ~1.4 s: bench_speed.py --startup)
     from torch import nn
 
 __all__ = [
@@ -323,7 +323,7 @@ def _loads(path: Path) -> bool:
     """Whether a cached file is a complete ONNX graph (a stray truncated file is exported again): it parses
     as a protobuf message (a truncated one does not) holding a non-empty ``graph`` (ModelProto field 7).
     Checked with protobuf's generic parser, not ``onnx.load``, so that a run on a cached export does not
-    import onnx (~1.2 s); 14 MB parse in ~10 ms."""
+    import onnx (~1.3 s)."""
     try:
         from google.protobuf import empty_pb2
         from google.protobuf.unknown_fields import UnknownFieldSet
