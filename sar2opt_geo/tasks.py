@@ -90,8 +90,7 @@ def fill_nodata(x: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None)
     """``x`` ``(channels, h, w)`` with every invalid pixel filled from nearby valid pixels instead of a
     constant: the valid pixel mirrored across its nearest valid pixel (a reflection about the footprint
     edge, so texture continues), else that nearest valid pixel. Nearest pixels come from scipy's Euclidean
-    distance transform (``return_indices``); the mirroring is a few lines of index arithmetic on top, done
-    only for the invalid pixels (a valid pixel is its own nearest valid pixel), with flat indices.
+    distance transform (``return_indices``); the mirroring is a few lines of index arithmetic on top.
 
     Applied per model tile (its own pixels only, so the result does not depend on the chunking): a nodata
     collar filled with the low end of the model's range reads as a hard "water" step the model never saw in
@@ -105,7 +104,10 @@ def fill_nodata(x: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None)
     The distance transform runs on the bounding box of the invalid pixels grown by one pixel, not the
     whole tile: an invalid pixel's nearest valid pixels all lie in that box (one outside it has a valid
     neighbour one step closer), so scipy sees the same candidates in the same order and gives the same
-    indices (tests/test_speed_pipeline.py checks it against the whole-tile transform)."""
+    indices (tests/test_speed_pipeline.py checks it against the whole-tile transform). The source of every
+    pixel of that box is then formed densely, in int32 (a valid pixel is its own nearest valid pixel and
+    its own mirror, so it maps to itself): cheaper than listing the invalid pixels and working on their
+    flat indices (2.3 vs 3.0–3.4 ms a partial 256² tile of the 3072² bench scene, same pixels)."""
     if valid.all() or not valid.any():
         if out is None:
             return x
@@ -118,28 +120,34 @@ def fill_nodata(x: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None)
     rows, cols = np.flatnonzero(invalid.any(axis=1)), np.flatnonzero(invalid.any(axis=0))
     y0, y1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, h)
     x0, x1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w)
-    iy, ix = distance_transform_edt(
-        invalid[y0:y1, x0:x1], return_distances=False, return_indices=True
-    )
-    q = np.flatnonzero(invalid)  # the pixels to fill, flat
-    qy, qx = np.divmod(q, w)
-    k = (qy - y0) * (x1 - x0) + (qx - x0)  # their flat index in the box
-    sy, sx = iy.ravel()[k] + y0, ix.ravel()[k] + x0  # their nearest valid pixel
-    r = np.clip(2 * sy - qy, 0, h - 1) * w + np.clip(2 * sx - qx, 0, w - 1)  # mirrored across it
-    src = np.where(valid.ravel()[r], r, sy * w + sx)  # always a valid pixel: never one of q
-    if out is not None and not out.flags.c_contiguous:
-        raise ValueError("fill_nodata: out must be C-contiguous")
+    sy, sx = distance_transform_edt(invalid[y0:y1, x0:x1], return_distances=False, return_indices=True)
+    sy += np.int32(y0)  # the nearest valid pixel of every pixel of the box, in tile coordinates (int32)
+    sx += np.int32(x0)
+    ry = sy * np.int32(2)  # mirrored across it, clipped to the tile
+    ry -= np.arange(y0, y1, dtype=np.int32)[:, None]
+    np.maximum(ry, 0, out=ry)
+    np.minimum(ry, h - 1, out=ry)
+    rx = sx * np.int32(2)
+    rx -= np.arange(x0, x1, dtype=np.int32)[None, :]
+    np.maximum(rx, 0, out=rx)
+    np.minimum(rx, w - 1, out=rx)
+    ry *= np.int32(w)  # flat indices: the mirror, and the nearest valid pixel
+    ry += rx
+    sy *= np.int32(w)
+    sy += sx
+    src = np.where(valid.ravel()[ry], ry, sy)  # always a valid pixel
+    box = (slice(y0, y1), slice(x0, x1))
     if x.shape[0] == 1 and out is not None and out.shape[0] > 1:
-        band = x[0].copy()  # fill the one band, then broadcast it: a third of the scatter
-        flat = band.reshape(-1)
-        flat[q] = flat[src]
+        band = x[0].copy()  # fill the one band, then broadcast it: a third of the gathers
+        band[box] = band.ravel()[src]  # (the gather is complete before the assignment)
         out[...] = band
         return out
     if out is None:
         out = x.copy()
     else:
         out[...] = x
-    out.reshape(out.shape[0], -1)[:, q] = x.reshape(x.shape[0], -1)[:, src]
+    for c in range(out.shape[0]):
+        out[c][box] = out[c].ravel()[src]
     return out
 
 
