@@ -81,15 +81,16 @@ class Accumulator:
     def add(self, positions, yb) -> None:
         """Add predictions ``yb`` ``(N, 3, T, T)`` of the tiles ``positions`` ``[(i, j, row, col), ...]``
         (tile grid index, top-left corner in the block's extent). On the host, ``y·w`` is formed in one
-        scratch tile reused for every tile instead of a new temporary per tile; ``yb`` is left as it is (the
-        caller may still hold it)."""
+        scratch tile reused for every tile and channel instead of a new temporary per tile; ``yb`` is left as it
+        is (the caller may still hold it)."""
         T = self.grid.tile
         for (i, j, lr, lc), y in zip(positions, yb, strict=True):
             w = self.window(i, j)
             if self.device is None:
-                if self._scratch is None or self._scratch.shape != y.shape:
-                    self._scratch = np.empty(y.shape, dtype=np.float32)
-                self.sum_wy[:, lr : lr + T, lc : lc + T] += np.multiply(y, w, out=self._scratch)
+                if self._scratch is None or self._scratch.shape != w.shape:
+                    self._scratch = np.empty(w.shape, dtype=np.float32)
+                for c in range(y.shape[0]):  # a channel at a time: the scratch tile stays in cache
+                    self.sum_wy[c, lr : lr + T, lc : lc + T] += np.multiply(y[c], w, out=self._scratch)
             else:
                 self.sum_wy[:, lr : lr + T, lc : lc + T] += y * w
             self.sum_w[lr : lr + T, lc : lc + T] += w
