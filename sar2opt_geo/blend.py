@@ -6,8 +6,11 @@ sum to exactly 1, so in the interior the weights form a partition of unity. Tile
 column of the grid keep weight 1 on their outer side, so weights are never 0 (nor tiny) at the scene border.
 
 :class:`Accumulator` adds a block's tile predictions into Σw·y and Σw in place: numpy arrays on the host, or
-torch tensors on the model's device (a GPU: the predictions never leave it, only the block's sums are copied
-back). The same float32 operations in the same order either way.
+torch tensors on the model's device (a GPU: the predictions never leave it). At the end of a block
+(:meth:`Accumulator.take`) the pixels that only this block's tiles reach are normalised and converted to
+uint8 where the sums are — on the GPU, so only the output comes back for them —, and only the sums of the
+pixels neighbouring blocks' tiles also reach are copied out. The same float32 operations in the same order
+either way.
 
 Hand-written: a few lines of numpy/torch; partial sums are combined by :mod:`sar2opt_geo.tasks`.
 """
@@ -81,8 +84,8 @@ class Accumulator:
     def add(self, positions, yb) -> None:
         """Add predictions ``yb`` ``(N, 3, T, T)`` of the tiles ``positions`` ``[(i, j, row, col), ...]``
         (tile grid index, top-left corner in the block's extent). On the host, ``y·w`` is formed in one
-        scratch tile reused for every tile and channel instead of a new temporary per tile; ``yb`` is left as it
-        is (the caller may still hold it)."""
+        scratch tile reused for every tile and channel instead of a new temporary per tile; ``yb`` is left
+        as it is (the caller may still hold it)."""
         T = self.grid.tile
         for (i, j, lr, lc), y in zip(positions, yb, strict=True):
             w = self.window(i, j)
@@ -95,11 +98,54 @@ class Accumulator:
                 self.sum_wy[:, lr : lr + T, lc : lc + T] += y * w
             self.sum_w[lr : lr + T, lc : lc + T] += w
 
+    def take(
+        self, rects, finished, out_range: tuple[float, float]
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray] | None]:
+        """What leaves the accumulator at the end of a block: ``(Σw·y, Σw)`` of each rectangle of ``rects``
+        (``(r0, r1, c0, c1)`` in the extent) as float32 numpy copies — the pixels other blocks' tiles also
+        reach —, and for the rectangle ``finished`` (pixels only this block's tiles reach, or ``None``) the
+        output itself: ``(rgb uint8 (3, h, w), covered)``, normalised and converted where the sums are. On a
+        GPU only those 3 bytes and a flag a pixel are copied back for most of the block, not 16 bytes of sums.
+        The same float32 operations as :func:`normalise` and
+        :func:`~sar2opt_geo.radiometry.output_to_uint8` (``tests/test_blend_device.py``)."""
+        from sar2opt_geo.radiometry import output_to_uint8
+
+        pieces = []
+        for r0, r1, c0, c1 in rects:
+            wy, w = self.sum_wy[:, r0:r1, c0:c1], self.sum_w[r0:r1, c0:c1]
+            if self.device is None:
+                pieces.append((wy.copy(), w.copy()))  # copies: the block's buffers are released
+            else:
+                pieces.append((_host_copy(wy), _host_copy(w)))
+        if finished is None:
+            return pieces, None
+        r0, r1, c0, c1 = finished
+        wy, w = self.sum_wy[:, r0:r1, c0:c1], self.sum_w[r0:r1, c0:c1]
+        if self.device is None:
+            y, covered = normalise(wy, w, in_place=True)  # the sums of these pixels are not needed again
+            return pieces, (output_to_uint8(y, out_range, in_place=True), covered)
+        import torch
+
+        covered = w > 0
+        y = wy / w  # 0/0 where nothing covered a pixel, then overwritten (as normalise does)
+        y = torch.where(covered, y, torch.zeros((), dtype=y.dtype, device=y.device))
+        a, b = out_range
+        y -= a
+        y /= b - a
+        y *= 255.0
+        y = torch.round(y).clamp_(0, 255).to(torch.uint8)  # round half to even, as np.rint
+        return pieces, (_host_copy(y), _host_copy(covered))
+
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(Σw·y, Σw)`` as float32 numpy arrays (copied back from the device)."""
         if self.device is None:
             return self.sum_wy, self.sum_w
         return self.sum_wy.cpu().numpy(), self.sum_w.cpu().numpy()
+
+
+def _host_copy(t) -> np.ndarray:
+    """A torch tensor as a compact numpy array of its own (a copy even when it is already on the CPU)."""
+    return np.ascontiguousarray(t.to("cpu", copy=True).numpy())
 
 
 def normalise(

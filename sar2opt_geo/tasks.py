@@ -9,11 +9,14 @@ reads its own pixels through :mod:`sar2opt_geo.io`. Per scene:
 2. ``acc`` tasks (:func:`resumable_partial` → :func:`accumulate_block`), one per block that owns tiles: read
    the block's tile extent (plus the filter halo, reflect-padded at the scene edges), convert radiometry with
    the scene statistics, run the generator on every owned tile that has valid pixels (and touches the AOI),
-   and return the weighted partial sums Σw·y and Σw over that extent. Each tile is evaluated exactly once.
+   and blend them into Σw·y and Σw over that extent. Each tile is evaluated exactly once. The pixels of the
+   block that no other block's tiles reach are finished there (normalised and converted to uint8 where the
+   sums are: on the GPU for torch on CUDA); only the strips that neighbours' tiles also reach leave the task
+   as float sums (:class:`BlockPartial`).
 3. ``out`` tasks (:func:`finish_block`), one per block: add the partial sums of the (at most four) ``acc``
-   blocks that reach it, normalise, apply the nodata/AOI mask, compute the block's part of the COG's
-   overview levels (:mod:`sar2opt_geo.pyramid`), and store the uint8 block and its levels in the work state
-   (:meth:`~sar2opt_geo.workstate.WorkState.save_block`).
+   blocks that reach its border strips, normalise them, apply the nodata/AOI mask, compute the block's part
+   of the COG's overview levels (:mod:`sar2opt_geo.pyramid`), and store the uint8 block and its levels in the
+   work state (:meth:`~sar2opt_geo.workstate.WorkState.save_block`).
 
 Only small results (counts) go back to the client; peak memory is a few blocks per worker thread whatever
 the scene size.
@@ -39,7 +42,8 @@ from sar2opt_geo.workstate import WorkState
 
 @dataclass
 class Partial:
-    """Weighted partial sums of one block's tiles over its extent clipped to the scene."""
+    """Weighted partial sums of one block's tiles over a rectangle of the scene (``row0``, ``col0``: its
+    top-left pixel)."""
 
     key: str
     row0: int
@@ -47,6 +51,33 @@ class Partial:
     sum_wy: np.ndarray
     sum_w: np.ndarray
     valid: np.ndarray
+    n_eval: int
+    n_tiles: int
+
+
+@dataclass
+class Finished:
+    """Output pixels of a block that only its own tiles reach, finished by its ``acc`` task: uint8 RGB and
+    the mask (valid and covered by an evaluated tile), at ``(row0, col0)`` of the scene."""
+
+    row0: int
+    col0: int
+    rgb: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class BlockPartial:
+    """What an ``acc`` task returns for its block: the pixels only its tiles reach, finished (``finished``);
+    the weighted sums of the block's pixels that neighbours' tiles reach too (``own``: the strips along its
+    top and left edges); and the sums its tiles spill into the neighbours right of and below it (``spill``:
+    the strip right of the block, its rows only, and the strip below it, full width, so no pixel is in
+    both). Most of a block thus travels as 3 bytes and a flag a pixel instead of 16 bytes of float sums."""
+
+    key: str
+    own: tuple[Partial, ...]
+    finished: Finished | None
+    spill: tuple[Partial, ...]
     n_eval: int
     n_tiles: int
 
@@ -318,8 +349,36 @@ def blend_device(ref: ModelRef) -> str | None:
     return ref.device if ref.backend == "torch" and ref.device.startswith("cuda") else None
 
 
-def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
-    """Run the generator on the tiles block ``(bi, bj)`` owns; return their weighted partial sums."""
+def finished_offsets(plan, block: Block) -> tuple[int, int]:
+    """``(a, c)``: the pixels of ``block`` at rows ≥ ``a`` and columns ≥ ``c`` (block coordinates) are reached
+    by no other block's tiles (the others that reach it lie above or left of it: their extents end there)."""
+    a = c = 0
+    for o in plan.contributors(block):
+        if o.key == block.key:
+            continue
+        _, r1, _, c1 = o.acc_bounds
+        if o.bi < block.bi:
+            a = max(a, r1 - block.row0)
+        if o.bj < block.bj:
+            c = max(c, c1 - block.col0)
+    h, w = block.shape
+    return min(a, h), min(c, w)
+
+
+def border_rects(h: int, w: int, a: int, c: int) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """The rectangles ``(r0, r1, c0, c1)`` of an ``h × w`` block outside its finished corner ``[a:, c:]``, by
+    name: the strip above it (``top``, full width) and the strip left of it (``left``)."""
+    rects = []
+    if a > 0:
+        rects.append(("top", (0, a, 0, w)))
+    if c > 0 and a < h:
+        rects.append(("left", (a, h, 0, c)))
+    return rects
+
+
+def accumulate_block(job: TranslateJob, bi: int, bj: int) -> BlockPartial:
+    """Run the generator on the tiles block ``(bi, bj)`` owns; return the block's finished pixels and the
+    weighted partial sums of the rest of its extent (:class:`BlockPartial`)."""
     block: Block = job.plan.block(bi, bj)
     grid = job.grid
     r0, r1, c0, c1 = block.acc_bounds
@@ -348,49 +407,77 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> Partial:
         pending = (batch, fut)
     if pending is not None:
         acc.add(pending[0], pending[1].result())
-    sum_wy, sum_w = acc.result()
+
+    # the extent (clipped to the scene) in block coordinates: the block [0:h, 0:w], its spill beyond
+    dr, dc = block.row0 - r0, block.col0 - c0  # 0: a block's extent starts at its own corner
     hh, ww = min(r1, grid.height) - r0, min(c1, grid.width) - c0
-    return Partial(
+    h, w = block.shape
+    a, c = finished_offsets(job.plan, block)
+    own_rects = [
+        (f"{block.key}:{n}", (p0 + dr, p1 + dr, q0 + dc, q1 + dc))
+        for n, (p0, p1, q0, q1) in border_rects(h, w, a, c)
+    ]
+    spill_rects = []
+    if ww > w + dc:
+        spill_rects.append((f"{block.key}:right", (dr, dr + h, dc + w, ww)))
+    if hh > h + dr:
+        spill_rects.append((f"{block.key}:bottom", (dr + h, hh, dc, ww)))
+    fin = (dr + a, dr + h, dc + c, dc + w) if a < h and c < w else None
+    rects = [rect for _, rect in own_rects + spill_rects]
+    sums, done = acc.take(rects, fin, job.radiometry.out_range)
+    pieces = [
+        Partial(name, r0 + p0, c0 + q0, wy, sw, valid[p0:p1, q0:q1].copy(), 0, 0)
+        for (name, (p0, p1, q0, q1)), (wy, sw) in zip(own_rects + spill_rects, sums, strict=True)
+    ]
+    finished = None
+    if fin is not None:
+        rgb, covered = done
+        p0, p1, q0, q1 = fin
+        finished = Finished(r0 + p0, c0 + q0, rgb, valid[p0:p1, q0:q1] & covered)
+    return BlockPartial(
         key=block.key,
-        row0=r0,
-        col0=c0,
-        sum_wy=np.ascontiguousarray(sum_wy[:, :hh, :ww]),
-        sum_w=np.ascontiguousarray(sum_w[:hh, :ww]),
-        valid=np.ascontiguousarray(valid[:hh, :ww]),
+        own=tuple(pieces[: len(own_rects)]),
+        finished=finished,
+        spill=tuple(pieces[len(own_rects) :]),
         n_eval=len(todo),
         n_tiles=block.n_tiles,
     )
 
 
-def _spill_strips(p: Partial, block: Block) -> dict[str, np.ndarray]:
-    """The parts of a partial that lie outside its own block (what neighbours need)."""
+_SPILL_PARTS = ("right", "bottom")
+
+
+def _spill_strips(p: BlockPartial, block: Block) -> dict[str, np.ndarray]:
+    """The spill strips of a block's partial (what neighbours need), as named arrays for the work state."""
+    z = {"n_eval": np.array(p.n_eval)}
+    for q in p.spill:
+        part = q.key.rsplit(":", 1)[1]
+        z[f"{part}_at"] = np.array([q.row0, q.col0])
+        z[f"{part}_wy"], z[f"{part}_w"], z[f"{part}_valid"] = q.sum_wy, q.sum_w, q.valid
+    return z
+
+
+def _partial_from_spill(block: Block, z: dict[str, np.ndarray]) -> BlockPartial:
+    """A finished block's spill strips, read back (``--resume``): the block itself is already stored."""
     h, w = block.shape
-    return {
-        "right_wy": p.sum_wy[:, :, w:],
-        "right_w": p.sum_w[:, w:],
-        "right_valid": p.valid[:, w:],
-        "bottom_wy": p.sum_wy[:, h:, :],
-        "bottom_w": p.sum_w[h:, :],
-        "bottom_valid": p.valid[h:, :],
-        "shape": np.array(p.sum_w.shape),
-        "n_eval": np.array(p.n_eval),
-    }
+    spill = []
+    for part in _SPILL_PARTS:
+        if f"{part}_wy" not in z or z[f"{part}_w"].size == 0:
+            continue
+        wy, sw, v = z[f"{part}_wy"], z[f"{part}_w"], z[f"{part}_valid"]
+        if f"{part}_at" in z:
+            r0, c0 = (int(t) for t in z[f"{part}_at"])
+        else:  # written before the blocks were finished in their acc tasks: the right strip held every row
+            r0, c0 = (block.row0, block.col0 + w) if part == "right" else (block.row0 + h, block.col0)
+            if part == "right":
+                wy, sw, v = wy[:, :h], sw[:h], v[:h]
+        spill.append(Partial(f"{block.key}:{part}", r0, c0, wy, sw, v, 0, 0))
+    return BlockPartial(block.key, (), None, tuple(spill), n_eval=0, n_tiles=block.n_tiles)
 
 
-def _partial_from_spill(block: Block, z: dict[str, np.ndarray]) -> Partial:
-    hh, ww = (int(v) for v in z["shape"])
-    h, w = block.shape
-    sum_wy = np.zeros((3, hh, ww), np.float32)
-    sum_w = np.zeros((hh, ww), np.float32)
-    valid = np.zeros((hh, ww), bool)
-    sum_wy[:, :, w:], sum_w[:, w:], valid[:, w:] = z["right_wy"], z["right_w"], z["right_valid"]
-    sum_wy[:, h:, :], sum_w[h:, :], valid[h:, :] = z["bottom_wy"], z["bottom_w"], z["bottom_valid"]
-    return Partial(block.key, block.row0, block.col0, sum_wy, sum_w, valid, n_eval=0, n_tiles=block.n_tiles)
-
-
-def resumable_partial(job: TranslateJob, workdir: str, bi: int, bj: int) -> Partial:
-    """The partial sums of block ``(bi, bj)``: from the saved spill when the block is already finished
-    (its tiles are not evaluated again), else computed — and its spill saved for later resumes."""
+def resumable_partial(job: TranslateJob, workdir: str, bi: int, bj: int) -> BlockPartial:
+    """The partial of block ``(bi, bj)``: from the saved spill when the block is already finished (its
+    tiles are not evaluated again), else computed — and its spill saved for later resumes."""
     ws = WorkState.at(workdir)
     block = job.plan.block(bi, bj)
     if ws.is_done(block.key):
@@ -402,54 +489,55 @@ def resumable_partial(job: TranslateJob, workdir: str, bi: int, bj: int) -> Part
     return p
 
 
-def partial_strips(p: Partial, block: Block) -> tuple[Partial, ...]:
-    """The parts of a block's partial sums that reach its neighbours, as small partials of their own: the
-    strip right of the block (its rows only) and the strip below it (its full width, corner included), so
-    no pixel is in both. Neighbours depend on these instead of the whole partial, which is then released as
-    soon as its own block is finished: peak memory holds one row of strips, not one row of partials."""
-    h, w = block.shape
-    hh, ww = p.sum_w.shape
-    out = []
-    if ww > w:
-        out.append(
-            Partial(f"{p.key}:right", p.row0, p.col0 + w, p.sum_wy[:, :h, w:].copy(), p.sum_w[:h, w:].copy(),
-                    p.valid[:h, w:].copy(), 0, 0)
-        )
-    if hh > h:
-        out.append(
-            Partial(f"{p.key}:bottom", p.row0 + h, p.col0, p.sum_wy[:, h:, :].copy(), p.sum_w[h:, :].copy(),
-                    p.valid[h:, :].copy(), 0, 0)
-        )
-    return tuple(out)
+def partial_strips(p: BlockPartial, block: Block) -> tuple[Partial, ...]:
+    """The parts of a block's partial sums that reach its neighbours (:attr:`BlockPartial.spill`).
+    Neighbours depend on these instead of the whole partial, which is then released as soon as its own block
+    is finished: peak memory holds one row of strips, not one row of partials."""
+    return p.spill
 
 
 def _flat(partials) -> list[Partial]:
-    return [q for p in partials for q in (p if isinstance(p, tuple) else (p,))]
+    """The float partial sums among an ``out`` task's inputs, in their order (a block's own strips where its
+    :class:`BlockPartial` stands): the order the sums are added in."""
+    out = []
+    for p in partials:
+        if isinstance(p, BlockPartial):
+            out.extend(p.own)
+        elif isinstance(p, tuple):
+            out.extend(p)
+        else:
+            out.append(p)
+    return out
 
 
-def overlap_add(block: Block, partials: tuple[Partial, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(Σw·y, Σw, valid)`` over ``block``: the parts of the partial sums that fall inside it, added."""
-    h, w = block.shape
+def overlap_add(
+    bounds: tuple[int, int, int, int], partials: list[Partial]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Σw·y, Σw, valid)`` over the scene rectangle ``bounds`` ``(r0, r1, c0, c1)``: the parts of the
+    partial sums that fall inside it, added in their order."""
+    row0, row1, col0, col1 = bounds
+    h, w = row1 - row0, col1 - col0
     sum_wy = np.zeros((3, h, w), dtype=np.float32)
     sum_w = np.zeros((h, w), dtype=np.float32)
     valid = np.zeros((h, w), dtype=bool)
     for p in partials:
         pr0, pc0 = p.row0, p.col0
         ph, pw = p.sum_w.shape
-        a0, a1 = max(block.row0, pr0), min(block.row1, pr0 + ph)
-        b0, b1 = max(block.col0, pc0), min(block.col1, pc0 + pw)
+        a0, a1 = max(row0, pr0), min(row1, pr0 + ph)
+        b0, b1 = max(col0, pc0), min(col1, pc0 + pw)
         if a0 >= a1 or b0 >= b1:
             continue
         src = (slice(a0 - pr0, a1 - pr0), slice(b0 - pc0, b1 - pc0))
-        dst = (slice(a0 - block.row0, a1 - block.row0), slice(b0 - block.col0, b1 - block.col0))
+        dst = (slice(a0 - row0, a1 - row0), slice(b0 - col0, b1 - col0))
         sum_wy[(slice(None),) + dst] += p.sum_wy[(slice(None),) + src]
         sum_w[dst] += p.sum_w[src]
         valid[dst] = p.valid[src]
     return sum_wy, sum_w, valid
 
 
-def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: Partial) -> BlockDone:
-    """Overlap-add the partial sums reaching block ``(bi, bj)``, normalise, mask and store it."""
+def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials) -> BlockDone:
+    """Block ``(bi, bj)`` from its own :class:`BlockPartial` and its neighbours' spill strips: its finished
+    corner as it is; the rest overlap-added, normalised and converted; then masked and stored."""
     block = job.plan.block(bi, bj)
     ws = WorkState.at(workdir)
     if ws.is_done(block.key):
@@ -457,11 +545,22 @@ def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: P
         # own partial may now be spill-only (see resumable_partial), so it must not be written again.
         rec = ws.done_record(block.key)
         return BlockDone(key=block.key, n_tiles=int(rec["n_tiles"]), n_eval=int(rec["n_eval"]))
-    partials = _flat(partials)
-    sum_wy, sum_w, valid = overlap_add(block, partials)
-    y, covered = normalise(sum_wy, sum_w, in_place=True)
-    rgb = output_to_uint8(y, job.radiometry.out_range, in_place=True)  # y is this task's own buffer
-    mask = valid & covered
+    own = next((p for p in partials if isinstance(p, BlockPartial) and p.key == block.key), None)
+    sums = _flat(partials)
+    h, w = block.shape
+    rgb = np.zeros((3, h, w), dtype=np.uint8)
+    mask = np.zeros((h, w), dtype=bool)
+    a, c = h, w  # the finished corner [a:, c:] (none: the whole block is added up here)
+    if own is not None and own.finished is not None:
+        f = own.finished
+        a, c = f.row0 - block.row0, f.col0 - block.col0
+        rgb[:, a:, c:], mask[a:, c:] = f.rgb, f.mask
+    for _, (p0, p1, q0, q1) in border_rects(h, w, a, c):
+        bounds = (block.row0 + p0, block.row0 + p1, block.col0 + q0, block.col0 + q1)
+        sum_wy, sum_w, valid = overlap_add(bounds, sums)
+        y, covered = normalise(sum_wy, sum_w, in_place=True)
+        rgb[:, p0:p1, q0:q1] = output_to_uint8(y, job.radiometry.out_range, in_place=True)
+        mask[p0:p1, q0:q1] = valid & covered
     if job.aoi_wkb:
         import shapely
 
@@ -473,7 +572,6 @@ def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials: P
     if not mask.all():
         np.multiply(rgb, mask, out=rgb)  # 0 at nodata
     ws.save_block(block.key, rgb, mask, block_pyramid(rgb, mask, job.overview_levels))
-    own = next((p for p in partials if p.key == block.key), None)
     done = BlockDone(key=block.key, n_tiles=own.n_tiles if own else 0, n_eval=own.n_eval if own else 0)
     ws.mark_done(block.key, {"n_tiles": done.n_tiles, "n_eval": done.n_eval})
     return done

@@ -241,12 +241,13 @@ PROFILE_ROWS = [
     ("· nodata fill", "tasks.py", "fill_nodata", "cum"),
     ("· · of which scipy's distance transform", "_morphology.py", "distance_transform_edt", "cum"),
     ("· blending (Σw·y, Σw)", "blend.py", "add", "cum"),
+    ("· the block's own corner finished (normalise, uint8), strips copied out", "blend.py", "take", "cum"),
     ("· waiting for the model (its own thread)", "~", "<method 'acquire' of '_thread.lock' objects>", "own"),
     ("· spill strips for --resume", "workstate.py", "save_spill", "cum"),
     ("out tasks (overlap-add, normalise, uint8, overviews, block file)", "tasks.py", "finish_block", "cum"),
     ("· overlap-add", "tasks.py", "overlap_add", "cum"),
-    ("· normalise (Σw·y / Σw)", "blend.py", "normalise", "cum"),
-    ("· to uint8", "radiometry.py", "output_to_uint8", "cum"),
+    ("· normalise (Σw·y / Σw; also the acc tasks' corners)", "blend.py", "normalise", "cum"),
+    ("· to uint8 (also the acc tasks' corners)", "radiometry.py", "output_to_uint8", "cum"),
     ("· the block's overview levels (`pyramid.block_pyramid`)", "pyramid.py", "block_pyramid", "cum"),
     ("· block file (`WorkState.save_block`)", "workstate.py", "save_block", "cum"),
     ("client: block (and its levels) → staging GeoTIFFs", "run.py", "add", "cum"),
@@ -254,17 +255,18 @@ PROFILE_ROWS = [
 ]
 
 
-def profile_pipeline(scenes: dict[int, str], model: str, tmp: Path, repeat: int):
+def profile_pipeline(scenes: dict[int, str], model: str, tmp: Path, repeat: int, **options):
     """cProfile of ``run_translate`` in this process under Dask's synchronous scheduler, default options:
     per size the run of least process CPU time (all threads) out of ``repeat``. Returns ``{size: (cpu
-    seconds, pstats dict)}``."""
+    seconds, pstats dict)}``. ``options``: other :class:`~sar2opt_geo.plan.TranslateOptions` (tests: a chunk
+    size that splits a small scene into several blocks)."""
     import cProfile
     import pstats
 
     from sar2opt_geo.plan import TranslateOptions
     from sar2opt_geo.run import run_translate
 
-    opts = TranslateOptions(model=model, device="cpu")
+    opts = TranslateOptions(model=model, device="cpu", **options)
     ex = SyncExecutor()
     small = min(scenes)
     run_translate(scenes[small], str(tmp / "pw.tif"), opts, ex, overwrite=True)  # engine load, caches
@@ -328,6 +330,7 @@ TASK_ROWS = [
     ("tasks", "fill_nodata", "· nodata fill (partial tiles)"),
     ("tasks", "predict_async", "model (identity ONNX graph)"),
     ("blend.Accumulator", "add", "blending (Σw·y, Σw)"),
+    ("blend.Accumulator", "take", "the block's own corner finished (normalise, uint8), strips copied out"),
     ("workstate.WorkState", "save_spill", "spill strips for --resume"),
     ("tasks", "overlap_add", "overlap-add"),
     ("tasks", "normalise", "normalise (Σw·y / Σw)"),

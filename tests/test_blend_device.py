@@ -69,3 +69,38 @@ def test_pipeline_with_device_blending_gives_the_same_pixels(
     assert (md["mask"] == mh["mask"]).all()
     assert np.abs(dev.astype(int) - host.astype(int)).max() <= 1
     assert host[:, mh["mask"] > 0].std() > 3
+
+
+def test_take_finishes_the_corner_where_the_sums_are_and_copies_the_rest():
+    """Accumulator.take on torch tensors (normalised and converted to uint8 on the device) gives the bytes
+    the numpy path gives, and the float strips it copies out are the sums themselves."""
+    grid = TileGrid(900, 1100, 256, 128)
+    rows, cols = range(1, 4), range(1, 5)
+    pos = _positions(grid, rows, cols)
+    S, T = grid.stride, grid.tile
+    shape = ((len(rows) - 1) * S + T, (len(cols) - 1) * S + T)
+    y = np.tanh(np.random.default_rng(1).standard_normal((len(pos), 3, T, T))).astype(np.float32)
+    keep = list(range(len(pos) - 1))  # the corner tile not evaluated (nodata): a hole in the coverage
+    accs = {"host": Accumulator(grid, shape), "device": Accumulator(grid, shape, device="cpu")}
+    for name, acc in accs.items():
+        for k in keep:
+            acc.add([pos[k]], torch.from_numpy(y[k : k + 1]) if name == "device" else y[k : k + 1])
+    ref_wy, ref_w = (a.copy() for a in accs["host"].result())
+    rects = [(0, 128, 0, shape[1]), (128, shape[0], 0, 128)]
+    fin = (128, shape[0], 128, shape[1])
+    out = {name: acc.take(rects, fin, (-1.0, 1.0)) for name, acc in accs.items()}
+    for acc in accs.values():  # the pieces are copies: the block's buffers can go
+        acc.sum_wy[...] = 0
+        acc.sum_w[...] = 0
+    for name, (pieces, (rgb, covered)) in out.items():
+        for (r0, r1, c0, c1), (wy, w) in zip(rects, pieces, strict=True):
+            assert isinstance(wy, np.ndarray) and wy.flags.c_contiguous, name
+            np.testing.assert_allclose(wy, ref_wy[:, r0:r1, c0:c1], atol=1e-6)
+            np.testing.assert_allclose(w, ref_w[r0:r1, c0:c1], atol=1e-6)
+        r0, r1, c0, c1 = fin
+        want_y, want_cov = normalise(ref_wy[:, r0:r1, c0:c1], ref_w[r0:r1, c0:c1])
+        assert rgb.dtype == np.uint8 and rgb.shape == (3, r1 - r0, c1 - c0), name
+        assert np.array_equal(covered, want_cov), name
+        assert not covered.all()  # the hole is there, and 0 in the output
+        assert np.abs(rgb.astype(int) - output_to_uint8(want_y).astype(int)).max() <= 1, name
+    assert np.array_equal(out["host"][1][0], out["device"][1][0])  # in fact the same bytes

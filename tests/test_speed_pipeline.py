@@ -247,3 +247,81 @@ def test_resume_with_a_lost_block_file(small_scene, tiny_model_path, tmp_path, c
     line = err.strip()
     assert "\n" not in line and line.startswith("Error: ") and f"block {victim.stem} is missing" in line
     assert not ws.root.exists() and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "size, tile, overlap, chunk",
+    [
+        ((1000, 900), 256, 128, 384),
+        ((1000, 900), 256, 128, 128),
+        ((700, 1300), 128, 32, 192),
+        ((600, 600), 64, 0, 128),
+    ],
+)
+def test_the_finished_corner_of_a_block_is_reached_by_its_own_tiles_only(size, tile, overlap, chunk):
+    """An acc task finishes the pixels of its block at rows ≥ a, columns ≥ c itself (uint8, no float sums
+    leave it for them): no other block's tile may reach them. Checked tile by tile against the plan."""
+    from sar2opt_geo.tasks import border_rects, finished_offsets
+    from sar2opt_geo.tiling import BlockPlan, TileGrid
+
+    g = TileGrid(*size, tile, overlap)
+    plan = BlockPlan.create(g, chunk)
+    owner = {}
+    for b in plan.blocks:
+        for i in range(b.ti0, b.ti1):
+            for j in range(b.tj0, b.tj1):
+                owner[i, j] = b.key
+    n_finished = 0
+    for b in plan.blocks:
+        h, w = b.shape
+        a, c = finished_offsets(plan, b)
+        foreign = np.zeros((h, w), bool)  # reached by a tile another block owns
+        for (i, j), key in owner.items():
+            if key == b.key:
+                continue
+            r0, c0 = i * g.stride - b.row0, j * g.stride - b.col0
+            foreign[max(r0, 0) : max(r0 + tile, 0), max(c0, 0) : max(c0 + tile, 0)] = True
+        assert not foreign[a:, c:].any(), b.key
+        n_finished += (h - a) * (w - c)
+        # the border strips and the corner tile the block exactly once
+        cover = np.zeros((h, w), int)
+        cover[a:, c:] += 1
+        for _, (p0, p1, q0, q1) in border_rects(h, w, a, c):
+            cover[p0:p1, q0:q1] += 1
+        assert (cover == 1).all(), b.key
+        if b.bi and b.bj and chunk > overlap and b.n_tiles:  # the corner is as large as it can be
+            assert (a, c) == (overlap, overlap), b.key
+    assert n_finished > 0 or chunk <= overlap
+
+
+def test_spill_strips_round_trip_and_read_the_layout_written_before():
+    """--resume reads a finished block's spill strips back: as written now (each strip with its corner),
+    and as written before the acc tasks finished their blocks (the right strip holding every row of the
+    extent)."""
+    from sar2opt_geo.tasks import BlockPartial, Partial, _partial_from_spill, _spill_strips
+    from sar2opt_geo.tiling import BlockPlan, TileGrid
+
+    plan = BlockPlan.create(TileGrid(1000, 900, 256, 128), 384)
+    b = plan.block(1, 1)
+    h, w = b.shape
+    hh, ww = h + 128, w + 128
+    rng = np.random.default_rng(4)
+    wy, sw = rng.random((3, hh, ww), dtype=np.float32), rng.random((hh, ww), dtype=np.float32)
+    valid = rng.random((hh, ww)) > 0.2
+    right = Partial(f"{b.key}:right", b.row0, b.col0 + w, wy[:, :h, w:], sw[:h, w:], valid[:h, w:], 0, 0)
+    bottom = Partial(f"{b.key}:bottom", b.row0 + h, b.col0, wy[:, h:], sw[h:], valid[h:], 0, 0)
+    p = BlockPartial(b.key, (), None, (right, bottom), n_eval=7, n_tiles=b.n_tiles)
+
+    old_layout = {  # what _spill_strips wrote before: slices of the whole extent
+        "right_wy": wy[:, :, w:], "right_w": sw[:, w:], "right_valid": valid[:, w:],
+        "bottom_wy": wy[:, h:, :], "bottom_w": sw[h:, :], "bottom_valid": valid[h:, :],
+        "shape": np.array([hh, ww]), "n_eval": np.array(7),
+    }  # fmt: skip
+    for z in (_spill_strips(p, b), old_layout):
+        back = _partial_from_spill(b, z)
+        assert back.key == b.key and back.finished is None and back.own == ()
+        assert [q.key for q in back.spill] == [right.key, bottom.key]
+        for got, want in zip(back.spill, (right, bottom), strict=True):
+            assert (got.row0, got.col0) == (want.row0, want.col0)
+            for name in ("sum_wy", "sum_w", "valid"):
+                assert np.array_equal(getattr(got, name), getattr(want, name)), name
