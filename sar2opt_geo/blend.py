@@ -121,8 +121,8 @@ class Accumulator:
             return pieces, None
         r0, r1, c0, c1 = finished
         wy, w = self.sum_wy[:, r0:r1, c0:c1], self.sum_w[r0:r1, c0:c1]
-        if self.device is None:
-            y, covered = normalise(wy, w, in_place=True)  # the sums of these pixels are not needed again
+        if self.device is None:  # the quotients into a contiguous buffer: the uint8 steps on a strided view
+            y, covered = normalise(wy, w, out=np.empty(wy.shape, np.float32))  # of the block run 2x slower
             return pieces, (output_to_uint8(y, out_range, in_place=True), covered)
         import torch
 
@@ -149,16 +149,17 @@ def _host_copy(t) -> np.ndarray:
 
 
 def normalise(
-    sum_wy: np.ndarray, sum_w: np.ndarray, *, in_place: bool = False
+    sum_wy: np.ndarray, sum_w: np.ndarray, *, in_place: bool = False, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(Σw·y / Σw, covered)``; pixels no evaluated tile covered get 0 and ``covered`` False.
-    ``in_place``: the quotient is written into ``sum_wy`` (which the caller no longer needs)."""
+    ``in_place``: the quotient is written into ``sum_wy`` (which the caller no longer needs); ``out``: into
+    that array instead (a contiguous one when ``sum_wy`` is a strided view: what follows runs 2x faster)."""
     covered = sum_w > 0
-    if in_place:
+    if in_place or out is not None:
         # every pixel divided (0/0 at uncovered ones, then overwritten): numpy's masked ``where=`` division
         # and boolean-index assignment cost 5-6x more (7.3 vs 1.3 ms a 960² block along a nodata collar,
         # 1.45 vs 0.72 ms a fully covered one); the quotients of covered pixels are the same
-        y = sum_wy
+        y = sum_wy if out is None else out
         with np.errstate(divide="ignore", invalid="ignore"):
             np.divide(sum_wy, sum_w[None], out=y)
         if not covered.all():
