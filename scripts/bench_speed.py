@@ -24,6 +24,7 @@ GPU rows are not run here (no GPU on this machine); the comparison with NRCan ge
     python scripts/bench_speed.py --tasks [--large 3072] [--repeat 5]
     python scripts/bench_speed.py --cog-step [--large 3072] [--repeat 10]
     python scripts/bench_speed.py --startup [--small 1024] [--repeat 5] [--checkout PATH ...]
+    python scripts/bench_speed.py --compare [--small 1024] [--large 3072] [--repeat 5] --checkout PATH ...
 
 ``--pipeline-only`` runs row 3 alone (the near-null model against the I/O floor): what a change to the
 pipeline around the model is measured with, without the minutes of bundled-model runs. ``--profile`` prints
@@ -32,7 +33,9 @@ with ``BENCH_SPEED_PACKAGE_FROM_PATH=1 PYTHONPATH=<other checkout>`` the same ta
 ``--cog-step`` times the output stage alone (:class:`sar2opt_geo.io.CogAssembler`: blocks → staging → COG)
 with the blocks' own overview levels against GDAL building them. ``--startup`` times a whole default
 ``translate`` of the small scene (fixed costs: imports, model load, engine choice) for each ``--checkout``, in
-alternation.
+alternation; ``--compare`` the pipeline alone (identity model, marginal) of each ``--checkout``, in
+alternation: the before/after figure of a pipeline change that separate runs on a drifting machine cannot
+give.
 
 Marginal figures take the fastest of ``--repeat`` alternated runs of each size (other processes' load only
 ever adds time); wall times of single runs are single runs.
@@ -120,9 +123,12 @@ def make_scene(outdir: Path, size: int, seed: int = 11) -> str:
     return str(sar)
 
 
-def translate(scene: str, out: Path, model: str, *extra: str, env: dict) -> tuple[float, int, float]:
+def translate(
+    scene: str, out: Path, model: str, *extra: str, env: dict, cwd: Path | None = None
+) -> tuple[float, int, float]:
     """Wall seconds of one CLI run, the model evaluations it reports, and its CPU seconds (user + system, all
-    threads: the figure other processes' load disturbs least)."""
+    threads: the figure other processes' load disturbs least). ``cwd``: where it runs (``python -m`` puts the
+    working directory first on ``sys.path``: outside any checkout when ``PYTHONPATH`` names one)."""
     cmd = [
         sys.executable,
         "-m",
@@ -139,7 +145,7 @@ def translate(scene: str, out: Path, model: str, *extra: str, env: dict) -> tupl
     ]
     c0 = _children_cpu()
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     dt = time.perf_counter() - t0
     cpu = _children_cpu() - c0
     if r.returncode != 0:
@@ -542,6 +548,55 @@ def run_cog_step(args) -> None:
     print(f"command: python scripts/bench_speed.py --cog-step --large {L} --repeat {args.repeat}")
 
 
+def run_compare(args) -> None:
+    """``--compare``: the pipeline alone (identity ONNX model, default options, whole CLI runs in fresh
+    processes) of each ``--checkout``, marginal between the small and the large scene, the runs alternated
+    checkout by checkout within each size and round (the order reversed every other round), ``--repeat``
+    rounds; fastest run of each. On a machine whose speed drifts over minutes, every checkout sees the same
+    conditions, so the ratios between them hold where separate bench runs do not."""
+    checkouts = [str(Path(c).resolve()) for c in (args.checkout or [ROOT])]
+    print(f"load average before: {loadavg()}", flush=True)
+    S, L = args.small, args.large
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        tmp = Path(tmp)
+        base = {**os.environ, "SAR2OPT_GEO_CACHE_DIR": str(tmp / "cache")}
+        model = identity_onnx(tmp / "identity.onnx")
+        scenes = {s: make_scene(tmp / f"s{s}", s) for s in (S, L)}
+        runs: dict[str, dict[int, list]] = {c: {S: [], L: []} for c in checkouts}
+
+        def once(c: str, size: int):
+            return translate(scenes[size], tmp / "o.tif", model, env={**base, "PYTHONPATH": c}, cwd=tmp)
+
+        for c in checkouts:  # the engine's first load (untimed)
+            once(c, S)
+        for i in range(args.repeat):
+            for size in (S, L):
+                for c in checkouts if i % 2 == 0 else checkouts[::-1]:
+                    runs[c][size].append(once(c, size))
+    mpx = (L * L - S * S) / 1e6
+    print()
+    print(
+        f"| pipeline alone (identity model), marginal {S}² → {L}², fastest of {args.repeat} alternated "
+        "rounds | wall s | CPU s | ms CPU a tile | Mpx/s per core | ÷ first (wall, CPU) |"
+    )
+    print("|---|---:|---:|---:|---:|---|")
+    first = None
+    for c in checkouts:
+        wall = min(r[0] for r in runs[c][L]) - min(r[0] for r in runs[c][S])
+        cpu = min(r[2] for r in runs[c][L]) - min(r[2] for r in runs[c][S])
+        tiles = runs[c][L][0][1] - runs[c][S][0][1]
+        first = first or (wall, cpu)
+        print(
+            f"| {c} | {wall:.2f} | {cpu:.2f} | {1e3 * cpu / tiles:.2f} | {mpx / cpu:.2f} | "
+            f"{wall / first[0]:.2f}, {cpu / first[1]:.2f} |"
+        )
+    print()
+    print(f"load average after: {loadavg()}")
+    cmd = " ".join(f"--checkout {c}" for c in checkouts)
+    print(f"command: python scripts/bench_speed.py --compare --small {S} --large {L} --repeat {args.repeat} "
+          f"{cmd}")
+
+
 def run_startup(args) -> None:
     """``--startup``: a whole default ``translate`` of the small scene (bundled model, its cached ONNX export
     and parity verdict warm) in a fresh process, for each ``--checkout`` (a folder holding ``sar2opt_geo``,
@@ -646,11 +701,20 @@ def main() -> None:
         help="only whole default translate runs of the small scene (fixed costs), per --checkout",
     )
     ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="only the pipeline alone (identity model, marginal) of each --checkout, runs alternated",
+    )
+    ap.add_argument(
         "--checkout",
         action="append",
-        help="with --startup: a folder holding sar2opt_geo to time (repeatable; default this checkout)",
+        help="with --startup or --compare: a folder holding sar2opt_geo to time (repeatable; default this "
+        "checkout)",
     )
     args = ap.parse_args()
+    if args.compare:
+        run_compare(args)
+        return
     if args.cog_step:
         run_cog_step(args)
         return
