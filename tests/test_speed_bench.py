@@ -75,3 +75,29 @@ def test_tasks_table_rows_are_timed_and_the_package_is_left_as_it_was(tmp_path, 
     import os
 
     assert "SAR2OPT_GEO_CACHE_DIR" not in os.environ
+
+
+def test_compare_runs_every_checkout_from_its_own_folder(tmp_path, capsys, monkeypatch):
+    """``--compare``: each --checkout's package is the one its runs import (PYTHONPATH first, the working
+    directory outside any checkout), every size runs once per round for each, and the table has a row each."""
+    import argparse
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    other = tmp_path / "other"
+    shutil.copytree(root / "sar2opt_geo", other / "sar2opt_geo", ignore=shutil.ignore_patterns("__pycache__"))
+    seen = []
+    real_run = subprocess.run
+
+    def spy(cmd, *a, **k):
+        if "translate" in cmd:
+            seen.append((k["env"]["PYTHONPATH"], str(k["cwd"])))
+        return real_run(cmd, *a, **k)
+
+    monkeypatch.setattr(bench.subprocess, "run", spy)
+    bench.run_compare(argparse.Namespace(small=256, large=512, repeat=1, checkout=[str(root), str(other)]))
+    out = capsys.readouterr().out
+    assert f"| {root} |" in out and f"| {other} |" in out and "1.00, 1.00" in out
+    assert sorted(p for p, _ in seen) == sorted([str(root)] * 3 + [str(other)] * 3)  # warm-up + 2 sizes
+    assert all(not cwd.startswith((str(root), str(other))) for _, cwd in seen)
