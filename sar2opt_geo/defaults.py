@@ -24,6 +24,11 @@ CHUNK_SIZE = 1024
 #: Tiles per forward pass.
 BATCH_SIZE = 8
 
+#: With the model on a GPU, how many blocks' inputs ``prep`` tasks may prepare ahead of the GPU worker
+#: (``tasks.translate_graph``): enough to keep a node's CPU workers busy, few enough that the prepared
+#: inputs held (6.5 MB a default 960² block of 25 single-band tiles) stay small.
+PREPARE_AHEAD = 32
+
 #: Inference engines.
 BACKENDS = ("torch", "onnx")
 #: What ``--backend`` takes: an engine, or "auto" (the default: ONNX Runtime on CPU when the model exports

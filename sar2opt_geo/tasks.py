@@ -30,6 +30,7 @@ import numpy as np
 
 from sar2opt_geo import source
 from sar2opt_geo.blend import Accumulator, normalise
+from sar2opt_geo.defaults import PREPARE_AHEAD
 from sar2opt_geo.filters import apply_filter, local_ci2_samples
 from sar2opt_geo.plan import Conditioning, TranslateJob
 from sar2opt_geo.pyramid import block_pyramid
@@ -80,6 +81,19 @@ class BlockPartial:
     spill: tuple[Partial, ...]
     n_eval: int
     n_tiles: int
+
+
+@dataclass
+class BlockInput:
+    """A block's model input, prepared by a ``prep`` task on any worker (:func:`prepare_block`) when the
+    model runs on a GPU: the owned tiles to run (``todo``, as :func:`tiles_to_run` gives them), their inputs
+    ``(n, bands, T, T)`` float32 with nodata filled (the input's own bands: a single band is broadcast to
+    the model's channels at inference), and the validity of the block's extent."""
+
+    key: str
+    todo: list
+    tiles: np.ndarray
+    valid: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -376,16 +390,46 @@ def border_rects(h: int, w: int, a: int, c: int) -> list[tuple[str, tuple[int, i
     return rects
 
 
-def accumulate_block(job: TranslateJob, bi: int, bj: int) -> BlockPartial:
+def prepare_block(job: TranslateJob, bi: int, bj: int, *after) -> BlockInput:
+    """The model input of the tiles block ``(bi, bj)`` owns (read, radiometry, filter, nodata fill): the
+    CPU half of an ``acc`` task, run as a task of its own when the model runs on a GPU, so that any worker's
+    cores prepare blocks while the GPU worker only runs the model (:func:`translate_graph`). ``after``: the
+    tokens of tasks it must wait for (ignored here)."""
+    block: Block = job.plan.block(bi, bj)
+    r0, r1, c0, c1 = block.acc_bounds
+    x, valid = model_input(job, r0, r1, c0, c1, replicate=False)
+    todo = tiles_to_run(job, block, valid)
+    T = job.grid.tile
+    tiles = np.empty((len(todo), x.shape[0], T, T), dtype=x.dtype)
+    for n, (_, _, lr, lc) in enumerate(todo):
+        model_tile(x, valid, lr, lc, T, job.nodata_fill, out=tiles[n])
+    return BlockInput(block.key, todo, tiles, valid)
+
+
+def accumulate_block(job: TranslateJob, bi: int, bj: int, prepared: BlockInput | None = None) -> BlockPartial:
     """Run the generator on the tiles block ``(bi, bj)`` owns; return the block's finished pixels and the
-    weighted partial sums of the rest of its extent (:class:`BlockPartial`)."""
+    weighted partial sums of the rest of its extent (:class:`BlockPartial`). ``prepared``: the block's model
+    input from :func:`prepare_block` (else it is read and filled here, a batch at a time, while the
+    previous batch runs)."""
     block: Block = job.plan.block(bi, bj)
     grid = job.grid
     r0, r1, c0, c1 = block.acc_bounds
-    x, valid = model_input(job, r0, r1, c0, c1, replicate=False)
-    channels = model_channels(job, x.shape[0])
-    todo = tiles_to_run(job, block, valid)
     T = grid.tile
+    if prepared is None:
+        x, valid = model_input(job, r0, r1, c0, c1, replicate=False)
+        todo, bands = tiles_to_run(job, block, valid), x.shape[0]
+
+        def fill_batch(k: int, xb: np.ndarray) -> None:
+            for n, (_, _, lr, lc) in enumerate(todo[k : k + len(xb)]):
+                model_tile(x, valid, lr, lc, T, job.nodata_fill, out=xb[n])
+
+    else:
+        todo, valid, bands = prepared.todo, prepared.valid, prepared.tiles.shape[1]
+
+        def fill_batch(k: int, xb: np.ndarray) -> None:
+            xb[...] = prepared.tiles[k : k + len(xb)]  # a single band broadcast to the model's channels
+
+    channels = model_channels(job, bands)
     ref = calibrated(job.model, lambda: calibration_tiles(job)) if todo else job.model
     device = blend_device(ref)
     acc = Accumulator(grid, (r1 - r0, c1 - c0), device)
@@ -395,9 +439,8 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int) -> BlockPartial:
     pending = None  # software pipeline: the next batch runs while the previous one is blended
     for k in range(0, len(todo), bs):
         batch = todo[k : k + bs]
-        xb = np.empty((len(batch), channels, T, T), dtype=x.dtype)  # a fresh buffer: the engine may
-        for n, (_, _, lr, lc) in enumerate(batch):  # still read the previous one
-            model_tile(x, valid, lr, lc, T, job.nodata_fill, out=xb[n])
+        xb = np.empty((len(batch), channels, T, T), dtype=np.float32)  # a fresh buffer: the engine may
+        fill_batch(k, xb)  # still read the previous one
         if device is None:
             fut = predict_async(ref, xb, job.batch_size)
         else:
@@ -475,16 +518,19 @@ def _partial_from_spill(block: Block, z: dict[str, np.ndarray]) -> BlockPartial:
     return BlockPartial(block.key, (), None, tuple(spill), n_eval=0, n_tiles=block.n_tiles)
 
 
-def resumable_partial(job: TranslateJob, workdir: str, bi: int, bj: int) -> BlockPartial:
+def resumable_partial(
+    job: TranslateJob, workdir: str, bi: int, bj: int, prepared: BlockInput | None = None
+) -> BlockPartial:
     """The partial of block ``(bi, bj)``: from the saved spill when the block is already finished (its
-    tiles are not evaluated again), else computed — and its spill saved for later resumes."""
+    tiles are not evaluated again), else computed (from ``prepared`` when a ``prep`` task made its input)
+    — and its spill saved for later resumes."""
     ws = WorkState.at(workdir)
     block = job.plan.block(bi, bj)
     if ws.is_done(block.key):
         z = ws.load_spill(block.key)
         if z is not None:
             return _partial_from_spill(block, z)
-    p = accumulate_block(job, bi, bj)
+    p = accumulate_block(job, bi, bj, prepared)
     ws.save_spill(block.key, _spill_strips(p, block))
     return p
 
@@ -580,13 +626,32 @@ def finish_block(job: TranslateJob, workdir: str, bi: int, bj: int, *partials) -
 # ----------------------------------------------------------------------------------------- the graph
 
 
-def translate_graph(job: TranslateJob, workdir: str, done: set[str] = frozenset()) -> tuple[dict, list, dict]:
+def prepares_apart(job: TranslateJob) -> bool:
+    """Whether blocks' model inputs are prepared by ``prep`` tasks of their own (:func:`prepare_block`): when
+    the model runs on a GPU, whose worker should only run the model. On CPU the ``acc`` task prepares each
+    batch while the previous one runs, on the same cores, without handing tiles between tasks."""
+    return job.model.device.startswith("cuda")
+
+
+def ready(_partial) -> None:
+    """A token that a block's ``acc`` task has finished (what a later ``prep`` task waits for)."""
+    return None
+
+
+def translate_graph(
+    job: TranslateJob, workdir: str, done: set[str] = frozenset(), prepare_ahead: int = PREPARE_AHEAD
+) -> tuple[dict, list, dict]:
     """``(graph, final keys, resources per key)``: an ``out`` task per unfinished block and the ``acc``
     tasks they need. On a GPU device the ``acc`` tasks (the only ones running the generator) require the
-    worker resource ``GPU=1``."""
+    worker resource ``GPU=1``, and each unfinished block's input is prepared by a ``prep`` task that any
+    worker runs (:func:`prepares_apart`); ``prep`` task *n* waits until ``acc`` task *n − prepare_ahead* has
+    finished, so prepared inputs (6.5 MB a default 960² block) never pile up beyond that many blocks ahead
+    of the GPU."""
     token = job.model.digest[:8]
     dsk, finals, resources = {}, [], {}
     gpu = job.model.device.startswith("cuda")
+    apart = prepares_apart(job)
+    fed: list[tuple] = []  # acc tasks with a prep task, in the order they were made
     for b in job.plan.blocks:
         if b.key in done:
             continue
@@ -594,7 +659,19 @@ def translate_graph(job: TranslateJob, workdir: str, done: set[str] = frozenset(
         for c in job.plan.contributors(b):
             k = (f"acc-{token}", c.bi, c.bj)
             if k not in dsk:
-                dsk[k] = (resumable_partial, job, workdir, c.bi, c.bj)
+                task = (resumable_partial, job, workdir, c.bi, c.bj)
+                if apart and c.key not in done:  # a finished block's acc only reads its spill back
+                    after = ()
+                    if len(fed) >= prepare_ahead:
+                        earlier = fed[len(fed) - prepare_ahead]
+                        r = (f"ready-{token}", earlier[1], earlier[2])
+                        dsk[r] = (ready, earlier)
+                        after = (r,)
+                    p = (f"prep-{token}", c.bi, c.bj)
+                    dsk[p] = (prepare_block, job, c.bi, c.bj, *after)
+                    task = (*task, p)
+                    fed.append(k)
+                dsk[k] = task
                 if gpu:
                     resources[k] = {"GPU": 1}
             if c.key == b.key:
