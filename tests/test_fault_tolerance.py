@@ -194,6 +194,40 @@ def test_gpu_resource_restriction_reaches_the_scheduler(cluster):
             assert res[("acc-t", i)] == pids[next(iter(gpu))]
 
 
+def test_gpu_job_layout_prep_anywhere_model_on_the_gpu_worker(
+    cluster, ft_scene, tiny_model_path, clean_run, tmp_path, monkeypatch
+):
+    """The graph a GPU job gets (blocks' inputs prepared by ``prep`` tasks that any worker runs, the model's
+    ``acc`` tasks restricted to the worker with ``GPU=1``) on a real scheduler, the model on CPU: every acc
+    task runs on the GPU worker, every block's input came from a prep task, and the output is the clean
+    run's, byte for byte."""
+    from distributed import Client, get_task_stream
+
+    from sar2opt_geo import tasks
+
+    class GpuRestricted(ClientExecutor):
+        def run(self, dsk, keys, on_result=None, resources=None):
+            acc = {k: {"GPU": 1} for k in dsk if isinstance(k, tuple) and str(k[0]).startswith("acc-")}
+            return super().run(dsk, keys, on_result, resources={**(resources or {}), **acc})
+
+    monkeypatch.setattr(tasks, "prepares_apart", lambda job: True)  # as for a model on CUDA
+    out = tmp_path / "gpu-layout.tif"
+    with Client(cluster.address, timeout=30, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        (gpu,) = [a for a, w in info.items() if w.get("resources", {}).get("GPU")]
+        with get_task_stream(client) as ts:
+            run_translate(ft_scene, str(out), opts(tiny_model_path), GpuRestricted(client))
+    ran = {}
+    for rec in ts.data:
+        ran.setdefault(str(rec["key"]), set()).add(rec["worker"])
+    acc = {k: w for k, w in ran.items() if "acc-" in k}
+    prep = {k: w for k, w in ran.items() if "prep-" in k}
+    assert len(acc) >= 12 and len(prep) == len(acc)
+    assert all(w == {gpu} for w in acc.values())
+    assert np.array_equal(io.read_raster(out)[0], clean_run[0])
+
+
 def test_device_resolution_uses_the_workers_gpus(cluster):
     """Submitting from a machine without a GPU: ``auto`` becomes cuda because a worker advertises GPU=1,
     and ``cuda`` is accepted although the client has none."""
