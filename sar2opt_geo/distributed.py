@@ -59,17 +59,34 @@ class ClientExecutor:
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
         return sum(1 for w in workers.values() if (w.get("resources") or {}).get("GPU", 0) > 0)
 
+    def _satisfiable(self, resources: dict) -> dict:
+        """``resources`` without the ones no worker advertises. A local cluster (``--workers N``) starts
+        its workers without resources: on a machine with a GPU, tasks restricted to ``GPU=1`` would wait
+        forever; there every worker process may run the model instead (each loads it on the GPU)."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        have = {r for w in workers.values() for r, n in (w.get("resources") or {}).items() if n > 0}
+        missing = sorted({r for spec in resources.values() for r in spec} - have)
+        if not missing:
+            return resources
+        log.info("no local worker advertises %s: tasks that need it run on any worker", ", ".join(missing))
+        kept = {k: {r: n for r, n in spec.items() if r in have} for k, spec in resources.items()}
+        return {k: spec for k, spec in kept.items() if spec}
+
     def run(
         self, dsk: dict, keys: list, on_result: OnResult | None = None, resources: dict | None = None
     ) -> dict:
         """``resources`` maps keys to worker resources they need (e.g. ``{"GPU": 1}``); they travel as
-        layer annotations of a HighLevelGraph, which graph optimisation keeps."""
+        layer annotations of a HighLevelGraph, which graph optimisation keeps. On a local cluster,
+        resources no worker has are dropped (:meth:`_satisfiable`); a remote cluster's are kept (the
+        device was resolved from its workers' resources)."""
         from concurrent.futures import CancelledError
 
         from distributed import as_completed
         from distributed.comm.core import CommClosedError
         from distributed.scheduler import KilledWorker
 
+        if resources and not self.remote:
+            resources = self._satisfiable(resources)
         graph = _annotated_graph(dsk, resources) if resources else dsk
         futures = self.client.get(graph, list(keys), sync=False)
         results = {}

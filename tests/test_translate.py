@@ -185,6 +185,25 @@ def test_aoi_limits_processing(small_scene, tiny_model_path, tmp_path, monkeypat
     assert not m[:95].any() and not m[:, :145].any() and not m[205:].any() and not m[:, 305:].any()
 
 
+def test_local_cluster_runs_gpu_restricted_tasks_on_its_workers():
+    """``--workers N`` on a machine with a GPU: the model's tasks ask for ``GPU=1``, which no worker of a
+    local cluster advertises; they must run on its workers, not wait forever (they did: found by hand)."""
+    import operator
+    import threading
+
+    from sar2opt_geo.distributed import make_executor
+
+    with make_executor(workers=1, threads_per_worker=1) as ex:
+        dsk = {("acc-t", 0): (operator.add, 1, 2), ("out-t", 0): (operator.mul, ("acc-t", 0), 10)}
+        keys = [("acc-t", 0), ("out-t", 0)]
+        got = {}
+        t = threading.Thread(target=lambda: got.update(ex.run(dsk, keys, resources={keys[0]: {"GPU": 1}})))
+        t.start()
+        t.join(60)
+        assert not t.is_alive(), "tasks restricted to a GPU resource never ran on the local cluster"
+    assert got == {("acc-t", 0): 3, ("out-t", 0): 30}
+
+
 def test_local_cluster_processes_match_threads(small_scene, tiny_model_path, tmp_path):
     from sar2opt_geo.distributed import make_executor
 
