@@ -71,20 +71,26 @@ def loadavg() -> str:
         return "n/a"
 
 
-def null_checkpoint(path: Path) -> str:
-    """The bundled model's architecture and radiometry at ngf 1 (random weights): a near-null model."""
+def seeded_checkpoint(path: Path, ngf: int, name: str) -> str:
+    """The bundled model's architecture and radiometry at width ``ngf`` (random weights, seed 0): at ngf 64
+    the SAR2Optical U-Net itself (54.5 M parameters), at ngf 1 a near-null model."""
     import torch
 
     from sar2opt_geo.models.checkpoint import CheckpointMeta, read_metadata, save_checkpoint
     from sar2opt_geo.models.registry import create_model
 
     meta = read_metadata(BUNDLED_MODEL)
-    args = {**meta.arch_args, "ngf": 1}
+    args = {**meta.arch_args, "ngf": ngf}
     torch.manual_seed(0)
     model = create_model(meta.architecture, **args).eval()
-    d = {**meta.to_dict(), "arch_args": args, "name": "near-null-ngf1"}
+    d = {**meta.to_dict(), "arch_args": args, "name": name}
     save_checkpoint(path, model, CheckpointMeta.from_dict(d))
     return str(path)
+
+
+def null_checkpoint(path: Path) -> str:
+    """The bundled model's architecture and radiometry at ngf 1 (random weights): a near-null model."""
+    return seeded_checkpoint(path, 1, "near-null-ngf1")
 
 
 def identity_onnx(path: Path) -> str:
@@ -124,7 +130,7 @@ def make_scene(outdir: Path, size: int, seed: int = 11) -> str:
 
 
 def translate(
-    scene: str, out: Path, model: str, *extra: str, env: dict, cwd: Path | None = None
+    scene: str, out: Path, model: str, *extra: str, env: dict, cwd: Path | None = None, device: str = "cpu"
 ) -> tuple[float, int, float]:
     """Wall seconds of one CLI run, the model evaluations it reports, and its CPU seconds (user + system, all
     threads: the figure other processes' load disturbs least). ``cwd``: where it runs (``python -m`` puts the
@@ -139,7 +145,7 @@ def translate(
         "--model",
         model,
         "--device",
-        "cpu",
+        device,
         "--overwrite",
         *extra,
     ]
