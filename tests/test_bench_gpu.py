@@ -8,6 +8,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+
 _PATH = Path(__file__).resolve().parents[1] / "scripts" / "bench_gpu.py"
 _SPEC = importlib.util.spec_from_file_location("bench_gpu", _PATH)
 bench_gpu = importlib.util.module_from_spec(_SPEC)
@@ -22,8 +24,9 @@ def test_every_gpu_row_is_measured_on_cpu(tmp_path, capsys, monkeypatch):
     for key, mo in out["model_only"].items():
         assert mo["tiles_per_s"] > 0 and mo["tiles"] == 4
         e = out["end_to_end"][key]
-        # 512² and 256² scenes at tile 256, stride 192: 3 × 3 tiles and 1 tile, all evaluated
-        assert e["tiles"] == 8 and e["cpu_s_per_tile"] > 0
+        # 512² and 256² scenes at tile 256, stride 192: 3 × 3 tiles and 1 tile, all evaluated. The marginal
+        # seconds of 8 tiles are within the noise of two process starts: their values are not checked here
+        assert e["tiles"] == 8 and np.isfinite(e["cpu_s_per_tile"]) and np.isfinite(e["wall_s"])
         assert abs(e["efficiency"] - e["tiles_per_s"] / mo["tiles_per_s"]) < 1e-9
         assert abs(e["cores_to_feed"] - mo["tiles_per_s"] * e["cpu_s_per_tile"]) < 1e-9
         assert f"| {key} | {mo['tiles_per_s']:.1f} |" in printed
