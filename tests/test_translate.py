@@ -240,10 +240,14 @@ class JoinedThreads(ThreadedExecutor):
         return dict(zip(keys, values, strict=True))
 
 
-def test_resume_recomputes_only_unfinished_blocks(small_scene, tiny_model_path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("apart", [False, True], ids=["fused", "prepared-apart"])
+def test_resume_recomputes_only_unfinished_blocks(small_scene, tiny_model_path, tmp_path, monkeypatch, apart):
     """A run that dies after some blocks resumes from its work state: finished blocks are not
-    evaluated again and the output equals an uninterrupted run."""
+    evaluated again and the output equals an uninterrupted run. Also with the blocks' inputs prepared by
+    ``prep`` tasks, as for a model on a GPU (finished blocks get none: their acc tasks read spills back)."""
     from sar2opt_geo.workstate import WorkState
+
+    monkeypatch.setattr(tasks, "prepares_apart", lambda job: apart)
 
     clean = tmp_path / "clean.tif"
     full = translate(small_scene, clean, tiny_model_path, chunk_size=192)
