@@ -14,7 +14,9 @@ and the bundled model):
    precision), marginal between the small and the large scene: tiles/s, ÷ model only (issue #15's goal:
    ≥ 0.85 for the ngf-64 model), and the CPU seconds a tile of the whole process tree — times the model-only
    rate, the CPU cores the pipeline needs to keep the GPU busy;
-3. the machine: GPU name and memory, CPU cores, torch and CUDA versions.
+3. the pipeline alone on the machine's cores (an identity ONNX model on CPU, marginal): the most tiles/s the
+   CPU side can feed a GPU there;
+4. the machine: GPU name and memory, CPU cores, torch and CUDA versions.
 
     python scripts/bench_gpu.py [--device cuda] [--small 2048] [--large 6144] [--tiles 512] \\
         [--precisions fp32,fp16,bf16] [--e2e-precisions fp32,bf16] [--json OUT.json]
@@ -77,11 +79,13 @@ def model_only(path: str, device: str, precision: str, n_tiles: int, passes: int
     return {"tiles_per_s": n_tiles / best, "tiles": n_tiles}
 
 
-def end_to_end(scenes: dict, path: str, device: str, precision: str, tmp: Path, env: dict) -> dict:
+def end_to_end(
+    scenes: dict, path: str, device: str, precision: str, tmp: Path, env: dict, backend: str = "torch"
+) -> dict:
     """Marginal tiles/s and CPU seconds a tile between the two scenes (fastest of 2 runs of each)."""
     runs = {}
     for size, scene in scenes.items():
-        extra = ("--backend", "torch", "--precision", precision)
+        extra = ("--backend", backend, "--precision", precision)
         runs[size] = [
             bs.translate(scene, tmp / f"o{size}.tif", path, *extra, env=env, device=device) for _ in range(2)
         ]
@@ -135,6 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
                     e["cores_to_feed"] = mo["tiles_per_s"] * e["cpu_s_per_tile"]
                 out["end_to_end"][f"{name}, {p}"] = e
                 print(f"  end to end, {name}, {p}: {e}", flush=True)
+        # the pipeline alone on this machine's cores: an identity model (ONNX Runtime on CPU, no model cost)
+        ident = bs.identity_onnx(tmp / "identity.onnx")
+        bs.translate(scenes[args.small], tmp / "w.tif", ident, env=env)  # export cache, probe (untimed)
+        out["pipeline_alone"] = end_to_end(scenes, ident, "cpu", "fp32", tmp, env, backend="onnx")
+        print(f"  pipeline alone (identity model, CPU): {out['pipeline_alone']}", flush=True)
     m = out["machine"]
     print()
     gpu = f"{m.get('gpu', args.device)} ({m.get('gpu_mem_gib', '-')} GiB)"
@@ -153,6 +162,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{e['cores_to_feed']:.1f}" if e else "—",
         ]
         print(f"| {key} | " + " | ".join(cells) + " |")
+    pa = out["pipeline_alone"]
+    print()
+    print(
+        f"pipeline alone (identity model on this machine's {m['cpu_cores']} cores, marginal): "
+        f"{pa['tiles_per_s']:.1f} tiles/s, {1e3 * pa['cpu_s_per_tile']:.1f} ms of CPU a tile — the most "
+        "tiles/s the CPU side can feed a GPU here"
+    )
     print()
     print(f"load average after: {bs.loadavg()}")
     print("command: python scripts/bench_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:]))
