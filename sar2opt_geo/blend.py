@@ -136,12 +136,6 @@ class Accumulator:
         y = torch.round(y).clamp_(0, 255).to(torch.uint8)  # round half to even, as np.rint
         return pieces, (_host_copy(y), _host_copy(covered))
 
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(Σw·y, Σw)`` as float32 numpy arrays (copied back from the device)."""
-        if self.device is None:
-            return self.sum_wy, self.sum_w
-        return self.sum_wy.cpu().numpy(), self.sum_w.cpu().numpy()
-
 
 def _host_copy(t) -> np.ndarray:
     """A torch tensor as a compact numpy array of its own (a copy even when it is already on the CPU)."""

@@ -451,21 +451,18 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int, prepared: BlockInput |
     if pending is not None:
         acc.add(pending[0], pending[1].result())
 
-    # the extent (clipped to the scene) in block coordinates: the block [0:h, 0:w], its spill beyond
-    dr, dc = block.row0 - r0, block.col0 - c0  # 0: a block's extent starts at its own corner
+    # the extent (clipped to the scene) in block coordinates (a block's extent starts at its own corner,
+    # r0, c0): the block [0:h, 0:w], its spill beyond
     hh, ww = min(r1, grid.height) - r0, min(c1, grid.width) - c0
     h, w = block.shape
     a, c = finished_offsets(job.plan, block)
-    own_rects = [
-        (f"{block.key}:{n}", (p0 + dr, p1 + dr, q0 + dc, q1 + dc))
-        for n, (p0, p1, q0, q1) in border_rects(h, w, a, c)
-    ]
+    own_rects = [(f"{block.key}:{n}", rect) for n, rect in border_rects(h, w, a, c)]
     spill_rects = []
-    if ww > w + dc:
-        spill_rects.append((f"{block.key}:right", (dr, dr + h, dc + w, ww)))
-    if hh > h + dr:
-        spill_rects.append((f"{block.key}:bottom", (dr + h, hh, dc, ww)))
-    fin = (dr + a, dr + h, dc + c, dc + w) if a < h and c < w else None
+    if ww > w:
+        spill_rects.append((f"{block.key}:right", (0, h, w, ww)))
+    if hh > h:
+        spill_rects.append((f"{block.key}:bottom", (h, hh, 0, ww)))
+    fin = (a, h, c, w) if a < h and c < w else None
     rects = [rect for _, rect in own_rects + spill_rects]
     sums, done = acc.take(rects, fin, job.radiometry.out_range)
     pieces = [
@@ -490,7 +487,7 @@ def accumulate_block(job: TranslateJob, bi: int, bj: int, prepared: BlockInput |
 _SPILL_PARTS = ("right", "bottom")
 
 
-def _spill_strips(p: BlockPartial, block: Block) -> dict[str, np.ndarray]:
+def _spill_strips(p: BlockPartial) -> dict[str, np.ndarray]:
     """The spill strips of a block's partial (what neighbours need), as named arrays for the work state."""
     z = {"n_eval": np.array(p.n_eval)}
     for q in p.spill:
@@ -531,11 +528,11 @@ def resumable_partial(
         if z is not None:
             return _partial_from_spill(block, z)
     p = accumulate_block(job, bi, bj, prepared)
-    ws.save_spill(block.key, _spill_strips(p, block))
+    ws.save_spill(block.key, _spill_strips(p))
     return p
 
 
-def partial_strips(p: BlockPartial, block: Block) -> tuple[Partial, ...]:
+def partial_strips(p: BlockPartial) -> tuple[Partial, ...]:
     """The parts of a block's partial sums that reach its neighbours (:attr:`BlockPartial.spill`).
     Neighbours depend on these instead of the whole partial, which is then released as soon as its own block
     is finished: peak memory holds one row of strips, not one row of partials."""
@@ -679,7 +676,7 @@ def translate_graph(
                 continue
             s = (f"strips-{token}", c.bi, c.bj)  # a neighbour's: only the strips that reach this block
             if s not in dsk:
-                dsk[s] = (partial_strips, k, c)
+                dsk[s] = (partial_strips, k)
             deps.append(s)
         key = (f"out-{token}", b.bi, b.bj)
         dsk[key] = (finish_block, job, workdir, b.bi, b.bj, *deps)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import subprocess
@@ -390,6 +391,8 @@ def _task_passes(args, spent: dict) -> tuple[dict, object]:
         if pyramid is not None and hasattr(job, "overview_levels"):  # a checkout with block-wise overviews
             job = replace(job, overview_levels=pyramid.block_levels(prep.plan.chunk, L, L))
         ws = open_work_state(job, tmp / "o.tif", "cog", False)
+        # checkouts before the acc tasks finished their blocks cut the strips from the block's whole partial
+        old_strips = len(inspect.signature(tasks.partial_strips).parameters) > 1
         best = None
         for _ in range(args.repeat):
             spent.clear()
@@ -401,7 +404,9 @@ def _task_passes(args, spent: dict) -> tuple[dict, object]:
             c1 = time.thread_time()
             for b in job.plan.blocks:
                 deps = [
-                    parts[c.key] if c.key == b.key else tasks.partial_strips(parts[c.key], c)
+                    parts[c.key]
+                    if c.key == b.key
+                    else tasks.partial_strips(parts[c.key], *([c] if old_strips else []))
                     for c in job.plan.contributors(b)
                 ]
                 tasks.finish_block(job, str(ws.root), b.bi, b.bj, *deps)

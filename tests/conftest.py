@@ -90,6 +90,17 @@ def gcp_scene(tmp_path_factory):
     return str(sar)
 
 
+def translate_torch(scene, out, model, capsys, *extra):
+    """``translate`` through the CLI in-process, torch engine on CPU, quiet: ``(rgb, meta)`` of the output
+    read back with its mask (for runs whose pixels a test compares)."""
+    from sar2opt_geo import io
+
+    args = ["translate", scene, out, "--model", model, "--device", "cpu", "--backend", "torch", "-q"]
+    code, _, err = run_cli([*args, *extra], capsys)
+    assert code == 0, err
+    return io.read_raster(out, masked=True)
+
+
 def run_cli(args, capsys):
     """Run the CLI in-process: ``(exit_code, stdout, stderr)``."""
     from sar2opt_geo.cli import main

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import run_cli
+from conftest import translate_torch
 
-from sar2opt_geo import io, tasks
+from sar2opt_geo import tasks
 from sar2opt_geo.blend import Accumulator, normalise
 from sar2opt_geo.radiometry import output_to_uint8
 from sar2opt_geo.tiling import TileGrid
@@ -33,8 +33,9 @@ def test_accumulator_on_torch_tensors_matches_numpy():
         host.add(pos[k : k + 5], y[k : k + 5])
         dev.add(pos[k : k + 5], torch.from_numpy(y[k : k + 5]))
     assert isinstance(dev.sum_wy, torch.Tensor)
-    hw, hs = host.result()
-    dw, ds = dev.result()
+    whole = [(0, shape[0], 0, shape[1])]
+    [(hw, hs)], _ = host.take(whole, None, (-1.0, 1.0))
+    [(dw, ds)], _ = dev.take(whole, None, (-1.0, 1.0))
     assert dw.dtype == np.float32 and dw.shape == hw.shape and ds.shape == hs.shape
     np.testing.assert_allclose(dw, hw, atol=1e-6)
     np.testing.assert_allclose(ds, hs, atol=1e-6)
@@ -48,11 +49,7 @@ def test_pipeline_with_device_blending_gives_the_same_pixels(
     small_scene, tiny_model_path, tmp_path, capsys, monkeypatch
 ):
     def run(name):
-        out = tmp_path / name
-        args = ["translate", small_scene, out, "--model", tiny_model_path, "--device", "cpu", "-q"]
-        code, _, err = run_cli([*args, "--backend", "torch", "--chunk-size", "384"], capsys)
-        assert code == 0, err
-        return io.read_raster(out, masked=True)
+        return translate_torch(small_scene, tmp_path / name, tiny_model_path, capsys, "--chunk-size", "384")
 
     host, mh = run("host.tif")
     calls = []
@@ -85,7 +82,7 @@ def test_take_finishes_the_corner_where_the_sums_are_and_copies_the_rest():
     for name, acc in accs.items():
         for k in keep:
             acc.add([pos[k]], torch.from_numpy(y[k : k + 1]) if name == "device" else y[k : k + 1])
-    ref_wy, ref_w = (a.copy() for a in accs["host"].result())
+    ref_wy, ref_w = accs["host"].sum_wy.copy(), accs["host"].sum_w.copy()
     rects = [(0, 128, 0, shape[1]), (128, shape[0], 0, 128)]
     fin = (128, shape[0], 128, shape[1])
     out = {name: acc.take(rects, fin, (-1.0, 1.0)) for name, acc in accs.items()}

@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import translate_torch
 
-from sar2opt_geo import io, tasks
+from sar2opt_geo import tasks
 from sar2opt_geo.distributed import ThreadedExecutor
 from sar2opt_geo.plan import TranslateOptions, prepare_translate
 from sar2opt_geo.sampling import measure_scene
@@ -69,11 +69,7 @@ def test_prepared_blocks_give_the_pixels_of_the_fused_pipeline(
     job's are, and fused: the same bytes and mask; and every block's acc task did take a prepared input."""
 
     def run(name):
-        out = tmp_path / name
-        args = ["translate", small_scene, out, "--model", tiny_model_path, "--device", "cpu", "-q"]
-        code, _, err = run_cli([*args, "--backend", "torch", "--chunk-size", "256"], capsys)
-        assert code == 0, err
-        return io.read_raster(out, masked=True)
+        return translate_torch(small_scene, tmp_path / name, tiny_model_path, capsys, "--chunk-size", "256")
 
     fused, mf = run("fused.tif")
     seen = []

@@ -317,7 +317,7 @@ def test_spill_strips_round_trip_and_read_the_layout_written_before():
         "bottom_wy": wy[:, h:, :], "bottom_w": sw[h:, :], "bottom_valid": valid[h:, :],
         "shape": np.array([hh, ww]), "n_eval": np.array(7),
     }  # fmt: skip
-    for z in (_spill_strips(p, b), old_layout):
+    for z in (_spill_strips(p), old_layout):
         back = _partial_from_spill(b, z)
         assert back.key == b.key and back.finished is None and back.own == ()
         assert [q.key for q in back.spill] == [right.key, bottom.key]
