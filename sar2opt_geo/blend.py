@@ -121,8 +121,8 @@ class Accumulator:
             return pieces, None
         r0, r1, c0, c1 = finished
         wy, w = self.sum_wy[:, r0:r1, c0:c1], self.sum_w[r0:r1, c0:c1]
-        if self.device is None:  # the quotients into a contiguous buffer: the uint8 steps on a strided view
-            y, covered = normalise(wy, w, out=np.empty(wy.shape, np.float32))  # of the block run 2x slower
+        if self.device is None:  # the quotients into a contiguous buffer: the uint8 steps run faster there
+            y, covered = normalise(wy, w, out=np.empty(wy.shape, np.float32))  # than on a strided view
             return pieces, (output_to_uint8(y, out_range, in_place=True), covered)
         import torch
 
@@ -147,7 +147,7 @@ def normalise(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(Σw·y / Σw, covered)``; pixels no evaluated tile covered get 0 and ``covered`` False.
     ``in_place``: the quotient is written into ``sum_wy`` (which the caller no longer needs); ``out``: into
-    that array instead (a contiguous one when ``sum_wy`` is a strided view: what follows runs 2x faster)."""
+    that array instead (a contiguous one when ``sum_wy`` is a strided view: what follows runs faster)."""
     covered = sum_w > 0
     if in_place or out is not None:
         # every pixel divided (0/0 at uncovered ones, then overwritten): numpy's masked ``where=`` division
