@@ -215,6 +215,8 @@ def _read(scene: io.SceneInfo, row0, row1, col0, col1, bands, convert: Convert |
     r_lo, r_hi = int(rows.min()), int(rows.max()) + 1
     c_lo, c_hi = int(cols.min()), int(cols.max()) + 1
     data, valid = warp_window(scene.warp, read, len(bands), r_lo, r_hi, c_lo, c_hi)
+    if row0 >= 0 and col0 >= 0 and row1 <= scene.height and col1 <= scene.width:
+        return data, valid  # inside the grid: nothing reflected, no gather
     sel = np.ix_(rows - r_lo, cols - c_lo)
     return np.ascontiguousarray(data[(slice(None),) + sel]), np.ascontiguousarray(valid[sel])
 

@@ -272,10 +272,17 @@ def warp_window(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Target pixels ``[row0, row1) × [col0, col1)`` (inside the grid): float32 ``(count, h, w)`` and the
     validity mask, by bilinear interpolation of the source window ``read_source(r0, r1, c0, c1)`` returns
-    (linear intensity ``(count, h, w)`` and its mask; only rows/cols inside the source image are asked)."""
+    (linear intensity ``(count, h, w)`` and its mask; only rows/cols inside the source image are asked).
+
+    A target pixel's four source neighbours are gathered by flat index (``np.take`` on the raveled window,
+    a fraction of the cost of 2-D fancy indexing) and the pixels are resampled a strip of
+    :data:`WARP_STRIP` rows at a time, so the dozen per-pixel temporaries stay in cache. The float64
+    arithmetic is the textbook formula's, operation for operation (``tests/test_s1_pipeline.py`` compares
+    the two bit for bit)."""
     h, w = row1 - row0, col1 - col0
-    sr, sc = source_coords(grid, row0, row1, col0, col1)
-    fr, fc = sr - 0.5, sc - 0.5  # array index coordinates (pixel centres at +0.5)
+    fr, fc = source_coords(grid, row0, row1, col0, col1)
+    fr -= 0.5  # array index coordinates (pixel centres at +0.5)
+    fc -= 0.5
     H, W = grid.src.height, grid.src.width
     if grid.resampling == "nearest":
         return _nearest(grid, read_source, count, fr, fc)
@@ -283,44 +290,109 @@ def warp_window(
     data = np.zeros((count, h, w), dtype=np.float32)
     if not inside.any():
         return data, np.zeros((h, w), dtype=bool)
-    i0 = np.clip(np.floor(fr), 0, max(H - 2, 0)).astype(np.int64)
-    j0 = np.clip(np.floor(fc), 0, max(W - 2, 0)).astype(np.int64)
-    r_lo, r_hi = int(i0[inside].min()), min(H, int(i0[inside].max()) + 2)
-    c_lo, c_hi = int(j0[inside].min()), min(W, int(j0[inside].max()) + 2)
+    # the source window: floor and clip are monotone, so the extreme cells come from the extreme coordinates
+    r_lo, r_hi = _cell_range(fr, inside, H)
+    c_lo, c_hi = _cell_range(fc, inside, W)
     src, svalid = read_source(r_lo, r_hi, c_lo, c_hi)
-    i0 = np.clip(i0, r_lo, r_hi - 1) - r_lo
-    j0 = np.clip(j0, c_lo, c_hi - 1) - c_lo
-    i1 = np.minimum(i0 + 1, r_hi - r_lo - 1)
-    j1 = np.minimum(j0 + 1, c_hi - c_lo - 1)
-    u = np.clip(fr - (i0 + r_lo), 0.0, 1.0)
-    v = np.clip(fc - (j0 + c_lo), 0.0, 1.0)
-    valid = inside & svalid[i0, j0] & svalid[i0, j1] & svalid[i1, j0] & svalid[i1, j1]
-    w00, w01, w10, w11 = (1 - u) * (1 - v), (1 - u) * v, u * (1 - v), u * v
-    for k in range(count):
-        s = src[k].astype(np.float64)
-        val = w00 * s[i0, j0] + w01 * s[i0, j1] + w10 * s[i1, j0] + w11 * s[i1, j1]
-        data[k] = np.where(valid, val, 0.0).astype(np.float32)
+    sh, sw = r_hi - r_lo, c_hi - c_lo
+    flat_src = [np.ascontiguousarray(src[k]).ravel() for k in range(count)]
+    flat_valid = np.ascontiguousarray(svalid).ravel()
+    valid = np.empty((h, w), dtype=bool)
+    for a in range(0, h, WARP_STRIP):
+        b = min(h, a + WARP_STRIP)
+        _bilinear_strip(
+            fr[a:b],
+            fc[a:b],
+            inside[a:b],
+            (H, W),
+            (r_lo, c_lo, sh, sw),
+            flat_src,
+            flat_valid,
+            data[:, a:b],
+            valid[a:b],
+        )
     return data, valid
+
+
+#: Rows of target pixels resampled together by :func:`warp_window` (a strip's temporaries fit in cache).
+WARP_STRIP = 32
+
+
+def _cell_range(f: np.ndarray, inside: np.ndarray, n: int) -> tuple[int, int]:
+    """``[lo, hi)``: the source rows (or columns) that the bilinear cells of the ``inside`` coordinates
+    ``f`` use."""
+    top = max(n - 2, 0)
+    lo = int(np.clip(np.floor(np.min(f, where=inside, initial=np.inf)), 0, top))
+    hi = int(np.clip(np.floor(np.max(f, where=inside, initial=-np.inf)), 0, top))
+    return lo, min(n, hi + 2)
+
+
+def _bilinear_strip(fr, fc, inside, size, window, flat_src, flat_valid, out, valid) -> None:
+    """Resample one strip of target pixels into ``out`` ``(count, rows, w)`` and ``valid``: the cell of every
+    pixel (clipped to the image, then to the source window), its four corners' flat indices, validity and
+    weights, then ``w00·s00 + w01·s01 + w10·s10 + w11·s11`` in float64 per band."""
+    H, W = size
+    r_lo, c_lo, sh, sw = window
+    i0 = np.floor(fr)
+    np.clip(i0, 0, max(H - 2, 0), out=i0)
+    i0 = i0.astype(np.intp)
+    j0 = np.floor(fc)
+    np.clip(j0, 0, max(W - 2, 0), out=j0)
+    j0 = j0.astype(np.intp)
+    np.clip(i0, r_lo, r_lo + sh - 1, out=i0)
+    np.clip(j0, c_lo, c_lo + sw - 1, out=j0)
+    u = fr - i0  # i0 + r_lo of the window's frame: the same integer
+    np.clip(u, 0.0, 1.0, out=u)
+    v = fc - j0
+    np.clip(v, 0.0, 1.0, out=v)
+    i0 -= r_lo
+    j0 -= c_lo
+    di = (i0 < sh - 1).astype(np.intp)  # the lower row exists (else it is the same row, as the formula clips)
+    dj = (j0 < sw - 1).astype(np.intp)
+    k00 = i0 * sw
+    k00 += j0
+    k01 = k00 + dj
+    di *= sw
+    k10 = k00 + di
+    k11 = k01 + di
+    np.take(flat_valid, k00, out=valid, mode="clip")  # indices are in range: "clip" skips numpy's checks
+    valid &= inside
+    for k in (k01, k10, k11):
+        valid &= np.take(flat_valid, k, mode="clip")
+    u1, v1 = 1 - u, 1 - v
+    w00, w01, w10, w11 = u1 * v1, u1 * v, u * v1, u * v
+    for band, s in enumerate(flat_src):
+        val = w00 * np.take(s, k00, mode="clip")
+        val += w01 * np.take(s, k01, mode="clip")
+        val += w10 * np.take(s, k10, mode="clip")
+        val += w11 * np.take(s, k11, mode="clip")
+        out[band] = val
+        out[band][~valid] = 0.0
 
 
 def _nearest(grid: WarpGrid, read_source: Reader, count: int, fr: np.ndarray, fc: np.ndarray):
     """Nearest-neighbour variant of :func:`warp_window`: each target pixel takes the source pixel its centre
-    falls in."""
+    falls in (gathered by flat index)."""
     H, W = grid.src.height, grid.src.width
     inside = (fr >= -0.5) & (fr < H - 0.5) & (fc >= -0.5) & (fc < W - 0.5)
     data = np.zeros((count,) + fr.shape, dtype=np.float32)
     if not inside.any():
         return data, np.zeros(fr.shape, dtype=bool)
-    i = np.clip(np.floor(fr + 0.5), 0, H - 1).astype(np.int64)
-    j = np.clip(np.floor(fc + 0.5), 0, W - 1).astype(np.int64)
-    r_lo, r_hi = int(i[inside].min()), int(i[inside].max()) + 1
-    c_lo, c_hi = int(j[inside].min()), int(j[inside].max()) + 1
+    i = np.clip(np.floor(fr + 0.5), 0, H - 1).astype(np.intp)
+    j = np.clip(np.floor(fc + 0.5), 0, W - 1).astype(np.intp)
+    r_lo, r_hi = int(np.min(i, where=inside, initial=H)), int(np.max(i, where=inside, initial=0)) + 1
+    c_lo, c_hi = int(np.min(j, where=inside, initial=W)), int(np.max(j, where=inside, initial=0)) + 1
     src, svalid = read_source(r_lo, r_hi, c_lo, c_hi)
-    i = np.clip(i, r_lo, r_hi - 1) - r_lo
-    j = np.clip(j, c_lo, c_hi - 1) - c_lo
-    valid = inside & svalid[i, j]
+    np.clip(i, r_lo, r_hi - 1, out=i)
+    np.clip(j, c_lo, c_hi - 1, out=j)
+    i -= r_lo
+    j -= c_lo
+    i *= c_hi - c_lo
+    i += j  # flat index into the source window
+    valid = inside & np.take(np.ascontiguousarray(svalid).ravel(), i, mode="clip")
     for k in range(count):
-        data[k] = np.where(valid, src[k][i, j], np.float32(0.0))
+        np.take(np.ascontiguousarray(src[k]).ravel(), i, out=data[k], mode="clip")
+        data[k][~valid] = 0.0
     return data, valid
 
 

@@ -198,6 +198,78 @@ def test_warped_windows_are_bit_identical_whatever_the_split(products, resamplin
     assert np.array_equal(full[:, :, :9], full[:, :, 10:19][:, :, ::-1])  # numpy "reflect" past the edge
 
 
+def _textbook_warp(grid, read_source, count, row0, row1, col0, col1):
+    """Bilinear resampling as first written (2-D fancy indexing, whole window at once): the reference that
+    ``warp.warp_window``'s strips of flat-index gathers must equal bit for bit."""
+    sr, sc = warp.source_coords(grid, row0, row1, col0, col1)
+    fr, fc = sr - 0.5, sc - 0.5
+    H, W = grid.src.height, grid.src.width
+    data = np.zeros((count,) + fr.shape, dtype=np.float32)
+    if grid.resampling == "nearest":
+        inside = (fr >= -0.5) & (fr < H - 0.5) & (fc >= -0.5) & (fc < W - 0.5)
+        if not inside.any():
+            return data, inside
+        i = np.clip(np.floor(fr + 0.5), 0, H - 1).astype(np.int64)
+        j = np.clip(np.floor(fc + 0.5), 0, W - 1).astype(np.int64)
+        r_lo, r_hi = int(i[inside].min()), int(i[inside].max()) + 1
+        c_lo, c_hi = int(j[inside].min()), int(j[inside].max()) + 1
+        src, svalid = read_source(r_lo, r_hi, c_lo, c_hi)
+        i, j = np.clip(i, r_lo, r_hi - 1) - r_lo, np.clip(j, c_lo, c_hi - 1) - c_lo
+        valid = inside & svalid[i, j]
+        return np.stack([np.where(valid, src[k][i, j], np.float32(0.0)) for k in range(count)]), valid
+    inside = (fr >= 0) & (fr <= H - 1) & (fc >= 0) & (fc <= W - 1)
+    if not inside.any():
+        return data, inside
+    i0 = np.clip(np.floor(fr), 0, max(H - 2, 0)).astype(np.int64)
+    j0 = np.clip(np.floor(fc), 0, max(W - 2, 0)).astype(np.int64)
+    r_lo, r_hi = int(i0[inside].min()), min(H, int(i0[inside].max()) + 2)
+    c_lo, c_hi = int(j0[inside].min()), min(W, int(j0[inside].max()) + 2)
+    src, svalid = read_source(r_lo, r_hi, c_lo, c_hi)
+    i0 = np.clip(i0, r_lo, r_hi - 1) - r_lo
+    j0 = np.clip(j0, c_lo, c_hi - 1) - c_lo
+    i1, j1 = np.minimum(i0 + 1, r_hi - r_lo - 1), np.minimum(j0 + 1, c_hi - c_lo - 1)
+    u = np.clip(fr - (i0 + r_lo), 0.0, 1.0)
+    v = np.clip(fc - (j0 + c_lo), 0.0, 1.0)
+    valid = inside & svalid[i0, j0] & svalid[i0, j1] & svalid[i1, j0] & svalid[i1, j1]
+    w00, w01, w10, w11 = (1 - u) * (1 - v), (1 - u) * v, u * (1 - v), u * v
+    for k in range(count):
+        s = src[k].astype(np.float64)
+        val = w00 * s[i0, j0] + w01 * s[i0, j1] + w10 * s[i1, j0] + w11 * s[i1, j1]
+        data[k] = np.where(valid, val, 0.0).astype(np.float32)
+    return data, valid
+
+
+@pytest.mark.parametrize("resampling", ["bilinear", "nearest"])
+@pytest.mark.parametrize("pass_dir", ["ASCENDING", "DESCENDING"])
+def test_warp_window_equals_the_textbook_resampling_bit_for_bit(products, pass_dir, resampling):
+    """The strip-wise flat-index resampling gives the pixels and mask of the plain formula: windows over
+    the footprint edge, the image corners, a single pixel, one wider than a strip, and a source with
+    invalid (DN 0) pixels inside it."""
+    scene = source.open_source(products[pass_dir].safe, resampling=resampling)
+    grid, product = scene.warp, scene.product
+    rng = np.random.default_rng(7)
+    holes = rng.random((product.height, product.width)) < 0.02
+
+    def read(r0, r1, c0, c1):
+        data, valid = product.read_window(None, r0, r1, c0, c1)
+        valid = valid & ~holes[r0:r1, c0:c1]
+        return np.where(valid[None], data, np.float32(0.0)), valid
+
+    H, W = grid.height, grid.width
+    windows = [(0, H, 0, W), (0, 1, 0, 1), (H - 70, H, W - 45, W), (13, 13 + warp.WARP_STRIP + 5, 0, W)]
+    for _ in range(8):
+        (r0, r1), (c0, c1) = (sorted(int(x) for x in rng.integers(0, n, 2)) for n in (H, W))
+        windows.append((r0, r1 + 1, c0, c1 + 1))
+    n_edge = 0
+    for r0, r1, c0, c1 in windows:
+        got, gvalid = warp.warp_window(grid, read, product.count, r0, r1, c0, c1)
+        ref, rvalid = _textbook_warp(grid, read, product.count, r0, r1, c0, c1)
+        assert got.dtype == np.float32 and np.array_equal(gvalid, rvalid)
+        assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+        n_edge += bool(rvalid.any() and not rvalid.all())
+    assert n_edge >= 2  # the footprint edge and the holes were in play
+
+
 def test_gcp_geotiff_is_warped_back_onto_its_own_lattice(tmp_path):
     """A map raster georeferenced by GCPs only lands, warped, on the same 10 m UTM lattice: nearest gives
     back its pixels exactly, bilinear within interpolation error."""

@@ -73,10 +73,13 @@ def grid_interp(
         return np.broadcast_to(row_vec, (rows.size, cols.size)).copy()
     j, u = segment_weights(rows, lines, clamp=clamp)
     needed = np.unique(np.concatenate([j, j + 1]))
-    along = {int(k): interp1(cols, pixels[k], values[k], clamp=clamp) for k in needed}
-    lo = np.stack([along[int(k)] for k in j])
-    hi = np.stack([along[int(k) + 1] for k in j])
-    return (1.0 - u)[:, None] * lo + u[:, None] * hi
+    along = np.stack([interp1(cols, pixels[k], values[k], clamp=clamp) for k in needed])
+    lo = along[np.searchsorted(needed, j)]  # whole rows gathered: a copy each, no per-row Python
+    hi = along[np.searchsorted(needed, j + 1)]
+    lo *= (1.0 - u)[:, None]  # in place: the same products and sum as (1 - u)·lo + u·hi
+    hi *= u[:, None]
+    lo += hi
+    return lo
 
 
 @dataclass(frozen=True, eq=False)

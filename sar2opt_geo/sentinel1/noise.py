@@ -77,13 +77,18 @@ class NoiseLUT:
         """η = η_rg · η_az in DN² (float64 (len(rows), len(cols)))."""
         eta = self.range_noise(rows, cols)
         if self.azimuth:
-            eta = eta * self.azimuth_noise(rows, cols)
+            eta *= self.azimuth_noise(rows, cols)  # range_noise's array is this call's own
         return eta
 
 
-def denoise_power(power: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    """``max(DN² − η, f·η)`` (see the module docstring)."""
-    return np.maximum(power - eta, NOISE_FLOOR_FRACTION * eta)
+def denoise_power(power: np.ndarray, eta: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """``max(DN² − η, f·η)`` (see the module docstring). ``in_place``: into ``power`` (the caller's scratch;
+    the same values)."""
+    floor = NOISE_FLOOR_FRACTION * eta
+    if not in_place:
+        return np.maximum(power - eta, floor)
+    power -= eta
+    return np.maximum(power, floor, out=power)
 
 
 def parse_noise(data: bytes, name: str) -> NoiseLUT:
