@@ -20,11 +20,12 @@ GPU rows are not run here (no GPU on this machine); the comparison with NRCan ge
 ``scripts/bench_geoinference.py`` (geo-inference runs in its own virtual environment).
 
     python scripts/bench_speed.py [--small 1024] [--large 3072] [--repeat 2] [--skip-slow] [--pipeline-only]
-    python scripts/bench_speed.py --profile [--small 1024] [--large 3072] [--repeat 2]
+    python scripts/bench_speed.py --profile [--input KIND] [--small 1024] [--large 3072] [--repeat 2]
     python scripts/bench_speed.py --tasks [--large 3072] [--repeat 5]
     python scripts/bench_speed.py --cog-step [--large 3072] [--repeat 10]
     python scripts/bench_speed.py --startup [--small 1024] [--repeat 5] [--checkout PATH ...]
-    python scripts/bench_speed.py --compare [--small 1024] [--large 3072] [--repeat 5] --checkout PATH ...
+    python scripts/bench_speed.py --compare [--input KIND] [--small 1024] [--large 3072] [--repeat 5]
+                                  --checkout PATH ...
 
 ``--pipeline-only`` runs row 3 alone (the near-null model against the I/O floor): what a change to the
 pipeline around the model is measured with, without the minutes of bundled-model runs. ``--profile`` prints
@@ -35,7 +36,8 @@ with the blocks' own overview levels against GDAL building them. ``--startup`` t
 ``translate`` of the small scene (fixed costs: imports, model load, engine choice) for each ``--checkout``, in
 alternation; ``--compare`` the pipeline alone (identity model, marginal) of each ``--checkout``, in
 alternation: the before/after figure of a pipeline change that separate runs on a drifting machine cannot
-give.
+give. ``--input product`` makes both read a Sentinel-1 GRD product (calibration, thermal noise removal and
+the warp onto UTM, window by window) instead of a GeoTIFF; ``--input product-map`` its map-projected σ⁰.
 
 Marginal figures take the fastest of ``--repeat`` alternated runs of each size (other processes' load only
 ever adds time); wall times of single runs are single runs.
@@ -128,6 +130,25 @@ def make_scene(outdir: Path, size: int, seed: int = 11) -> str:
 
     sar, _ = write_scene(outdir, SceneSpec(width=size, height=size, seed=seed))
     return str(sar)
+
+
+#: ``--input`` of ``--compare`` and ``--profile``: what the pipeline reads. ``product``: a synthetic
+#: Sentinel-1 IW GRDH product (VV, random thermal noise, ascending) of the side's lines and samples, as a
+#: SAFE folder: DN → calibrated, denoised σ⁰ → warped onto UTM window by window. ``product-map``: the same
+#: product's map-projected σ⁰ GeoTIFF from the simulator (the same footprint, ~1.16× the radar side on its
+#: 10 m grid): what the product costs beyond a GeoTIFF of the same scene.
+INPUTS = ("geotiff", "product", "product-map")
+
+
+def make_input(kind: str, outdir: Path, size: int, seed: int = 11) -> str:
+    """The input file (or SAFE folder) of ``--input kind`` at side ``size``."""
+    if kind == "geotiff":
+        return make_scene(outdir, size, seed)
+    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+
+    spec = ProductSpec(width=size, height=size, polarisations=("VV",), seed=seed, thermal_noise="random")
+    paths = write_product(outdir, spec)
+    return str(paths.safe if kind == "product" else paths.sar_map)
 
 
 def translate(
@@ -314,7 +335,7 @@ def run_profile(args) -> None:
             "ngf-1": null_checkpoint(tmp / "null.safetensors"),
             "identity": identity_onnx(tmp / "identity.onnx"),
         }
-        scenes = {s: make_scene(tmp / f"s{s}", s) for s in (args.small, args.large)}
+        scenes = {s: make_input(args.input, tmp / f"s{s}", s) for s in (args.small, args.large)}
         S, L = args.small, args.large
         cols = {name: profile_pipeline(scenes, m, tmp, args.repeat) for name, m in models.items()}
     print()
@@ -331,7 +352,10 @@ def run_profile(args) -> None:
     print()
     print("rows: main-thread seconds in cProfile (Dask's synchronous scheduler), best run of each size")
     print(f"load average after: {loadavg()}")
-    print(f"command: python scripts/bench_speed.py --profile --small {S} --large {L} --repeat {args.repeat}")
+    print(
+        f"command: python scripts/bench_speed.py --profile --input {args.input} --small {S} --large {L} "
+        f"--repeat {args.repeat}"
+    )
 
 
 #: The task functions ``--tasks`` times (module, attribute, label); nested ones are inside the row above.
@@ -572,7 +596,7 @@ def run_compare(args) -> None:
         tmp = Path(tmp)
         base = {**os.environ, "SAR2OPT_GEO_CACHE_DIR": str(tmp / "cache")}
         model = identity_onnx(tmp / "identity.onnx")
-        scenes = {s: make_scene(tmp / f"s{s}", s) for s in (S, L)}
+        scenes = {s: make_input(args.input, tmp / f"s{s}", s) for s in (S, L)}
         runs: dict[str, dict[int, list]] = {c: {S: [], L: []} for c in checkouts}
 
         def once(c: str, size: int):
@@ -580,15 +604,17 @@ def run_compare(args) -> None:
 
         for c in checkouts:  # the engine's first load (untimed)
             once(c, S)
+        out_px = {size: _pixels(scenes[size]) for size in (S, L)}  # a warped product: its map grid
         for i in range(args.repeat):
             for size in (S, L):
                 for c in checkouts if i % 2 == 0 else checkouts[::-1]:
                     runs[c][size].append(once(c, size))
-    mpx = (L * L - S * S) / 1e6
+    mpx = (out_px[L] - out_px[S]) / 1e6
     print()
     print(
-        f"| pipeline alone (identity model), marginal {S}² → {L}², fastest of {args.repeat} alternated "
-        "rounds | wall s | CPU s | ms CPU a tile | Mpx/s per core | ÷ first (wall, CPU) |"
+        f"| pipeline alone (identity model), --input {args.input}, marginal {S}² → {L}², fastest of "
+        f"{args.repeat} alternated rounds | wall s | CPU s | ms CPU a tile | Mpx/s per core (output) | "
+        "÷ first (wall, CPU) |"
     )
     print("|---|---:|---:|---:|---:|---|")
     first = None
@@ -604,8 +630,18 @@ def run_compare(args) -> None:
     print()
     print(f"load average after: {loadavg()}")
     cmd = " ".join(f"--checkout {c}" for c in checkouts)
-    print(f"command: python scripts/bench_speed.py --compare --small {S} --large {L} --repeat {args.repeat} "
-          f"{cmd}")
+    print(
+        f"command: python scripts/bench_speed.py --compare --input {args.input} --small {S} --large {L} "
+        f"--repeat {args.repeat} {cmd}"
+    )
+
+
+def _pixels(scene: str) -> int:
+    """Pixels of the grid ``translate`` writes for ``scene`` (a warped product's map grid)."""
+    from sar2opt_geo.source import open_source
+
+    src = open_source(scene)
+    return src.width * src.height
 
 
 def run_startup(args) -> None:
@@ -680,6 +716,13 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=1024, help="small scene side (px)")
     ap.add_argument("--large", type=int, default=3072, help="large scene side (px)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each marginal pair (fastest kept)")
+    ap.add_argument(
+        "--input",
+        choices=INPUTS,
+        default="geotiff",
+        help="with --compare or --profile: what the pipeline reads (a σ⁰ GeoTIFF scene; a Sentinel-1 GRD "
+        "product, SAFE, of --small/--large lines and samples; or that product's map-projected σ⁰ GeoTIFF)",
+    )
     ap.add_argument(
         "--skip-slow", action="store_true", help="skip the torch and bf16 runs of the bundled model"
     )

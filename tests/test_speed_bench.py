@@ -96,8 +96,22 @@ def test_compare_runs_every_checkout_from_its_own_folder(tmp_path, capsys, monke
         return real_run(cmd, *a, **k)
 
     monkeypatch.setattr(bench.subprocess, "run", spy)
-    bench.run_compare(argparse.Namespace(small=256, large=512, repeat=1, checkout=[str(root), str(other)]))
+    ns = argparse.Namespace(small=256, large=512, repeat=1, checkout=[str(root), str(other)], input="geotiff")
+    bench.run_compare(ns)
     out = capsys.readouterr().out
     assert f"| {root} |" in out and f"| {other} |" in out and "1.00, 1.00" in out
     assert sorted(p for p, _ in seen) == sorted([str(root)] * 3 + [str(other)] * 3)  # warm-up + 2 sizes
     assert all(not cwd.startswith((str(root), str(other))) for _, cwd in seen)
+
+
+def test_product_inputs_are_a_safe_product_and_its_map_scene(tmp_path):
+    """``--input product`` reads a Sentinel-1 SAFE product (warped: its output grid is the map grid, larger
+    than the radar side); ``--input product-map`` the same footprint's map-projected σ⁰ GeoTIFF."""
+    from sar2opt_geo.source import open_source
+
+    safe = bench.make_input("product", tmp_path / "p", 128)
+    assert safe.endswith(".SAFE")
+    scene = open_source(safe)
+    assert scene.product is not None and scene.warp is not None and bench._pixels(safe) > 128 * 128
+    sigma0 = bench.make_input("product-map", tmp_path / "m", 128)
+    assert sigma0.endswith(".tif") and getattr(open_source(sigma0), "warp", None) is None
