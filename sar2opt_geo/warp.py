@@ -232,20 +232,23 @@ def _nodes(grid: WarpGrid, nr: np.ndarray, nc: np.ndarray) -> tuple[np.ndarray, 
     return r.reshape(rr.shape), c.reshape(rr.shape)
 
 
-def _lerp_axis(v: np.ndarray, k: np.ndarray, t: np.ndarray, axis: int) -> np.ndarray:
+def _lerp_axis(v: np.ndarray, k: np.ndarray, t: np.ndarray, axis: int, out: np.ndarray | None = None):
+    """``(1 - t)·v[k] + t·v[k + 1]`` along ``axis`` (into ``out`` when given: the same operations)."""
     lo = np.take(v, k, axis=axis)
     hi = np.take(v, k + 1, axis=axis)
     shape = [1, 1]
     shape[axis] = -1
     t = t.reshape(shape)
-    return (1.0 - t) * lo + t * hi
+    hi *= t
+    out = np.multiply(1.0 - t, lo, out=out)
+    out += hi
+    return out
 
 
-def source_coords(
-    grid: WarpGrid, row0: int, row1: int, col0: int, col1: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Continuous source coordinates ``(rows, cols)``, float64 ``(h, w)``, of the centres of target pixels
-    ``[row0, row1) × [col0, col1)``; each value depends only on its pixel's coordinates."""
+def _along_rows(grid: WarpGrid, row0: int, row1: int, col0: int, col1: int):
+    """The first half of :func:`source_coords`: the exact node lattice interpolated along rows —
+    ``(rows at every target row (h, nodes), cols likewise)`` — and the column interpolation's node index and
+    weight of every target column."""
     S = NODE_STEP
     k0, k1 = row0 // S, (row1 - 1) // S + 1
     m0, m1 = col0 // S, (col1 - 1) // S + 1
@@ -255,11 +258,16 @@ def source_coords(
     rows, cols = np.arange(row0, row1), np.arange(col0, col1)
     kr, tr = rows // S - k0, (rows % S) / S
     kc, tc = cols // S - m0, (cols % S) / S
-    out = []
-    for v in (node_r, node_c):
-        along = _lerp_axis(v, kr, tr, 0)
-        out.append(_lerp_axis(along, kc, tc, 1))
-    return out[0], out[1]
+    return (_lerp_axis(node_r, kr, tr, 0), _lerp_axis(node_c, kr, tr, 0)), kc, tc
+
+
+def source_coords(
+    grid: WarpGrid, row0: int, row1: int, col0: int, col1: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous source coordinates ``(rows, cols)``, float64 ``(h, w)``, of the centres of target pixels
+    ``[row0, row1) × [col0, col1)``; each value depends only on its pixel's coordinates."""
+    along, kc, tc = _along_rows(grid, row0, row1, col0, col1)
+    return _lerp_axis(along[0], kc, tc, 1), _lerp_axis(along[1], kc, tc, 1)
 
 
 # ---------------------------------------------------------------------------------------- resampling
@@ -280,13 +288,24 @@ def warp_window(
     arithmetic is the textbook formula's, operation for operation (``tests/test_s1_pipeline.py`` compares
     the two bit for bit)."""
     h, w = row1 - row0, col1 - col0
-    fr, fc = source_coords(grid, row0, row1, col0, col1)
-    fr -= 0.5  # array index coordinates (pixel centres at +0.5)
-    fc -= 0.5
     H, W = grid.src.height, grid.src.width
+    # source_coords strip by strip, shifted to array index coordinates (pixel centres at +0.5)
+    along, kc, tc = _along_rows(grid, row0, row1, col0, col1)
+    fr, fc = np.empty((h, w)), np.empty((h, w))
+    inside = np.empty((h, w), dtype=bool)
+    for a in range(0, h, WARP_STRIP):
+        b = min(h, a + WARP_STRIP)
+        r = _lerp_axis(along[0][a:b], kc, tc, 1, out=fr[a:b])
+        c = _lerp_axis(along[1][a:b], kc, tc, 1, out=fc[a:b])
+        r -= 0.5
+        c -= 0.5
+        if grid.resampling != "nearest":
+            np.greater_equal(r, 0, out=inside[a:b])
+            inside[a:b] &= r <= H - 1
+            inside[a:b] &= c >= 0
+            inside[a:b] &= c <= W - 1
     if grid.resampling == "nearest":
         return _nearest(grid, read_source, count, fr, fc)
-    inside = (fr >= 0) & (fr <= H - 1) & (fc >= 0) & (fc <= W - 1)
     data = np.zeros((count, h, w), dtype=np.float32)
     if not inside.any():
         return data, np.zeros((h, w), dtype=bool)
@@ -296,7 +315,13 @@ def warp_window(
     src, svalid = read_source(r_lo, r_hi, c_lo, c_hi)
     sh, sw = r_hi - r_lo, c_hi - c_lo
     flat_src = [np.ascontiguousarray(src[k]).ravel() for k in range(count)]
-    flat_valid = np.ascontiguousarray(svalid).ravel()
+    # a cell is valid when its four corners are (the last row and column are their own lower/right neighbours,
+    # as the clipped corner indices make them): one gather a target pixel instead of four
+    pairs = np.array(svalid, dtype=bool)
+    pairs[:, :-1] &= svalid[:, 1:]
+    cells = pairs.copy()
+    cells[:-1] &= pairs[1:]
+    flat_cells = cells.ravel()
     valid = np.empty((h, w), dtype=bool)
     for a in range(0, h, WARP_STRIP):
         b = min(h, a + WARP_STRIP)
@@ -307,7 +332,7 @@ def warp_window(
             (H, W),
             (r_lo, c_lo, sh, sw),
             flat_src,
-            flat_valid,
+            flat_cells,
             data[:, a:b],
             valid[a:b],
         )
@@ -327,10 +352,11 @@ def _cell_range(f: np.ndarray, inside: np.ndarray, n: int) -> tuple[int, int]:
     return lo, min(n, hi + 2)
 
 
-def _bilinear_strip(fr, fc, inside, size, window, flat_src, flat_valid, out, valid) -> None:
+def _bilinear_strip(fr, fc, inside, size, window, flat_src, flat_cells, out, valid) -> None:
     """Resample one strip of target pixels into ``out`` ``(count, rows, w)`` and ``valid``: the cell of every
-    pixel (clipped to the image, then to the source window), its four corners' flat indices, validity and
-    weights, then ``w00·s00 + w01·s01 + w10·s10 + w11·s11`` in float64 per band."""
+    pixel (clipped to the image, then to the source window), its validity (``flat_cells``: the source
+    window's cells whose four corners are valid), its four corners' flat indices and weights, then
+    ``w00·s00 + w01·s01 + w10·s10 + w11·s11`` in float64 per band."""
     H, W = size
     r_lo, c_lo, sh, sw = window
     i0 = np.floor(fr)
@@ -355,10 +381,8 @@ def _bilinear_strip(fr, fc, inside, size, window, flat_src, flat_valid, out, val
     di *= sw
     k10 = k00 + di
     k11 = k01 + di
-    np.take(flat_valid, k00, out=valid, mode="clip")  # indices are in range: "clip" skips numpy's checks
+    np.take(flat_cells, k00, out=valid, mode="clip")  # indices are in range: "clip" skips numpy's checks
     valid &= inside
-    for k in (k01, k10, k11):
-        valid &= np.take(flat_valid, k, mode="clip")
     u1, v1 = 1 - u, 1 - v
     w00, w01, w10, w11 = u1 * v1, u1 * v, u * v1, u * v
     for band, s in enumerate(flat_src):
