@@ -15,11 +15,14 @@ and the bundled model):
    ≥ 0.85 for the ngf-64 model), and the CPU seconds a tile of the whole process tree — times the model-only
    rate, the CPU cores the pipeline needs to keep the GPU busy;
 3. the pipeline alone on the machine's cores (an identity ONNX model on CPU, marginal): the most tiles/s the
-   CPU side can feed a GPU there;
+   CPU side can feed a GPU there — from the GeoTIFF scenes, and from Sentinel-1 GRD products (a synthetic
+   IW GRDH SAFE of ``--product-small``/``--product-large`` lines and samples: calibration, noise removal
+   and the warp onto UTM on the CPU too);
 4. the machine: GPU name and memory, CPU cores, torch and CUDA versions.
 
     python scripts/bench_gpu.py [--device cuda] [--small 2048] [--large 6144] [--tiles 512] \\
-        [--precisions fp32,fp16,bf16] [--e2e-precisions fp32,bf16] [--json OUT.json]
+        [--precisions fp32,fp16,bf16] [--e2e-precisions fp32,bf16] [--product-small 1024] \\
+        [--product-large 3072] [--json OUT.json]
     python scripts/bench_gpu.py --device cpu --quick      # the same code path, tiny, on CPU (tests)
 
 Prints Markdown tables, the load average before and after, and the command; ``--json`` also writes every
@@ -105,11 +108,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed-ngf", type=int, default=64, help="width of the seed U-Net (64: SAR2Optical's)")
     ap.add_argument("--precisions", default="fp32,fp16,bf16", help="model-only rows")
     ap.add_argument("--e2e-precisions", default="fp32,bf16", help="end-to-end rows")
+    ap.add_argument("--product-small", type=int, default=1024, help="small product side (radar px)")
+    ap.add_argument("--product-large", type=int, default=3072, help="large product side (radar px)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, fp32, seed ngf 8 (tests, CPU)")
     args = ap.parse_args(argv)
     if args.quick:
         args.small, args.large, args.tiles, args.seed_ngf = 256, 512, 4, 8
+        args.product_small, args.product_large = 192, 448
         args.precisions = args.e2e_precisions = "fp32"
     precisions = [p for p in args.precisions.split(",") if p]
     e2e_precisions = [p for p in args.e2e_precisions.split(",") if p]
@@ -144,13 +150,20 @@ def main(argv: list[str] | None = None) -> dict:
         bs.translate(scenes[args.small], tmp / "w.tif", ident, env=env)  # export cache, probe (untimed)
         out["pipeline_alone"] = end_to_end(scenes, ident, "cpu", "fp32", tmp, env, backend="onnx")
         print(f"  pipeline alone (identity model, CPU): {out['pipeline_alone']}", flush=True)
+        sides = (args.product_small, args.product_large)
+        products = {s: bs.make_input("product", tmp / f"p{s}", s) for s in sides}
+        bs.translate(products[sides[0]], tmp / "w.tif", ident, env=env)  # first product run (untimed)
+        out["pipeline_alone_product"] = end_to_end(products, ident, "cpu", "fp32", tmp, env, backend="onnx")
+        print(f"  pipeline alone, Sentinel-1 product: {out['pipeline_alone_product']}", flush=True)
     m = out["machine"]
     print()
     gpu = f"{m.get('gpu', args.device)} ({m.get('gpu_mem_gib', '-')} GiB)"
     print(f"machine: {gpu}, {m['cpu_cores']} CPU cores, torch {m['torch']}, CUDA {m['cuda']}")
     print()
-    print("| model, precision | model only, tiles/s | end to end, tiles/s (marginal) | ÷ model only | "
-          "CPU s a tile (all processes) | CPU cores to keep the GPU busy |")
+    print(
+        "| model, precision | model only, tiles/s | end to end, tiles/s (marginal) | ÷ model only | "
+        "CPU s a tile (all processes) | CPU cores to keep the GPU busy |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for key, mo in out["model_only"].items():
         e = out["end_to_end"].get(key, {})
@@ -168,6 +181,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"pipeline alone (identity model on this machine's {m['cpu_cores']} cores, marginal): "
         f"{pa['tiles_per_s']:.1f} tiles/s, {1e3 * pa['cpu_s_per_tile']:.1f} ms of CPU a tile — the most "
         "tiles/s the CPU side can feed a GPU here"
+    )
+    pp = out["pipeline_alone_product"]
+    print(
+        f"the same from Sentinel-1 GRD products (radar {args.product_small}² → {args.product_large}², "
+        f"calibrated and warped on the CPU): {pp['tiles_per_s']:.1f} tiles/s, "
+        f"{1e3 * pp['cpu_s_per_tile']:.1f} ms of CPU a tile"
     )
     print()
     print(f"load average after: {bs.loadavg()}")

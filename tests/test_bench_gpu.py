@@ -31,4 +31,6 @@ def test_every_gpu_row_is_measured_on_cpu(tmp_path, capsys, monkeypatch):
         assert abs(e["cores_to_feed"] - mo["tiles_per_s"] * e["cpu_s_per_tile"]) < 1e-9
         assert f"| {key} | {mo['tiles_per_s']:.1f} |" in printed
     assert out["pipeline_alone"]["tiles"] == 8 and "pipeline alone (identity model" in printed
+    product = out["pipeline_alone_product"]  # warped products: more tiles than the small one's
+    assert product["tiles"] > 0 and np.isfinite(product["cpu_s_per_tile"]) and "Sentinel-1 GRD" in printed
     assert json.loads((tmp_path / "gpu.json").read_text())["machine"]["cpu_cores"] > 0
