@@ -189,7 +189,7 @@ def _source_reader(scene: SourceScene, bands, convert: Convert, keep_open: bool 
         product, cal, den = scene.product, scene.calibration, scene.denoise
 
         def read(r0, r1, c0, c1):
-            return product.read_window(tuple(bands), r0, r1, c0, c1, cal, den)
+            return product.read_window(tuple(bands), r0, r1, c0, c1, cal, den, keep_open=keep_open)
 
     else:
         raster = scene.raster

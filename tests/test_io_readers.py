@@ -182,3 +182,36 @@ def test_a_cluster_run_closes_the_workers_readers(small_scene, tiny_model_path, 
         after = ex.client.run(io.open_readers)
     assert opened and all(n >= 1 for n in opened.values())  # the workers did keep their input open
     assert all(n == 0 for n in after.values())
+
+
+def test_a_products_measurement_is_read_kept_open_and_closed(tiny_model_path, tmp_path, monkeypatch):
+    """A Sentinel-1 product's DN (here through /vsizip/) are read through the thread's kept-open handle
+    during a translate — the same pixels as opening the TIFF for each window — and closed when it ends."""
+    from sar2opt_geo import run, source
+    from sar2opt_geo.distributed import ThreadedExecutor
+    from sar2opt_geo.plan import TranslateOptions
+    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+
+    paths = write_product(tmp_path / "p", ProductSpec(width=300, height=260, seed=4), zip_product=True)
+    scene = source.open_source(str(paths.zip))
+    product = scene.product
+    for window in ((0, 260, 0, 300), (-5, 120, 40, 310)):
+        opened = product.read_window(None, *window)
+        kept = product.read_window(None, *window, keep_open=True)
+        assert np.array_equal(opened[0], kept[0]) and np.array_equal(opened[1], kept[1])
+    assert io.open_readers() == len(product.bands)  # one handle per measurement TIFF in this thread
+    io.close_readers()
+
+    seen = []
+    real = io._reader
+
+    def spy(path):
+        entry = real(path)
+        seen.append((path, entry[0]))
+        return entry
+
+    monkeypatch.setattr(io, "_reader", spy)
+    opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=192, backend="torch")
+    run.run_translate(str(paths.zip), str(tmp_path / "a.tif"), opts, ThreadedExecutor(2))
+    assert any(path.startswith("/vsizip/") and path.endswith(".tiff") for path, _ in seen)
+    assert all(src.closed for _, src in seen) and io.open_readers() == 0

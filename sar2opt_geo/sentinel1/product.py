@@ -26,7 +26,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from sar2opt_geo.errors import InputError, UsageError
-from sar2opt_geo.io import GDAL_ENV, reflect_index
+from sar2opt_geo.io import GDAL_ENV, read_band, reflect_index
 from sar2opt_geo.sentinel1.annotation import (
     SAFE_NAME,
     ImageAnnotation,
@@ -189,10 +189,13 @@ class S1Product:
         col1: int | None = None,
         calibration: str = DEFAULT_CALIBRATION,
         denoise: bool = True,
+        *,
+        keep_open: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated linear intensity of rows ``[row0, row1)`` × columns ``[col0, col1)`` of the
         reflect-padded image: float32 ``(bands, h, w)`` and a boolean ``(h, w)`` mask, False where any band
-        has DN = 0. ``bands``: polarisation names or 1-based numbers (default: all)."""
+        has DN = 0. ``bands``: polarisation names or 1-based numbers (default: all). ``keep_open``: the
+        measurement TIFFs are read through this thread's open datasets (:func:`sar2opt_geo.io.read_band`)."""
         row1 = self.height if row1 is None else row1
         col1 = self.width if col1 is None else col1
         if row1 <= row0 or col1 <= col0:
@@ -213,21 +216,18 @@ class S1Product:
         data = np.empty((len(idx), rows.size, cols.size), dtype=np.float32)
         valid = np.ones((rows.size, cols.size), dtype=bool)
         for k, i in enumerate(idx):
-            dn = self._read_dn(i, Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo))
+            dn = self._read_dn(i, Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo), keep_open)
             sigma = self.calibrate(dn, i + 1, r_rng, c_rng, calibration, denoise)
             data[k] = sigma[sel]
             valid &= (dn != 0)[sel]
         return data, valid
 
-    def _read_dn(self, i: int, window: Window) -> np.ndarray:
+    def _read_dn(self, i: int, window: Window, keep_open: bool = False) -> np.ndarray:
         b = self.bands[i]
         if b.measurement is None:
             raise InputError(f"{self.name}: no measurement tiff for {b.polarisation}")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.Env(**GDAL_ENV), rasterio.open(b.measurement) as src:
-                    return src.read(1, window=window)
+            return read_band(b.measurement, window, keep_open=keep_open)
         except RasterioIOError as exc:
             raise InputError(f"{b.measurement}: not a readable raster ({_first_line(exc)})") from None
 
