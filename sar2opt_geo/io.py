@@ -386,8 +386,8 @@ def open_readers() -> int:
 def read_band(path: str, window, band: int = 1, *, keep_open: bool = False) -> np.ndarray:
     """Raw values of ``band`` in ``window`` (a rasterio ``Window`` inside the raster) of the raster at
     ``path``: a Sentinel-1 product's measurement TIFF, which :mod:`sar2opt_geo.sentinel1` calibrates itself.
-    ``keep_open``: through this thread's open dataset of the file, as :func:`read_window` (the open, which
-    costs about as much as a block's read, is paid once per thread). Raises rasterio's errors (the caller
+    ``keep_open``: through this thread's open dataset of the file, as :func:`read_window` (the open is paid
+    once per thread instead of once per window). Raises rasterio's errors (the caller
     names the product)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
