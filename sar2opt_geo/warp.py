@@ -118,7 +118,9 @@ def crs_to_src(src: io.Georef, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if src.gcps:
-        r, c = _gcp_transformer(src.gcps).rowcol(x, y, op=lambda v: v)
+        # np.positive: the identity as a ufunc, which rasterio applies in place (any other callable it maps
+        # over the points one Python call at a time)
+        r, c = _gcp_transformer(src.gcps).rowcol(x, y, op=np.positive)
         return np.asarray(r, dtype=np.float64), np.asarray(c, dtype=np.float64)
     inv = ~Affine(*src.transform)
     return inv.f + inv.d * x + inv.e * y, inv.c + inv.a * x + inv.b * y
