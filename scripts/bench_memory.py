@@ -11,6 +11,13 @@ part above the idle baseline, and the load average (other processes share the ma
 
     python scripts/bench_memory.py --sizes 1536 3072 6144 10240 [--extra-args "--workers 2"]
     python scripts/bench_memory.py --sizes 1536 17000x26000    # a full-size GRD-like scene (rows x columns)
+    python scripts/bench_memory.py --product --sizes 1024 3072 6144   # Sentinel-1 GRD products (radar lines
+                                                                      # x samples), calibrated and warped
+
+``--product``: each size is a synthetic IW GRDH product (SAFE folder, VV, random thermal noise) of that many
+lines and samples, which ``translate`` calibrates and warps onto UTM window by window. The ``translate``
+subprocess runs in the working directory, so ``cd <other checkout> && python .../bench_memory.py`` measures
+that checkout's package (``python -m`` puts the working directory first on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -51,6 +58,17 @@ def make_scene(path: Path, height: int, width: int, seed: int = 0) -> None:
             block = (field * rng.gamma(4.4, 1 / 4.4, size=(h, width))).astype(np.float32)
             block[:, :collar] = 0.0
             dst.write(block[None], window=Window(0, r0, width, h))
+
+
+def make_product(outdir: Path, height: int, width: int, seed: int = 0) -> Path:
+    """A synthetic IW GRDH product (VV) of ``height`` lines and ``width`` samples: its SAFE folder."""
+    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+
+    found = sorted(outdir.glob("*.SAFE"))
+    if found:
+        return found[0]
+    spec = ProductSpec(width=width, height=height, polarisations=("VV",), seed=seed, thermal_noise="random")
+    return write_product(outdir, spec).safe
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -96,6 +114,8 @@ def main() -> None:
     ap.add_argument("--extra-args", default="", help="extra translate options, e.g. '--workers 2'")
     ap.add_argument("--interval", type=float, default=0.05)
     ap.add_argument("--workdir", default=None, help="where scenes and outputs go (default: a temp dir)")
+    ap.add_argument("--product", action="store_true",
+                    help="translate synthetic Sentinel-1 GRD products (SAFE) of these radar sizes instead")
     args = ap.parse_args()
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="bench_memory_"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -103,9 +123,12 @@ def main() -> None:
     for size in args.sizes:
         h, _, w = size.partition("x")
         h, w = int(h), int(w or h)
-        scene = tmp / f"scene_{size}.tif"
-        if not scene.exists():
-            make_scene(scene, h, w)
+        if args.product:
+            scene = make_product(tmp / f"product_{size}", h, w)
+        else:
+            scene = tmp / f"scene_{size}.tif"
+            if not scene.exists():
+                make_scene(scene, h, w)
         if not rows:  # idle baseline on the first scene
             res = subprocess.run([sys.executable, "-c", IDLE, str(scene)], capture_output=True, text=True)
             idle = int(res.stdout.split()[-1])
@@ -119,7 +142,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         out.unlink(missing_ok=True)
     base, idle_mib = rows[0]["peak_mib"], rows[0]["idle_mib"]
-    print(f"\nidle baseline (imports + model load): {idle_mib} MiB; options: defaults {args.extra_args}")
+    kind = "Sentinel-1 GRD products (radar sizes)" if args.product else "GeoTIFF scenes"
+    print(f"\nidle baseline (imports + model load): {idle_mib} MiB; {kind}; options: defaults "
+          f"{args.extra_args}")
     print("| scene | peak RSS (MiB, process tree) | ÷ smallest | above idle (MiB) | ÷ smallest | time (s) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
