@@ -20,7 +20,10 @@ its own window. Any split of the target grid into windows gives bit-identical pi
 
 Written by hand: only the node lattice and the 4-neighbour gather. rasterio's ``reproject``/``WarpedVRT``
 would do the same per window, but GDAL's warper chooses its source window and approximation per call, so
-pixels would depend on the window; the transformer and PROJ are GDAL's.
+pixels would depend on the window; the transformer and PROJ are GDAL's. ``scipy.ndimage.map_coordinates``
+(order 1) interpolates but has no notion of invalid source pixels, and its arithmetic is not this formula's.
+The gather runs a strip of :data:`WARP_STRIP` rows at a time with flat indices (issue #15: the warp was the
+largest cost of translating a GRD product; ``bench_speed.py --profile --input product``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from sar2opt_geo.errors import GeoreferenceError, UsageError
 
 #: Target nodes at which the exact transformation is evaluated (pixels between nodes interpolate).
 NODE_STEP = 16
+#: Rows of target pixels resampled together by :func:`warp_window` (a strip's temporaries fit in cache).
+WARP_STRIP = 32
 #: Resampling of the source intensity: bilinear (default, as SNAP's terrain correction that made SEN1-2)
 #: or nearest (keeps per-pixel speckle statistics, e.g. for models trained on unresampled σ⁰).
 RESAMPLINGS = defaults.RESAMPLINGS
@@ -339,10 +344,6 @@ def warp_window(
             valid[a:b],
         )
     return data, valid
-
-
-#: Rows of target pixels resampled together by :func:`warp_window` (a strip's temporaries fit in cache).
-WARP_STRIP = 32
 
 
 def _cell_range(f: np.ndarray, inside: np.ndarray, n: int) -> tuple[int, int]:
