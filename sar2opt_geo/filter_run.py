@@ -57,12 +57,8 @@ def _filter_blocks(
         for r in range(0, scene.height, chunk)
         for c in range(0, scene.width, chunk)
     ]
-    io.create_block_store(
-        store, scene.height, scene.width, chunk, {}, bands=len(cond.bands), dtype="float32"
-    )
-    dsk = {
-        ("filter", k): (filter_block, cond, str(store), *b, out_scale, fill) for k, b in enumerate(blocks)
-    }
+    io.create_block_store(store, scene.height, scene.width, chunk, {}, bands=len(cond.bands), dtype="float32")
+    dsk = {("filter", k): (filter_block, cond, str(store), *b, out_scale, fill) for k, b in enumerate(blocks)}
     sizes = {("filter", k): (b[1] - b[0]) * (b[3] - b[2]) for k, b in enumerate(blocks)}
     done = {"px": 0}
 

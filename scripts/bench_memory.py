@@ -44,9 +44,19 @@ def make_scene(path: Path, height: int, width: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     collar = width // 12
     profile = dict(
-        driver="GTiff", width=width, height=height, count=1, dtype="float32", nodata=0.0, tiled=True,
-        blockxsize=512, blockysize=512, compress="deflate", crs="EPSG:32633",
-        transform=from_origin(500000, 5500000, 10, 10), BIGTIFF="IF_SAFER",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="float32",
+        nodata=0.0,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 5500000, 10, 10),
+        BIGTIFF="IF_SAFER",
     )
     with rasterio.open(path, "w", **profile) as dst:
         dst.set_band_description(1, "VV")
@@ -109,13 +119,17 @@ print(psutil.Process().memory_info().rss)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", default=["1536", "3072", "6144", "10240"],
-                    help="square sizes N or ROWSxCOLUMNS")
+    ap.add_argument(
+        "--sizes", nargs="+", default=["1536", "3072", "6144", "10240"], help="square sizes N or ROWSxCOLUMNS"
+    )
     ap.add_argument("--extra-args", default="", help="extra translate options, e.g. '--workers 2'")
     ap.add_argument("--interval", type=float, default=0.05)
     ap.add_argument("--workdir", default=None, help="where scenes and outputs go (default: a temp dir)")
-    ap.add_argument("--product", action="store_true",
-                    help="translate synthetic Sentinel-1 GRD products (SAFE) of these radar sizes instead")
+    ap.add_argument(
+        "--product",
+        action="store_true",
+        help="translate synthetic Sentinel-1 GRD products (SAFE) of these radar sizes instead",
+    )
     args = ap.parse_args()
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="bench_memory_"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -133,18 +147,34 @@ def main() -> None:
             res = subprocess.run([sys.executable, "-c", IDLE, str(scene)], capture_output=True, text=True)
             idle = int(res.stdout.split()[-1])
         out = tmp / f"out_{size}.tif"
-        cmd = [sys.executable, "-m", "sar2opt_geo", "translate", str(scene), str(out), "-q", "--overwrite",
-               *shlex.split(args.extra_args)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sar2opt_geo",
+            "translate",
+            str(scene),
+            str(out),
+            "-q",
+            "--overwrite",
+            *shlex.split(args.extra_args),
+        ]
         peak, secs, code = run_peak(cmd, args.interval)
-        row = {"size": size, "peak_mib": round(peak / 2**20), "seconds": round(secs, 1), "exit": code,
-               "idle_mib": round(idle / 2**20), "loadavg": [round(x, 2) for x in os.getloadavg()]}
+        row = {
+            "size": size,
+            "peak_mib": round(peak / 2**20),
+            "seconds": round(secs, 1),
+            "exit": code,
+            "idle_mib": round(idle / 2**20),
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
         out.unlink(missing_ok=True)
     base, idle_mib = rows[0]["peak_mib"], rows[0]["idle_mib"]
     kind = "Sentinel-1 GRD products (radar sizes)" if args.product else "GeoTIFF scenes"
-    print(f"\nidle baseline (imports + model load): {idle_mib} MiB; {kind}; options: defaults "
-          f"{args.extra_args}")
+    print(
+        f"\nidle baseline (imports + model load): {idle_mib} MiB; {kind}; options: defaults {args.extra_args}"
+    )
     print("| scene | peak RSS (MiB, process tree) | ÷ smallest | above idle (MiB) | ÷ smallest | time (s) |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -46,7 +46,7 @@ PLATFORMS = [
 
 COMMAND = (
     "set -o pipefail; export PYTHONUNBUFFERED=1; "
-    "python3 -c \"import tarfile; "
+    'python3 -c "import tarfile; '
     "tarfile.open('.whl/rasterio.tar.xz').extractall('/tmp/site', filter='data')\" && "
     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "
     ".whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; nvidia-smi -L; "

@@ -248,9 +248,7 @@ def test_unexpected_exception_is_one_line_with_type_and_traceback_hint(scene, tm
     monkeypatch.setattr(run, "prepare_translate", bug)
     code, _, err = run_cli(["translate", scene, tmp_path / "o.tif", "-q"], capsys)
     assert code == 1
-    assert one_error_line(err) == (
-        "Error: ValueError: something internal (run with -v for the traceback)"
-    )
+    assert one_error_line(err) == ("Error: ValueError: something internal (run with -v for the traceback)")
     code, _, err = run_cli(["translate", scene, tmp_path / "o.tif", "-v"], capsys)
     assert code == 1 and "Traceback" in err and err.strip().endswith("something internal")
 
@@ -263,8 +261,12 @@ def test_killed_worker_is_one_line(tmp_path):
     from sar2opt_geo.errors import ClusterError
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=50) as cluster, Client(cluster, set_as_default=False) as client:
+        with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+            ) as cluster,
+            Client(cluster, set_as_default=False) as client,
+        ):
             ex = ClientExecutor(client)
             with pytest.raises(ClusterError) as info:
                 ex.run({("acc", 0): (os._exit, 3)}, [("acc", 0)])
@@ -278,8 +280,21 @@ def test_killed_worker_is_one_line(tmp_path):
 def test_quiet_with_worker_processes_prints_nothing(tmp_path, tiny_model_path):
     src = np.abs(sar_tile(200, 210, seed=3))
     scene = write_tif(tmp_path / "s.tif", src)  # no CRS warning needed: plain GeoTIFF without descriptions
-    cmd = [sys.executable, "-m", "sar2opt_geo", "translate", scene, str(tmp_path / "o.tif"), "--model",
-           tiny_model_path, "--workers", "2", "-q", "--bands", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sar2opt_geo",
+        "translate",
+        scene,
+        str(tmp_path / "o.tif"),
+        "--model",
+        tiny_model_path,
+        "--workers",
+        "2",
+        "-q",
+        "--bands",
+        "1",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "" and p.stderr == ""
@@ -290,8 +305,18 @@ def test_ungeoreferenced_input_with_quiet_prints_no_rasterio_warning(tmp_path, t
     path = tmp_path / "plain.tif"
     with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="float32") as dst:
         dst.write(np.abs(sar_tile(64, 64))[None])
-    cmd = [sys.executable, "-m", "sar2opt_geo", "translate", str(path), str(tmp_path / "o.tif"), "--model",
-           tiny_model_path, "--allow-ungeoreferenced", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sar2opt_geo",
+        "translate",
+        str(path),
+        str(tmp_path / "o.tif"),
+        "--model",
+        tiny_model_path,
+        "--allow-ungeoreferenced",
+        "-q",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "" and p.stderr == ""
@@ -493,8 +518,17 @@ def test_sidecar_msk_mask_is_honoured_by_info_and_translate(tmp_path, tiny_model
     mask = np.full((96, 128), 255, np.uint8)
     mask[:, :40] = 0
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False):  # GDAL writes the mask as a sidecar m.tif.msk
-        with rasterio.open(path, "w", driver="GTiff", width=128, height=96, count=1, dtype="float32",
-                           crs="EPSG:32633", transform=from_origin(500000, 5500000, 10, 10)) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=128,
+            height=96,
+            count=1,
+            dtype="float32",
+            crs="EPSG:32633",
+            transform=from_origin(500000, 5500000, 10, 10),
+        ) as dst:
             dst.write(data[None])
             dst.write_mask(mask)
     assert (tmp_path / "m.tif.msk").exists()

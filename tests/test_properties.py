@@ -43,8 +43,19 @@ def rasters(draw):
     names = draw(st.sampled_from([None, "VV", "VV", "other"]))
     allow_ungeo = draw(st.sampled_from([True, True, False]))
     warp = draw(st.sampled_from(["none", "auto"]))
-    return dict(dtype=dtype, bands=bands, h=h, w=w, seed=seed, nodata=nodata, patches=patches, georef=georef,
-                names=names, allow_ungeo=allow_ungeo, warp=warp)
+    return dict(
+        dtype=dtype,
+        bands=bands,
+        h=h,
+        w=w,
+        seed=seed,
+        nodata=nodata,
+        patches=patches,
+        georef=georef,
+        names=names,
+        allow_ungeo=allow_ungeo,
+        warp=warp,
+    )
 
 
 def write_raster(path, spec) -> np.ndarray:
@@ -146,8 +157,17 @@ def test_killed_while_the_cog_is_written_leaves_no_partial_file_at_the_output(tm
 
     scene, _ = write_scene(tmp_path / "s", SceneSpec(width=1600, height=1400, seed=2))
     out = tmp_path / "o.tif"
-    cmd = [sys.executable, "-m", "sar2opt_geo", "translate", str(scene), str(out), "--model", tiny_model_path,
-           "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sar2opt_geo",
+        "translate",
+        str(scene),
+        str(out),
+        "--model",
+        tiny_model_path,
+        "-q",
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     caught = False
     deadline = time.monotonic() + 300

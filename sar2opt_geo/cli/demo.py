@@ -15,6 +15,7 @@ from sar2opt_geo.errors import OutputError
 #: The demo product for ``--seed S`` is the synthetic product of seed DEMO_SCENE_SEED + S.
 DEMO_SCENE_SEED = 2024
 
+
 @cli.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--width", type=int, default=2400, show_default=True, help="Product range samples.")
