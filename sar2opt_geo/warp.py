@@ -329,19 +329,25 @@ def warp_window(
     cells = pairs.copy()
     cells[:-1] &= pairs[1:]
     flat_cells = cells.ravel()
-    valid = np.empty((h, w), dtype=bool)
+    valid = np.zeros((h, w), dtype=bool)
     for a in range(0, h, WARP_STRIP):
         b = min(h, a + WARP_STRIP)
+        # only the columns between the strip's first and last pixel inside the image: outside them every
+        # pixel is invalid and 0 (what the formula gives there), so the footprint's collar costs nothing
+        cols = np.flatnonzero(inside[a:b].any(axis=0))
+        if not cols.size:
+            continue
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
         _bilinear_strip(
-            fr[a:b],
-            fc[a:b],
-            inside[a:b],
+            fr[a:b, c0:c1],
+            fc[a:b, c0:c1],
+            inside[a:b, c0:c1],
             (H, W),
             (r_lo, c_lo, sh, sw),
             flat_src,
             flat_cells,
-            data[:, a:b],
-            valid[a:b],
+            data[:, a:b, c0:c1],
+            valid[a:b, c0:c1],
         )
     return data, valid
 
@@ -384,7 +390,7 @@ def _bilinear_strip(fr, fc, inside, size, window, flat_src, flat_cells, out, val
     di *= sw
     k10 = k00 + di
     k11 = k01 + di
-    np.take(flat_cells, k00, out=valid, mode="clip")  # indices are in range: "clip" skips numpy's checks
+    valid[...] = np.take(flat_cells, k00, mode="clip")  # indices are in range: "clip" skips numpy's checks
     valid &= inside
     u1, v1 = 1 - u, 1 - v
     w00, w01, w10, w11 = u1 * v1, u1 * v, u * v1, u * v
