@@ -55,7 +55,10 @@ def scale_decision(scene: io.SceneInfo, bands: tuple[int, ...], requested: str =
     else:
         cond = Conditioning(scene=scene, bands=bands, input_scale="linear")
         corners = sample_lattice(scene.height, scene.width, n=3)
-        raw, _, _ = sample_windows(cond, corners, 64)
+        try:
+            raw, _, _ = sample_windows(cond, corners, 64)
+        finally:
+            io.close_readers()  # the datasets the sample reads kept open
     try:
         d = decide_input_scale(scene, bands, raw)
     except InputError as exc:

@@ -318,9 +318,10 @@ def _file_key(path: str) -> tuple:
     return (path, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _reader(path: str) -> tuple:
-    """``(dataset, lock)``: this thread's open dataset of ``path`` (opened on first use, kept for the next
-    window) and the lock its reads hold, so that :func:`close_readers` never closes it mid-read."""
+def _reader(path: str, open_env: dict | None = None) -> tuple:
+    """``(dataset, lock)``: this thread's open dataset of ``path`` (opened on first use, with ``open_env``
+    added to :data:`GDAL_ENV`, and kept for the next window) and the lock its reads hold, so that
+    :func:`close_readers` never closes it mid-read."""
     cache = _READERS
     if cache.pid != os.getpid():  # inherited through fork: the parent's handles are not ours to use
         cache.pid, cache.handles = os.getpid(), OrderedDict()
@@ -329,7 +330,7 @@ def _reader(path: str) -> tuple:
     if entry is not None and not entry[0].closed:
         cache.handles.move_to_end(key)
         return entry
-    with rasterio.Env(**GDAL_ENV):
+    with rasterio.Env(**GDAL_ENV, **(open_env or {})):
         src = rasterio.open(path)
     entry = (src, threading.Lock())
     cache.handles[key] = entry
@@ -349,10 +350,10 @@ def _close_reader(entry: tuple) -> None:
         src.close()
 
 
-def _read_kept_open(path: str, read):
+def _read_kept_open(path: str, read, open_env: dict | None = None):
     """``read(dataset)`` through this thread's open dataset of ``path``, holding its lock."""
     while True:
-        src, lock = _reader(path)
+        src, lock = _reader(path, open_env)
         with lock:
             if not src.closed:  # else close_readers got there between the lookup and the lock: open again
                 return read(src)
@@ -383,16 +384,26 @@ def open_readers() -> int:
         return sum(1 for src, _ in _OPEN_READERS.values() if not src.closed)
 
 
+#: GDAL configuration of opening a Sentinel-1 measurement TIFF (:func:`read_band`). Real GRD measurement TIFFs
+#: are uncompressed with one image row per strip (the S1A product in ``shared/s1-products``: 872 232 364 bytes
+#: for 26 144 × 16 676 uint16 samples), so through the block cache every window reads whole rows: 26 144
+#: samples a row for a 1100-column window, more than the 32 MiB cache holds for one block's rows.
+#: ``GTIFF_DIRECT_IO`` (read at open time) reads only the window's samples of each row instead; GDAL ignores
+#: it for compressed files, such as the synthetic products' tiled ones (``scripts/bench_zip_reads.py``).
+MEASUREMENT_ENV = {"GTIFF_DIRECT_IO": "YES"}
+
+
 def read_band(path: str, window, band: int = 1, *, keep_open: bool = False) -> np.ndarray:
     """Raw values of ``band`` in ``window`` (a rasterio ``Window`` inside the raster) of the raster at
-    ``path``: a Sentinel-1 product's measurement TIFF, which :mod:`sar2opt_geo.sentinel1` calibrates itself.
-    ``keep_open``: through this thread's open dataset of the file, as :func:`read_window` (the open is paid
-    once per thread instead of once per window). Raises rasterio's errors (the caller
-    names the product)."""
+    ``path``: a Sentinel-1 product's measurement TIFF, which :mod:`sar2opt_geo.sentinel1` calibrates itself
+    (opened with :data:`MEASUREMENT_ENV`). ``keep_open``: through this thread's open dataset of the file, as
+    :func:`read_window` (the open is paid once per thread instead of once per window; inside a zip, a
+    deflated member is then not decompressed from its start at every window). Raises rasterio's errors (the
+    caller names the product)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         if not keep_open:
-            with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+            with rasterio.Env(**GDAL_ENV, **MEASUREMENT_ENV), rasterio.open(path) as src:
                 return src.read(band, window=window)
 
         def read(src):
@@ -400,7 +411,7 @@ def read_band(path: str, window, band: int = 1, *, keep_open: bool = False) -> n
                 return src.read(band, window=window)
 
         try:
-            return _read_kept_open(path, read)
+            return _read_kept_open(path, read, MEASUREMENT_ENV)
         except rasterio.errors.RasterioError:
             _forget_reader(path)  # the next read opens the file again
             raise

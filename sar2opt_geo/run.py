@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -26,13 +25,11 @@ from sar2opt_geo.plan import PreparedTranslate, TranslateJob, TranslateOptions, 
 from sar2opt_geo.radiometry import SceneStats
 from sar2opt_geo.safety import absolute, collision, refuse_collisions
 from sar2opt_geo.sampling import measure_scene
-from sar2opt_geo.tasks import BlockDone, translate_graph
+from sar2opt_geo.tasks import BlockDone, close_readers, translate_graph
 from sar2opt_geo.tiling import BlockPlan
 from sar2opt_geo.workstate import RunLock, WorkState, digest, fingerprint_file, kept_summary
 
 Progress = Callable[[int, int], None]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -240,18 +237,6 @@ def _run_job(prep: PreparedTranslate, job: TranslateJob, out: Path, executor, re
     return n_eval
 
 
-def close_readers(executor) -> None:
-    """Close the input datasets the ``acc`` tasks kept open (one per worker thread, see
-    :func:`sar2opt_geo.io.read_window`): in this process, and on every worker of a Dask cluster."""
-    io.close_readers()
-    client = getattr(executor, "client", None)
-    if client is not None:
-        try:
-            client.run(io.close_readers)
-        except Exception as exc:  # a lost worker keeps its handles until it exits; nothing to undo
-            log.debug("closing the workers' input datasets: %s", exc)
-
-
 def run_translate(
     input_path: str,
     output_path: str,
@@ -272,8 +257,8 @@ def run_translate(
     if collision(WorkState(output_path).root, input_path):  # a fresh run deletes its work-state folder
         raise OutputError(f"{output_path}: the input {input_path} lies in this output's work-state folder")
     out = io.check_output_path(output_path, overwrite)
-    prep = prepare_translate(input_path, opts, executor)
     try:
+        prep = prepare_translate(input_path, opts, executor)  # its sample reads keep datasets open too
         with RunLock(out):  # a second run on this output is refused, naming this one
             grid = prep.plan.grid
             levels = (

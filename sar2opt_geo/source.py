@@ -221,10 +221,12 @@ def _read(scene: io.SceneInfo, row0, row1, col0, col1, bands, convert: Convert |
     return np.ascontiguousarray(data[(slice(None),) + sel]), np.ascontiguousarray(valid[sel])
 
 
-def read_window(scene: io.SceneInfo, row0: int, row1: int, col0: int, col1: int, bands=None):
+def read_window(
+    scene: io.SceneInfo, row0: int, row1: int, col0: int, col1: int, bands=None, *, keep_open: bool = False
+):
     """Stored values (a product: calibrated linear intensity; a raster: its raw values, resampled when
-    warped) and validity of a window of the reflect-padded scene."""
-    return _read(scene, row0, row1, col0, col1, bands, None)
+    warped) and validity of a window of the reflect-padded scene. ``keep_open``: as :func:`read_linear`."""
+    return _read(scene, row0, row1, col0, col1, bands, None, keep_open)
 
 
 def read_linear(

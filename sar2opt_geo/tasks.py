@@ -24,11 +24,12 @@ the scene size.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sar2opt_geo import source
+from sar2opt_geo import io, source
 from sar2opt_geo.blend import Accumulator, normalise
 from sar2opt_geo.defaults import PREPARE_AHEAD
 from sar2opt_geo.filters import apply_filter, local_ci2_samples
@@ -39,6 +40,8 @@ from sar2opt_geo.sar2optical import sar2optical_filter, sar2optical_halo, sar2op
 from sar2opt_geo.tiling import Block
 from sar2opt_geo.translate import ModelRef, calibrated, predict_async
 from sar2opt_geo.workstate import WorkState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,6 +107,19 @@ class BlockDone:
 
 
 # ------------------------------------------------------------------------------------- reading pixels
+
+
+def close_readers(executor=None) -> None:
+    """Close the input datasets the tasks kept open (one per worker thread and file, see
+    :func:`sar2opt_geo.io.read_window`): in this process, and on every worker of ``executor``'s Dask cluster
+    if it has one. Every command that runs tasks calls it at its end."""
+    io.close_readers()
+    client = getattr(executor, "client", None)
+    if client is not None:
+        try:
+            client.run(io.close_readers)
+        except Exception as exc:  # a lost worker keeps its handles until it exits; nothing to undo
+            log.debug("closing the workers' input datasets: %s", exc)
 
 
 def read_linear(
@@ -264,10 +280,12 @@ def sample_window(cond: Conditioning, row0: int, col0: int, size: int) -> tuple[
     """``(raw values of valid pixels (bands, n), linear values after filtering (bands, n), number of NaN/inf
     pixels)`` of a window of the scene."""
     r1, c1 = min(row0 + size, cond.scene.height), min(col0 + size, cond.scene.width)
-    raw, valid = source.read_window(cond.scene, row0, r1, col0, c1, cond.bands)
+    # through the thread's kept-open datasets, as the blocks' reads: a product's measurement TIFF inside a
+    # zip is otherwise decompressed from its start at every window (scripts/bench_zip_reads.py)
+    raw, valid = source.read_window(cond.scene, row0, r1, col0, c1, cond.bands, keep_open=True)
     n_nonfinite = int((~np.isfinite(raw)).any(axis=0).sum())
     if cond.filter is not None or getattr(cond.scene, "warp", None) is not None:
-        linear, _ = read_linear(cond, row0, r1, col0, c1)  # warped rasters resample linear intensity
+        linear, _ = read_linear(cond, row0, r1, col0, c1, keep_open=True)  # warped: resample linear values
     else:
         linear = cond.to_linear(raw)
     return raw[:, valid], np.maximum(linear[:, valid], 0), n_nonfinite
@@ -286,7 +304,7 @@ def sample_windows(cond: Conditioning, corners: list, size: int) -> tuple[np.nda
 def ci2_window(cond: Conditioning, row0: int, col0: int, window: int, size: int = 256) -> np.ndarray:
     """Local Ci² samples of the homogeneous windows of a scene window (for ``--enl auto``)."""
     r1, c1 = min(row0 + size, cond.scene.height), min(col0 + size, cond.scene.width)
-    linear, valid = read_linear(cond, row0, r1, col0, c1)
+    linear, valid = read_linear(cond, row0, r1, col0, c1, keep_open=True)
     return local_ci2_samples(linear, valid, window)
 
 
@@ -295,7 +313,7 @@ def preprocess_samples(job: TranslateJob, row0: int, col0: int, size: int, filte
     filter (``filtered=False``) or after it (with the scene's global variance already in ``job``)."""
     ph = sar2optical_halo(job.preprocess) if filtered else 0
     r1, c1 = min(row0 + size, job.cond.scene.height), min(col0 + size, job.cond.scene.width)
-    linear, valid = read_linear(job.cond, row0 - ph, r1 + ph, col0 - ph, c1 + ph)
+    linear, valid = read_linear(job.cond, row0 - ph, r1 + ph, col0 - ph, c1 + ph, keep_open=True)
     u8 = to_u8_levels(
         normalize(linear, valid, replace(job.radiometry, replicate_to=None), job.stats),
         job.radiometry.out_range,

@@ -143,8 +143,8 @@ def test_a_translate_run_closes_its_readers(small_scene, tiny_model_path, tmp_pa
     seen = []
     real = io._reader
 
-    def spy(path):
-        entry = real(path)
+    def spy(path, *args):
+        entry = real(path, *args)
         seen.append(entry[0])
         return entry
 
@@ -205,8 +205,8 @@ def test_a_products_measurement_is_read_kept_open_and_closed(tiny_model_path, tm
     seen = []
     real = io._reader
 
-    def spy(path):
-        entry = real(path)
+    def spy(path, *args):
+        entry = real(path, *args)
         seen.append((path, entry[0]))
         return entry
 
@@ -215,3 +215,61 @@ def test_a_products_measurement_is_read_kept_open_and_closed(tiny_model_path, tm
     run.run_translate(str(paths.zip), str(tmp_path / "a.tif"), opts, ThreadedExecutor(2))
     assert any(path.startswith("/vsizip/") and path.endswith(".tiff") for path, _ in seen)
     assert all(src.closed for _, src in seen) and io.open_readers() == 0
+
+
+def test_calibrate_and_info_keep_their_reads_open_and_close_them(tmp_path, monkeypatch):
+    """``calibrate`` (run_filter) reads a zipped product's measurement through kept-open handles — its
+    sample windows and its blocks — and closes them at its end, as does ``info``'s scale sampling."""
+    from sar2opt_geo import filter_run
+    from sar2opt_geo.distributed import ThreadedExecutor
+    from sar2opt_geo.info import scale_decision
+    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+
+    paths = write_product(tmp_path / "p", ProductSpec(width=300, height=260, seed=5), zip_product=True)
+    seen = []
+    real = io._reader
+
+    def spy(path, *args):
+        entry = real(path, *args)
+        seen.append((path, entry[0]))
+        return entry
+
+    monkeypatch.setattr(io, "_reader", spy)
+    out, ex = str(tmp_path / "s.tif"), ThreadedExecutor(2)
+    res = filter_run.run_filter(str(paths.zip), out, None, ex, chunk_size=128, require_product=True)
+    assert res["blocks"] > 1
+    assert any(path.startswith("/vsizip/") and path.endswith(".tiff") for path, _ in seen)
+    assert all(src.closed for _, src in seen) and io.open_readers() == 0
+    seen.clear()
+    scale_decision(io.open_scene(str(paths.sar_map)), (1,), "auto")
+    assert seen and all(src.closed for _, src in seen) and io.open_readers() == 0
+
+
+@pytest.mark.parametrize("container", ["tiff", "zip-stored", "zip-deflated"])
+def test_read_band_of_a_grd_layout_measurement_gives_its_samples(tmp_path, container):
+    """A measurement TIFF in the real GRD layout (uncompressed uint16, one row per strip: read with GDAL's
+    direct I/O) and inside a zip, stored or deflated: every window, opened per window or kept open, holds
+    exactly the written samples."""
+    import zipfile
+
+    import rasterio
+    from rasterio.windows import Window
+
+    rng = np.random.default_rng(3)
+    dn = rng.integers(0, 4000, (1, 230, 310), dtype=np.uint16)
+    tif = tmp_path / "m.tiff"
+    profile = dict(driver="GTiff", width=310, height=230, count=1, dtype="uint16", tiled=False, blockysize=1)
+    with rasterio.open(tif, "w", **profile) as dst:
+        dst.write(dn)
+    path = str(tif)
+    if container != "tiff":
+        method = zipfile.ZIP_STORED if container == "zip-stored" else zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(tmp_path / "p.zip", "w", method) as z:
+            z.write(tif, "P.SAFE/measurement/m.tiff")
+        path = f"/vsizip/{tmp_path / 'p.zip'}/P.SAFE/measurement/m.tiff"
+    windows = ((0, 0, 310, 230), (17, 5, 100, 90), (250, 200, 60, 30), (120, 100, 1, 1), (40, 160, 90, 70))
+    for c0, r0, w, h in windows:
+        want = dn[0, r0 : r0 + h, c0 : c0 + w]
+        for keep_open in (False, True):
+            assert np.array_equal(io.read_band(path, Window(c0, r0, w, h), keep_open=keep_open), want)
+    io.close_readers()

@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""What reading a Sentinel-1 GRD measurement TIFF window by window costs (issue #15): the file opened for
+every window through GDAL's block cache (as the product reader did before 2026-12-02), one kept-open dataset
+through the block cache, and what the pipeline's tasks do now (``io.read_band(..., keep_open=True)``: one
+dataset per thread, opened with ``GTIFF_DIRECT_IO``).
+
+A real GRD measurement TIFF is uncompressed uint16 with one image row per strip: the real S1A IW GRDH product
+in ``shared/s1-products`` declares 872 232 364 bytes for 26 144 × 16 676 samples (2 bytes each plus the strip
+tables) in its manifest. This bench writes a TIFF of that layout (``--width`` × ``--height``, random DN), the
+same inside a zip *stored* and *deflated* (a downloaded product read in place through GDAL's ``/vsizip/``),
+and reads one row band of block windows (``--window`` square, stepping ``--step`` along the row, at
+``--row``) from each, the three ways. Every strip a window touches is a whole image row, so a window of 1100
+columns reads 26 144; opened per window, a deflated member is also decompressed from its start up to the
+window's rows every time.
+
+    python scripts/bench_zip_reads.py [--width 26144] [--height 16676] [--row 8000] [--windows 9]
+
+Prints a Markdown table (seconds a window, wall and CPU) and the command; the files go to a temporary
+folder (``--workdir`` to keep them: ~0.9 GB each at the real size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def write_measurement(path: Path, width: int, height: int, seed: int = 0) -> None:
+    """Random uint16 DN (1..3999), uncompressed, one row per strip: a GRD measurement TIFF's layout."""
+    import rasterio
+    from rasterio.windows import Window
+
+    rng = np.random.default_rng(seed)
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="uint16",
+        tiled=False,
+        blockysize=1,
+        compress=None,
+    )
+    with rasterio.Env(), rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, height, 1024):
+            h = min(1024, height - r)
+            dst.write(rng.integers(1, 4000, (1, h, width), dtype=np.uint16), window=Window(0, r, width, h))
+
+
+def time_windows(path: str, windows: list, mode: str) -> tuple[float, float]:
+    """Wall and CPU seconds to read ``windows``: ``before`` opens the file for every window under the
+    pipeline's GDAL configuration (block cache, as the product reader did before 2026-12-02); ``kept`` keeps
+    one dataset open, still through the block cache; ``now`` is :func:`sar2opt_geo.io.read_band` with
+    ``keep_open`` (one dataset per thread, opened with ``GTIFF_DIRECT_IO``)."""
+    import rasterio
+
+    from sar2opt_geo import io
+
+    io.close_readers()
+    t0, c0 = time.perf_counter(), time.process_time()
+    if mode == "now":
+        for w in windows:
+            io.read_band(path, w, keep_open=True)
+    elif mode == "kept":
+        with rasterio.Env(**io.GDAL_ENV), rasterio.open(path) as src:
+            for w in windows:
+                src.read(1, window=w)
+    else:
+        for w in windows:
+            with rasterio.Env(**io.GDAL_ENV), rasterio.open(path) as src:
+                src.read(1, window=w)
+    t, c = time.perf_counter() - t0, time.process_time() - c0
+    io.close_readers()
+    return t, c
+
+
+MODES = {
+    "before": "opened per window, block cache (before)",
+    "kept": "kept open, block cache",
+    "now": "kept open, direct I/O (now)",
+}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--width", type=int, default=26144, help="samples (a real IW GRDH: 26144)")
+    ap.add_argument("--height", type=int, default=16676, help="lines (a real IW GRDH: 16676)")
+    ap.add_argument("--row", type=int, default=None, help="first row of the band (default: the middle)")
+    ap.add_argument("--window", type=int, default=1100, help="window side (a 960 block plus its halo)")
+    ap.add_argument("--step", type=int, default=960, help="step between windows along the row")
+    ap.add_argument("--windows", type=int, default=9, help="windows in the band")
+    ap.add_argument("--workdir", default=None, help="keep the files here (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    from rasterio.windows import Window
+
+    row = args.height // 2 if args.row is None else args.row
+    n = min(args.windows, max(1, (args.width - args.window) // args.step + 1))
+    windows = [Window(k * args.step, row, args.window, min(args.window, args.height - row)) for k in range(n)]
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_zip_reads_"))
+    work.mkdir(parents=True, exist_ok=True)
+    tif = work / f"measurement_{args.width}x{args.height}.tiff"
+    if not tif.exists():
+        write_measurement(tif, args.width, args.height)
+    member = "P.SAFE/measurement/m.tiff"
+    inputs = {"TIFF (SAFE folder)": str(tif)}
+    for name, method in (("stored", zipfile.ZIP_STORED), ("deflated", zipfile.ZIP_DEFLATED)):
+        z = work / f"product_{name}_{args.width}x{args.height}.zip"
+        if not z.exists():
+            with zipfile.ZipFile(
+                z, "w", method, compresslevel=1 if method == zipfile.ZIP_DEFLATED else None
+            ) as f:
+                f.write(tif, member)
+        inputs[f"zip, member {name}"] = f"/vsizip/{z}/{member}"
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    rows = []
+    for label, path in inputs.items():
+        times = {mode: time_windows(path, windows, mode) for mode in MODES}
+        rows.append({"input": label, **times})
+        print(f"  {label}: {times}", flush=True)
+    print()
+    print(
+        f"| {args.width} × {args.height} measurement TIFF, {n} windows of {args.window}² at row {row}: "
+        "s a window (wall / CPU) | " + " | ".join(MODES.values()) + " | before ÷ now (CPU) |"
+    )
+    print("|---|" + "---:|" * (len(MODES) + 1))
+    for r in rows:
+        cells = [f"{r[m][0] / n:.4f} / {r[m][1] / n:.4f}" for m in MODES]
+        ratio = r["before"][1] / max(r["now"][1], 1e-9)
+        print(f"| {r['input']} | " + " | ".join(cells) + f" | {ratio:.0f}× |")
+    print()
+    print(f"load average after: {os.getloadavg()}")
+    print(
+        "command: python scripts/bench_zip_reads.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    main()

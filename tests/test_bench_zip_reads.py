@@ -1,0 +1,22 @@
+"""scripts/bench_zip_reads.py (issue #15), tiny: every input and every way of reading is timed and printed."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+_PATH = Path(__file__).resolve().parents[1] / "scripts" / "bench_zip_reads.py"
+_SPEC = importlib.util.spec_from_file_location("bench_zip_reads", _PATH)
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
+
+
+def test_every_input_and_mode_is_timed(tmp_path, capsys):
+    args = ["--width", "400", "--height", "300", "--window", "120", "--step", "100", "--windows", "3"]
+    rows = bench.main([*args, "--workdir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert [r["input"] for r in rows] == ["TIFF (SAFE folder)", "zip, member stored", "zip, member deflated"]
+    for r in rows:
+        assert all(r[m][0] > 0 and r[m][1] >= 0 for m in bench.MODES)
+        assert f"| {r['input']} |" in printed
+    assert (tmp_path / "measurement_400x300.tiff").exists()
