@@ -33,22 +33,14 @@ import numpy as np
 
 
 def write_measurement(path: Path, width: int, height: int, seed: int = 0) -> None:
-    """Random uint16 DN (1..3999), uncompressed, one row per strip: a GRD measurement TIFF's layout."""
-    import rasterio
+    """Random uint16 DN (1..3999) in a real GRD measurement TIFF's layout (``synth.GRD_LAYOUT``)."""
     from rasterio.windows import Window
 
+    from sar2opt_geo.sentinel1.synth import GRD_LAYOUT, create_measurement
+
     rng = np.random.default_rng(seed)
-    profile = dict(
-        driver="GTiff",
-        width=width,
-        height=height,
-        count=1,
-        dtype="uint16",
-        tiled=False,
-        blockysize=1,
-        compress=None,
-    )
-    with rasterio.Env(), rasterio.open(path, "w", **profile) as dst:
+    gcps = [(0, 0, 15.0, 50.0, 0.0), (height - 1, width - 1, 15.3, 50.2, 0.0)]  # any: reads ignore them
+    with create_measurement(path, width, height, gcps, **GRD_LAYOUT) as dst:
         for r in range(0, height, 1024):
             h = min(1024, height - r)
             dst.write(rng.integers(1, 4000, (1, h, width), dtype=np.uint16), window=Window(0, r, width, h))

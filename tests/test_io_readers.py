@@ -14,6 +14,21 @@ import pytest
 from sar2opt_geo import io
 
 
+@pytest.fixture
+def opened(monkeypatch):
+    """``[(path, dataset), ...]``: every kept-open dataset handed out by ``io._reader`` during the test."""
+    seen = []
+    real = io._reader
+
+    def spy(path, *args):
+        entry = real(path, *args)
+        seen.append((path, entry[0]))
+        return entry
+
+    monkeypatch.setattr(io, "_reader", spy)
+    return seen
+
+
 @pytest.fixture(autouse=True)
 def _no_readers_left():
     io.close_readers()
@@ -133,34 +148,25 @@ def test_a_forked_child_opens_its_own_handle(tmp_path):
     assert np.array_equal(io.read_window(scene, 0, 64, 100, 164, keep_open=True)[0], want)
 
 
-def test_a_translate_run_closes_its_readers(small_scene, tiny_model_path, tmp_path, monkeypatch):
+def test_a_translate_run_closes_its_readers(small_scene, tiny_model_path, tmp_path, monkeypatch, opened):
     """Finished or interrupted, a run leaves no input dataset open in this process."""
     from sar2opt_geo import run
     from sar2opt_geo.distributed import ThreadedExecutor
     from sar2opt_geo.errors import Interrupted
     from sar2opt_geo.plan import TranslateOptions
 
-    seen = []
-    real = io._reader
-
-    def spy(path, *args):
-        entry = real(path, *args)
-        seen.append(entry[0])
-        return entry
-
-    monkeypatch.setattr(io, "_reader", spy)
     opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=192, backend="torch")
     run.run_translate(small_scene, str(tmp_path / "a.tif"), opts, ThreadedExecutor(2))
-    assert seen and all(src.closed for src in seen) and io.open_readers() == 0
+    assert opened and all(src.closed for _, src in opened) and io.open_readers() == 0
 
     def interrupt(self, key):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run.OutputSink, "add", interrupt)
-    seen.clear()
+    opened.clear()
     with pytest.raises(Interrupted):
         run.run_translate(small_scene, str(tmp_path / "b.tif"), opts, ThreadedExecutor(2))
-    assert seen and all(src.closed for src in seen) and io.open_readers() == 0
+    assert opened and all(src.closed for _, src in opened) and io.open_readers() == 0
 
 
 def test_a_cluster_run_closes_the_workers_readers(small_scene, tiny_model_path, tmp_path, monkeypatch):
@@ -184,7 +190,7 @@ def test_a_cluster_run_closes_the_workers_readers(small_scene, tiny_model_path, 
     assert all(n == 0 for n in after.values())
 
 
-def test_a_products_measurement_is_read_kept_open_and_closed(tiny_model_path, tmp_path, monkeypatch):
+def test_a_products_measurement_is_read_kept_open_and_closed(tiny_model_path, tmp_path, opened):
     """A Sentinel-1 product's DN (here through /vsizip/) are read through the thread's kept-open handle
     during a translate — the same pixels as opening the TIFF for each window — and closed when it ends."""
     from sar2opt_geo import run, source
@@ -196,28 +202,19 @@ def test_a_products_measurement_is_read_kept_open_and_closed(tiny_model_path, tm
     scene = source.open_source(str(paths.zip))
     product = scene.product
     for window in ((0, 260, 0, 300), (-5, 120, 40, 310)):
-        opened = product.read_window(None, *window)
+        fresh = product.read_window(None, *window)
         kept = product.read_window(None, *window, keep_open=True)
-        assert np.array_equal(opened[0], kept[0]) and np.array_equal(opened[1], kept[1])
+        assert np.array_equal(fresh[0], kept[0]) and np.array_equal(fresh[1], kept[1])
     assert io.open_readers() == len(product.bands)  # one handle per measurement TIFF in this thread
     io.close_readers()
 
-    seen = []
-    real = io._reader
-
-    def spy(path, *args):
-        entry = real(path, *args)
-        seen.append((path, entry[0]))
-        return entry
-
-    monkeypatch.setattr(io, "_reader", spy)
     opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=192, backend="torch")
     run.run_translate(str(paths.zip), str(tmp_path / "a.tif"), opts, ThreadedExecutor(2))
-    assert any(path.startswith("/vsizip/") and path.endswith(".tiff") for path, _ in seen)
-    assert all(src.closed for _, src in seen) and io.open_readers() == 0
+    assert any(path.startswith("/vsizip/") and path.endswith(".tiff") for path, _ in opened)
+    assert all(src.closed for _, src in opened) and io.open_readers() == 0
 
 
-def test_calibrate_and_info_keep_their_reads_open_and_close_them(tmp_path, monkeypatch):
+def test_calibrate_and_info_keep_their_reads_open_and_close_them(tmp_path, opened):
     """``calibrate`` (run_filter) reads a zipped product's measurement through kept-open handles — its
     sample windows and its blocks — and closes them at its end, as does ``info``'s scale sampling."""
     from sar2opt_geo import filter_run
@@ -226,23 +223,14 @@ def test_calibrate_and_info_keep_their_reads_open_and_close_them(tmp_path, monke
     from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
 
     paths = write_product(tmp_path / "p", ProductSpec(width=300, height=260, seed=5), zip_product=True)
-    seen = []
-    real = io._reader
-
-    def spy(path, *args):
-        entry = real(path, *args)
-        seen.append((path, entry[0]))
-        return entry
-
-    monkeypatch.setattr(io, "_reader", spy)
     out, ex = str(tmp_path / "s.tif"), ThreadedExecutor(2)
     res = filter_run.run_filter(str(paths.zip), out, None, ex, chunk_size=128, require_product=True)
     assert res["blocks"] > 1
-    assert any(path.startswith("/vsizip/") and path.endswith(".tiff") for path, _ in seen)
-    assert all(src.closed for _, src in seen) and io.open_readers() == 0
-    seen.clear()
+    assert any(path.startswith("/vsizip/") and path.endswith(".tiff") for path, _ in opened)
+    assert all(src.closed for _, src in opened) and io.open_readers() == 0
+    opened.clear()
     scale_decision(io.open_scene(str(paths.sar_map)), (1,), "auto")
-    assert seen and all(src.closed for _, src in seen) and io.open_readers() == 0
+    assert opened and all(src.closed for _, src in opened) and io.open_readers() == 0
 
 
 @pytest.mark.parametrize("container", ["tiff", "zip-stored", "zip-deflated"])
@@ -252,14 +240,17 @@ def test_read_band_of_a_grd_layout_measurement_gives_its_samples(tmp_path, conta
     exactly the written samples."""
     import zipfile
 
-    import rasterio
     from rasterio.windows import Window
+
+    from sar2opt_geo.sentinel1.synth import GRD_LAYOUT, create_measurement
 
     rng = np.random.default_rng(3)
     dn = rng.integers(0, 4000, (1, 230, 310), dtype=np.uint16)
     tif = tmp_path / "m.tiff"
-    profile = dict(driver="GTiff", width=310, height=230, count=1, dtype="uint16", tiled=False, blockysize=1)
-    with rasterio.open(tif, "w", **profile) as dst:
+    with create_measurement(
+        tif, 310, 230, [(0, 0, 15.0, 50.0, 0.0), (229, 309, 15.1, 50.1, 0.0)], **GRD_LAYOUT
+    ) as dst:
+        assert dst.block_shapes == [(1, 310)] and dst.compression is None  # the real layout
         dst.write(dn)
     path = str(tif)
     if container != "tiff":

@@ -386,6 +386,12 @@ def _geolocation_grid(spec: ProductSpec) -> np.ndarray:
     return np.column_stack([ll.ravel(), pp.ravel(), lon, lat, np.zeros(ll.size), inc])
 
 
+#: ``create_measurement`` options for the layout of a real GRD measurement TIFF: uncompressed, one image row
+#: per strip (the real S1A product in ``shared/s1-products``: 872 232 364 bytes for 26 144 x 16 676 uint16).
+#: The synthetic products keep their tiled, deflated default, which is far smaller on disk.
+GRD_LAYOUT = dict(tiled=False, blockxsize=None, blockysize=1, compress=None)
+
+
 def create_measurement(path, width: int, height: int, gcps, **creation_options):
     """Open a new measurement GeoTIFF for writing, as a GRD product's: one uint16 DN band, 256 x 256 tiles,
     deflate, georeferenced by ``gcps`` (rows of at least row, col, lon, lat, height; EPSG:4326).
