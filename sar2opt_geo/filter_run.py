@@ -101,6 +101,7 @@ def run_filter(
     input_path, output_path = absolute(input_path), absolute(output_path)
     refuse_collisions(output_path, [("input", input_path)])
     out = io.check_output_path(output_path, overwrite)
+    unpack = io.temporary_sibling(out, "unpack")  # a product zip's deflated measurements, if any
     try:
         scene = open_input(
             input_path,
@@ -110,6 +111,7 @@ def run_filter(
             resolution=resolution,
             allow_ungeoreferenced=allow_ungeoreferenced,
             resampling=resampling,
+            unpack_dir=unpack,
         )
         if require_product and getattr(scene, "product", None) is None:
             raise InputError(
@@ -167,3 +169,4 @@ def run_filter(
         }
     finally:
         close_readers(executor)  # the input datasets the sample and block tasks kept open
+        io.remove_path(unpack)

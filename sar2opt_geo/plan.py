@@ -183,9 +183,11 @@ def open_input(
     resolution: float | None = None,
     allow_ungeoreferenced: bool = False,
     resampling: str = defaults.RESAMPLING,
+    unpack_dir: str | os.PathLike | None = None,
 ) -> io.SceneInfo:
     """The scene source for ``path``: a raster, or a Sentinel-1 product, warped to a map grid when asked
-    (see :func:`sar2opt_geo.source.open_source`). PNG/JPEG chips are read in pixel space."""
+    (see :func:`sar2opt_geo.source.open_source`; ``unpack_dir`` for a product zip's deflated measurements).
+    PNG/JPEG chips are read in pixel space."""
     chip = str(path).lower().endswith(CHIP_SUFFIXES)
     return open_source(
         path,
@@ -195,6 +197,7 @@ def open_input(
         resolution=resolution,
         allow_ungeoreferenced=allow_ungeoreferenced or chip,
         resampling=resampling,
+        unpack_dir=unpack_dir,
     )
 
 
@@ -433,8 +436,11 @@ def check_preprocess(profile: Sar2OpticalProfile | None, radiometry: Radiometry)
         )
 
 
-def prepare_translate(input_path: str, opts: TranslateOptions, executor=None) -> PreparedTranslate:
-    """Validate everything that can be validated before work starts; return the parts of the job."""
+def prepare_translate(
+    input_path: str, opts: TranslateOptions, executor=None, unpack_dir: str | os.PathLike | None = None
+) -> PreparedTranslate:
+    """Validate everything that can be validated before work starts; return the parts of the job.
+    ``unpack_dir``: where a product zip's deflated measurement tiffs are inflated (the caller removes it)."""
     from sar2opt_geo.translate import make_model_ref, resolve_device
 
     opts = validate_options(opts)
@@ -446,6 +452,7 @@ def prepare_translate(input_path: str, opts: TranslateOptions, executor=None) ->
         resolution=opts.resolution,
         allow_ungeoreferenced=opts.allow_ungeoreferenced,
         resampling=opts.resampling,
+        unpack_dir=unpack_dir,
     )
     opts = choose_bundled_model(opts, scene)
     grid = TileGrid(scene.height, scene.width, opts.tile_size, opts.overlap)

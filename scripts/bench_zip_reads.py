@@ -11,7 +11,9 @@ same inside a zip *stored* and *deflated* (a downloaded product read in place th
 and reads one row band of block windows (``--window`` square, stepping ``--step`` along the row, at
 ``--row``) from each, the three ways. Every strip a window touches is a whole image row, so a window of 1100
 columns reads 26 144; opened per window, a deflated member is also decompressed from its start up to the
-window's rows every time.
+window's rows every time. A fourth way, what ``translate``/``calibrate`` do with a *deflated* member since
+2026-12-02, inflates the member once (``Container.unpack``, timed on its own) and reads the unpacked file
+the ``now`` way.
 
     python scripts/bench_zip_reads.py [--width 26144] [--height 16676] [--row 8000] [--windows 9]
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -73,6 +76,18 @@ def time_windows(path: str, windows: list, mode: str) -> tuple[float, float]:
     return t, c
 
 
+def time_unpack(zip_path: Path, member: str, folder: Path) -> tuple[str, float, float]:
+    """Inflate ``member`` (``NAME.SAFE/rel``) of ``zip_path`` into ``folder`` as the product reader does
+    with a deflated measurement: the unpacked file's path, wall and CPU seconds."""
+    from sar2opt_geo.sentinel1.safe import Container
+
+    prefix, rel = member.split("/", 1)
+    container = Container(root=str(zip_path), prefix=prefix + "/", is_zip=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    path = container.unpack(rel, folder)
+    return path, time.perf_counter() - t0, time.process_time() - c0
+
+
 MODES = {
     "before": "opened per window, block cache (before)",
     "kept": "kept open, block cache",
@@ -116,6 +131,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         times = {mode: time_windows(path, windows, mode) for mode in MODES}
         rows.append({"input": label, **times})
         print(f"  {label}: {times}", flush=True)
+    unpack_dir = work / "unpacked"
+    unpacked, *unpack_cost = time_unpack(
+        work / f"product_deflated_{args.width}x{args.height}.zip", member, unpack_dir
+    )
+    deflated = rows[-1]
+    deflated["unpack"] = tuple(unpack_cost)
+    deflated["unpacked"] = time_windows(unpacked, windows, "now")
+    shutil.rmtree(unpack_dir)
+    print(f"  unpacked once: {deflated['unpack']} s, then {deflated['unpacked']}", flush=True)
     print()
     print(
         f"| {args.width} × {args.height} measurement TIFF, {n} windows of {args.window}² at row {row}: "
@@ -126,6 +150,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cells = [f"{r[m][0] / n:.4f} / {r[m][1] / n:.4f}" for m in MODES]
         ratio = r["before"][1] / max(r["now"][1], 1e-9)
         print(f"| {r['input']} | " + " | ".join(cells) + f" | {ratio:.0f}× |")
+    print()
+    w, c = deflated["unpack"]
+    per_window = deflated["now"][1] / n - deflated["unpacked"][1] / n
+    print(
+        "deflated member unpacked once (what translate and calibrate do now): "
+        f"{w:.2f} s wall / {c:.2f} s CPU for {tif.stat().st_size / 1e9:.2f} GB, "
+        f"then {deflated['unpacked'][0] / n:.4f} / "
+        f"{deflated['unpacked'][1] / n:.4f} s a window; it pays for itself after "
+        f"{c / max(per_window, 1e-9):.1f} windows read in place (CPU)"
+    )
     print()
     print(f"load average after: {os.getloadavg()}")
     print(

@@ -19,4 +19,7 @@ def test_every_input_and_mode_is_timed(tmp_path, capsys):
     for r in rows:
         assert all(r[m][0] > 0 and r[m][1] >= 0 for m in bench.MODES)
         assert f"| {r['input']} |" in printed
-    assert (tmp_path / "measurement_400x300.tiff").exists()
+    deflated = rows[-1]
+    assert deflated["unpack"][0] > 0 and deflated["unpacked"][0] > 0
+    assert "deflated member unpacked once" in printed and "pays for itself after" in printed
+    assert (tmp_path / "measurement_400x300.tiff").exists() and not (tmp_path / "unpacked").exists()

@@ -239,12 +239,17 @@ def _first_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------- opening
 
 
-def open_product(path: str | os.PathLike, *, metadata_only: bool = False) -> S1Product:
+def open_product(
+    path: str | os.PathLike, *, metadata_only: bool = False, unpack_dir: str | os.PathLike | None = None
+) -> S1Product:
     """Open a Sentinel-1 GRD product in any of the forms :mod:`sar2opt_geo.sentinel1.safe` accepts.
 
     Reads the manifest (product type check), each polarisation's annotation, calibration and noise XML and
     the measurement tiff's header (size, data type, GCPs). ``metadata_only`` skips the measurement tiffs
-    (for products whose images are absent); such a product cannot ``read_window``.
+    (for products whose images are absent); such a product cannot ``read_window``. ``unpack_dir``: a folder
+    the caller removes when done, where measurement tiffs *deflated* inside a product zip are inflated once
+    and read from (without it they are read in place through ``/vsizip/``, which decompresses whole image
+    rows again for every window: fine for a few sample windows, not for a whole scene).
     """
     files = discover(path)
     c = files.container
@@ -278,6 +283,9 @@ def open_product(path: str | os.PathLike, *, metadata_only: bool = False) -> S1P
         cal = parse_calibration(c.read(bf.calibration), c.display(bf.calibration))
         noise = parse_noise(c.read(bf.noise), c.display(bf.noise)) if bf.noise else None
         measurement = c.gdal_path(bf.measurement) if bf.measurement else None
+        if measurement is not None and not metadata_only and unpack_dir is not None:
+            if c.is_deflated(bf.measurement):
+                measurement = c.unpack(bf.measurement, unpack_dir)
         if not metadata_only:
             if measurement is None:
                 raise InputError(f"{where}: no measurement tiff for {bf.polarisation} (measurement/*.tiff)")

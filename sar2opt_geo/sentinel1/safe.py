@@ -2,8 +2,10 @@
 
 Accepted inputs: a ``NAME.SAFE`` folder (or any folder laid out like one), its ``manifest.safe``, the
 downloaded ``NAME.zip`` holding one top-level ``NAME.SAFE/`` (read in place: XML through :mod:`zipfile`,
-rasters through GDAL's ``/vsizip/``; nothing is unpacked; GDAL's ``/vsizip/NAME.zip/NAME.SAFE/...`` notation
-is understood too), a measurement tiff inside a SAFE (only that
+measurement tiffs stored uncompressed in the zip through GDAL's ``/vsizip/``; a *deflated* measurement member
+is inflated once into a folder the caller owns (:meth:`Container.unpack`), because a deflate stream has no
+random access and reading it in place decompresses whole image rows again for every window; GDAL's
+``/vsizip/NAME.zip/NAME.SAFE/...`` notation is understood too), a measurement tiff inside a SAFE (only that
 polarisation is opened; its sibling annotation is found), the renamed layouts of public cloud copies
 (``measurement/iw-vv.tiff``, ``annotation/iw-vv.xml``, ``annotation/calibration/calibration-iw-vv.xml``,
 ``.../noise-iw-vv.xml``) and the ``-cog.tiff`` measurement names of COG SAFE products.
@@ -16,13 +18,19 @@ the renamed layouts nor calibrates GRD (OSGeo/gdal#5826).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shutil
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from zlib import error as zlib_error
 
-from sar2opt_geo.errors import InputError
+from sar2opt_geo.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 MEASUREMENT_DIR = "measurement"
 ANNOTATION_DIR = "annotation"
@@ -39,6 +47,9 @@ CALIBRATION_RE = re.compile(rf"^calibration-{_STEM}\.xml$", re.IGNORECASE)
 NOISE_RE = re.compile(rf"^noise-{_STEM}\.xml$", re.IGNORECASE)
 
 POLARISATIONS = ("VV", "VH", "HH", "HV")
+
+UNPACK_CHUNK = 8 << 20  # bytes a read while inflating a member
+UNPACK_HEADROOM = 64 << 20  # free bytes left on the disk after unpacking
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,50 @@ class Container:
                 return fh.read()
         except (OSError, KeyError, zipfile.BadZipFile) as exc:
             raise InputError(f"{self.display(rel)}: cannot be read ({exc})") from None
+
+    def is_deflated(self, rel: str) -> bool:
+        """Whether ``rel`` is a compressed zip member (a folder's files and stored members are not)."""
+        if not self.is_zip:
+            return False
+        with _open_zip(self.root) as zf:
+            try:
+                return zf.getinfo(self.prefix + rel).compress_type != zipfile.ZIP_STORED
+            except KeyError:
+                raise InputError(f"{self.display(rel)}: no such member") from None
+
+    def unpack(self, rel: str, folder: str | os.PathLike) -> str:
+        """Inflate zip member ``rel`` into ``folder`` (created; the caller removes it) and return the file's
+        path. The member's CRC-32 is checked while it streams (:mod:`zipfile`); the file appears under its
+        final name only once complete. Refused, before writing, when ``folder``'s filesystem lacks room."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / PurePosixPath(rel).name
+        with _open_zip(self.root) as zf:
+            info = zf.getinfo(self.prefix + rel)
+            free = shutil.disk_usage(folder).free
+            if free < info.file_size + UNPACK_HEADROOM:
+                raise OutputError(
+                    f"{folder.parent}: {info.file_size / 1e9:.2f} GB needed to unpack the deflated "
+                    f"measurement {self.display(rel)} ({free / 1e9:.2f} GB free); unzip the product on a "
+                    "disk with room and pass its SAFE folder"
+                )
+            t0 = time.perf_counter()
+            part = dest.with_name(dest.name + ".part")
+            try:
+                with zf.open(info) as src, open(part, "wb") as out:
+                    shutil.copyfileobj(src, out, UNPACK_CHUNK)
+            except (OSError, zipfile.BadZipFile, EOFError, zlib_error) as exc:
+                part.unlink(missing_ok=True)
+                raise InputError(f"{self.display(rel)}: cannot be unpacked ({exc})") from None
+            os.replace(part, dest)
+        log.info(
+            "unpacked the deflated measurement %s (%.2f GB) in %.1f s: read in place, it would be "
+            "decompressed again for every window",
+            self.display(rel),
+            info.file_size / 1e9,
+            time.perf_counter() - t0,
+        )
+        return str(dest)
 
     def gdal_path(self, rel: str) -> str:
         if self.is_zip:

@@ -330,11 +330,16 @@ def write_product(
     *,
     zip_product: bool = False,
     truth: bool = True,
+    zip_measurements: str = "stored",
 ) -> ProductPaths:
     """Write OUTDIR/NAME.SAFE (and OUTDIR/NAME.zip with ``zip_product``) and, with ``truth``, the simulator's
-    map-projected ``sar.tif`` and ``optical.tif`` beside it."""
+    map-projected ``sar.tif`` and ``optical.tif`` beside it. ``zip_measurements``: how the zip holds the
+    measurement tiffs, ``stored`` or ``deflated`` (the XML is always deflated)."""
     spec = spec or ProductSpec()
     spec.validate()
+    if zip_measurements not in ("stored", "deflated"):
+        raise ValueError(f"zip_measurements must be 'stored' or 'deflated', not {zip_measurements!r}")
+    tiff_comp = zipfile.ZIP_STORED if zip_measurements == "stored" else zipfile.ZIP_DEFLATED
     outdir = Path(outdir)
     safe = outdir / spec.name
     if safe.exists():
@@ -367,7 +372,7 @@ def write_product(
                 if path.is_dir():
                     zf.write(path, arc + "/")
                 else:
-                    comp = zipfile.ZIP_STORED if path.suffix == ".tiff" else zipfile.ZIP_DEFLATED
+                    comp = tiff_comp if path.suffix == ".tiff" else zipfile.ZIP_DEFLATED
                     zf.write(path, arc, compress_type=comp)
     sar_map = optical = None
     if truth:
