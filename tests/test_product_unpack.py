@@ -54,7 +54,7 @@ def test_unpack_inflates_a_deflated_member_to_its_exact_bytes(products, tmp_path
     rel = member.filename[len(container.prefix) :]
     assert container.is_deflated(rel)
     assert not safe.locate(products["stored"])[0].is_deflated(rel)
-    path = container.unpack(rel, tmp_path / "u")
+    (path,) = container.unpack([rel], tmp_path / "u")
     with zipfile.ZipFile(products["deflated"]) as z:
         assert open(path, "rb").read() == z.read(member)
     assert sorted(p.name for p in (tmp_path / "u").iterdir()) == [rel.rsplit("/", 1)[1]]  # no .part left
@@ -69,8 +69,8 @@ def test_unpack_refuses_when_the_disk_lacks_room(products, tmp_path, monkeypatch
         total=total, used=total, free=member.file_size
     )  # the member fits, the headroom not
     monkeypatch.setattr(safe.shutil, "disk_usage", lambda p: room)
-    with pytest.raises(OutputError, match=r"GB needed to unpack the deflated measurement .* GB free"):
-        container.unpack(rel, tmp_path / "u")
+    with pytest.raises(OutputError, match=r"GB needed to unpack the deflated measurement\(s\) of .* GB free"):
+        container.unpack([rel], tmp_path / "u")
     assert list((tmp_path / "u").iterdir()) == []
 
 
@@ -85,7 +85,7 @@ def test_a_corrupt_deflated_member_is_an_input_error_and_leaves_no_file(products
     container, _ = safe.locate(bad)
     rel = member.filename[len(container.prefix) :]
     with pytest.raises(InputError, match="cannot be unpacked"):
-        container.unpack(rel, tmp_path / "u")
+        container.unpack([rel], tmp_path / "u")
     assert list((tmp_path / "u").iterdir()) == []
 
 
@@ -158,10 +158,10 @@ def test_a_failed_run_removes_its_unpacked_copy(products, tiny_model_path, tmp_p
     seen = []
     real = safe.Container.unpack
 
-    def unpack_then_note(self, rel, folder):
-        path = real(self, rel, folder)
-        seen.append(path)
-        return path
+    def unpack_then_note(self, rels, folder):
+        paths = real(self, rels, folder)
+        seen.extend(paths)
+        return paths
 
     def fail(*args, **kw):
         raise InputError("the scene statistics failed")
@@ -173,3 +173,29 @@ def test_a_failed_run_removes_its_unpacked_copy(products, tiny_model_path, tmp_p
         run.run_translate(str(products["deflated"]), str(tmp_path / "t.tif"), opts, ThreadedExecutor(2))
     assert len(seen) == 2  # VV and VH were unpacked, then the run failed
     assert leftovers(tmp_path) == [] and not (tmp_path / "t.tif").exists()
+
+
+def test_a_full_disk_while_unpacking_is_an_output_error_and_leaves_no_file(products, tmp_path, monkeypatch):
+    import errno
+
+    container, _ = safe.locate(products["deflated"])
+    rels = [m.filename[len(container.prefix) :] for m in measurement_members(products["deflated"])]
+
+    class FullDisk:
+        def __init__(self, path, mode):
+            self.path = path
+            open(path, "wb").close()  # the .part file exists, as it would
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, chunk):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safe, "open", FullDisk, raising=False)
+    with pytest.raises(OutputError, match=r"\.part: cannot be written .*No space left"):
+        container.unpack(rels, tmp_path / "u")
+    assert list((tmp_path / "u").iterdir()) == []

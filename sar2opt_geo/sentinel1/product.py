@@ -262,7 +262,11 @@ def open_product(
         check_product_type(name_match.group("type"), name_match.group("mode").upper(), where)
     if not files.bands:
         raise InputError(f"{where}: no Sentinel-1 measurement or annotation files found")
-    bands, annotations, tiff_gcps = [], [], None
+    bands, annotations, tiff_gcps, unpacked = [], [], None, {}
+    if unpack_dir is not None and not metadata_only:
+        deflated = [bf.measurement for bf in files.bands if bf.measurement and c.is_deflated(bf.measurement)]
+        if deflated:
+            unpacked = dict(zip(deflated, c.unpack(deflated, unpack_dir), strict=True))
     for bf in files.bands:
         if bf.annotation is None:
             raise InputError(
@@ -283,9 +287,7 @@ def open_product(
         cal = parse_calibration(c.read(bf.calibration), c.display(bf.calibration))
         noise = parse_noise(c.read(bf.noise), c.display(bf.noise)) if bf.noise else None
         measurement = c.gdal_path(bf.measurement) if bf.measurement else None
-        if measurement is not None and not metadata_only and unpack_dir is not None:
-            if c.is_deflated(bf.measurement):
-                measurement = c.unpack(bf.measurement, unpack_dir)
+        measurement = unpacked.get(bf.measurement, measurement)
         if not metadata_only:
             if measurement is None:
                 raise InputError(f"{where}: no measurement tiff for {bf.polarisation} (measurement/*.tiff)")
