@@ -124,6 +124,9 @@ class SceneInfo(Georef):
     descriptions: tuple[str | None, ...] = ()
     has_mask: bool = False
     colorinterp: tuple[str, ...] = ()  # GDAL colour interpretation per band: gray, palette, red, ...
+    # an uncompressed, stripped GeoTIFF (GDAL's default layout: gdalwarp's and gdal_translate's output):
+    # read with :data:`DIRECT_IO_ENV`, see there
+    direct_io: bool = False
 
     def band_names(self) -> list[str]:
         names = []
@@ -244,6 +247,7 @@ def _scene_info(src, path: str, allow_ungeoreferenced: bool) -> SceneInfo:
         descriptions=tuple(src.descriptions),
         has_mask=has_mask,
         colorinterp=tuple(ci.name for ci in src.colorinterp),
+        direct_io=src.driver == "GTiff" and not tiled and src.compression is None,
     )
 
 
@@ -384,26 +388,28 @@ def open_readers() -> int:
         return sum(1 for src, _ in _OPEN_READERS.values() if not src.closed)
 
 
-#: GDAL configuration of opening a Sentinel-1 measurement TIFF (:func:`read_band`). Real GRD measurement TIFFs
-#: are uncompressed with one image row per strip (the S1A product in ``shared/s1-products``: 872 232 364 bytes
-#: for 26 144 × 16 676 uint16 samples), so through the block cache every window reads whole rows: 26 144
-#: samples a row for a 1100-column window, more than the 32 MiB cache holds for one block's rows.
-#: ``GTIFF_DIRECT_IO`` (read at open time) reads only the window's samples of each row instead; GDAL ignores
-#: it for compressed files, such as the synthetic products' tiled ones (``scripts/bench_zip_reads.py``).
-MEASUREMENT_ENV = {"GTIFF_DIRECT_IO": "YES"}
+#: GDAL configuration of opening an uncompressed, stripped TIFF: a Sentinel-1 measurement TIFF (:func:`read_band`)
+#: or a GeoTIFF input in GDAL's default layout (:attr:`SceneInfo.direct_io`). Real GRD measurement TIFFs are
+#: uncompressed with one image row per strip (the S1A product in ``shared/s1-products``: 872 232 364 bytes for
+#: 26 144 × 16 676 uint16 samples), and so is any wide GeoTIFF written without ``TILED=YES`` (GDAL's strips are
+#: ~8 KB), so through the block cache every window reads whole rows: 26 144 samples a row for a 1100-column
+#: window, more than the 32 MiB cache holds for one block's rows. ``GTIFF_DIRECT_IO`` (read at open time) reads
+#: only the window's samples of each row instead; GDAL ignores it for compressed files, such as the synthetic
+#: products' tiled ones (``scripts/bench_zip_reads.py``).
+DIRECT_IO_ENV = {"GTIFF_DIRECT_IO": "YES"}
 
 
 def read_band(path: str, window, band: int = 1, *, keep_open: bool = False) -> np.ndarray:
     """Raw values of ``band`` in ``window`` (a rasterio ``Window`` inside the raster) of the raster at
     ``path``: a Sentinel-1 product's measurement TIFF, which :mod:`sar2opt_geo.sentinel1` calibrates itself
-    (opened with :data:`MEASUREMENT_ENV`). ``keep_open``: through this thread's open dataset of the file, as
+    (opened with :data:`DIRECT_IO_ENV`). ``keep_open``: through this thread's open dataset of the file, as
     :func:`read_window` (the open is paid once per thread instead of once per window; inside a zip, a
     deflated member is then not decompressed from its start at every window). Raises rasterio's errors (the
     caller names the product)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         if not keep_open:
-            with rasterio.Env(**GDAL_ENV, **MEASUREMENT_ENV), rasterio.open(path) as src:
+            with rasterio.Env(**GDAL_ENV, **DIRECT_IO_ENV), rasterio.open(path) as src:
                 return src.read(band, window=window)
 
         def read(src):
@@ -411,7 +417,7 @@ def read_band(path: str, window, band: int = 1, *, keep_open: bool = False) -> n
                 return src.read(band, window=window)
 
         try:
-            return _read_kept_open(path, read, MEASUREMENT_ENV)
+            return _read_kept_open(path, read, DIRECT_IO_ENV)
         except rasterio.errors.RasterioError:
             _forget_reader(path)  # the next read opens the file again
             raise
@@ -444,6 +450,7 @@ def read_window(
     c_lo, c_hi = int(cols.min()), int(cols.max()) + 1
     window = Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo)
     indexes = list(bands) if bands else list(range(1, scene.count + 1))
+    open_env = DIRECT_IO_ENV if scene.direct_io else {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -454,9 +461,9 @@ def read_window(
                         masks = src.read_masks(indexes[0], window=window) if scene.has_mask else None
                         return src.read(indexes, window=window), masks
 
-                raw, mask = _read_kept_open(scene.path, read)
+                raw, mask = _read_kept_open(scene.path, read, open_env)
             else:
-                with rasterio.Env(**GDAL_ENV), rasterio.open(scene.path) as src:
+                with rasterio.Env(**GDAL_ENV, **open_env), rasterio.open(scene.path) as src:
                     raw = src.read(indexes, window=window)
                     mask = src.read_masks(indexes[0], window=window) if scene.has_mask else None
     except (RasterioIOError, rasterio.errors.RasterioError) as exc:

@@ -264,3 +264,64 @@ def test_read_band_of_a_grd_layout_measurement_gives_its_samples(tmp_path, conta
         for keep_open in (False, True):
             assert np.array_equal(io.read_band(path, Window(c0, r0, w, h), keep_open=keep_open), want)
     io.close_readers()
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"count": 1, "dtype": "float32", "nodata": 0.0},
+        {"count": 2, "dtype": "uint16", "nodata": 0, "interleave": "pixel"},
+        {"count": 2, "dtype": "float32", "nodata": 0.0, "interleave": "band", "blockysize": 16},
+        {"count": 1, "dtype": "float32", "nodata": None, "mask": True},
+    ],
+    ids=["float32", "uint16-pixel-interleaved", "band-interleaved-16-row-strips", "internal-mask"],
+)
+def test_a_stripped_uncompressed_geotiff_is_read_with_direct_io_to_the_same_pixels(tmp_path, layout):
+    """GeoTIFF inputs in GDAL's default layout (uncompressed strips) are flagged for GDAL's direct I/O and
+    read, kept open or not, to exactly the values and validity of the block-cache reads; tiled or compressed
+    files are not flagged."""
+    import dataclasses
+
+    import rasterio
+    from rasterio.transform import from_origin
+
+    layout = dict(layout)
+    mask = layout.pop("mask", False)
+    h, w = 230, 310
+    rng = np.random.default_rng(4)
+    values = (rng.gamma(2.0, 300.0, (layout["count"], h, w)) + 1).astype(layout["dtype"])
+    values[:, :, :25] = 0  # a nodata collar (or masked-out, below)
+    path = tmp_path / "s.tif"
+    with (
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+        rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=w,
+            height=h,
+            crs="EPSG:32633",
+            transform=from_origin(0, 0, 10, 10),
+            **layout,
+        ) as dst,
+    ):
+        dst.write(values)
+        if mask:
+            dst.write_mask(np.where(values[0] > 0, 255, 0).astype(np.uint8))
+    scene = io.open_scene(str(path))
+    assert scene.direct_io and not scene.tiled and scene.has_mask == mask
+    cached = dataclasses.replace(scene, direct_io=False)
+    whole = io.read_window(cached, 0, h, 0, w)[1]
+    assert whole[:, 25:].all() and not whole[:, :25].any()  # the collar is invalid, by nodata or mask
+    windows = [(0, h, 0, w), (17, 107, 5, 200), (-30, 60, 280, 340), (100, 101, 120, 121), (150, 250, -9, 40)]
+    for r0, r1, c0, c1 in windows:
+        want = io.read_window(cached, r0, r1, c0, c1)
+        for keep_open in (False, True):
+            got = io.read_window(scene, r0, r1, c0, c1, keep_open=keep_open)
+            assert np.array_equal(got[0], want[0], equal_nan=True) and np.array_equal(got[1], want[1])
+    io.close_readers()
+    for opts in ({"tiled": True, "blockxsize": 128, "blockysize": 128}, {"compress": "deflate"}):
+        other = tmp_path / f"o{len(opts)}.tif"
+        with rasterio.open(other, "w", **{**rasterio.open(path).profile, **opts}) as dst:
+            dst.write(values)
+        assert not io.open_scene(str(other)).direct_io
