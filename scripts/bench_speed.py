@@ -136,14 +136,23 @@ def make_scene(outdir: Path, size: int, seed: int = 11) -> str:
 #: Sentinel-1 IW GRDH product (VV, random thermal noise, ascending) of the side's lines and samples, as a
 #: SAFE folder: DN → calibrated, denoised σ⁰ → warped onto UTM window by window. ``product-map``: the same
 #: product's map-projected σ⁰ GeoTIFF from the simulator (the same footprint, ~1.16× the radar side on its
-#: 10 m grid): what the product costs beyond a GeoTIFF of the same scene.
-INPUTS = ("geotiff", "product", "product-map")
+#: 10 m grid): what the product costs beyond a GeoTIFF of the same scene. ``geotiff-strips``: the
+#: ``geotiff`` scene rewritten in GDAL's default layout (uncompressed strips, as ``gdalwarp`` writes them
+#: without ``TILED=YES``).
+INPUTS = ("geotiff", "geotiff-strips", "product", "product-map")
 
 
 def make_input(kind: str, outdir: Path, size: int, seed: int = 11) -> str:
     """The input file (or SAFE folder) of ``--input kind`` at side ``size``."""
     if kind == "geotiff":
         return make_scene(outdir, size, seed)
+    if kind == "geotiff-strips":
+        import rasterio.shutil
+
+        tiled = make_scene(outdir, size, seed)
+        strips = str(Path(tiled).with_name(f"strips_{Path(tiled).name}"))
+        rasterio.shutil.copy(tiled, strips, driver="GTiff")  # no creation options: GDAL's default layout
+        return strips
     from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
 
     spec = ProductSpec(width=size, height=size, polarisations=("VV",), seed=seed, thermal_noise="random")

@@ -119,3 +119,18 @@ def test_product_inputs_are_a_safe_product_and_its_map_scene(tmp_path):
     assert scene.product is not None and scene.warp is not None and bench._pixels(safe) > 128 * 128
     sigma0 = bench.make_input("product-map", tmp_path / "m", 128)
     assert sigma0.endswith(".tif") and getattr(open_source(sigma0), "warp", None) is None
+
+
+def test_the_strips_input_is_the_geotiff_scene_in_gdals_default_layout(tmp_path):
+    """``--input geotiff-strips``: the same pixels as ``--input geotiff``, stripped and uncompressed, so the
+    pipeline reads it with GDAL's direct I/O."""
+    import rasterio
+
+    from sar2opt_geo import io
+
+    tiled = io.open_scene(bench.make_input("geotiff", tmp_path / "t", 300))
+    strips = io.open_scene(bench.make_input("geotiff-strips", tmp_path / "s", 300))
+    assert tiled.tiled and not tiled.direct_io
+    assert strips.direct_io and not strips.tiled and strips.block_shape[1] == 300
+    with rasterio.open(tiled.path) as a, rasterio.open(strips.path) as b:
+        assert np.array_equal(a.read(), b.read(), equal_nan=True) and a.profile["crs"] == b.profile["crs"]
