@@ -101,7 +101,7 @@ def run_filter(
     input_path, output_path = absolute(input_path), absolute(output_path)
     refuse_collisions(output_path, [("input", input_path)])
     out = io.check_output_path(output_path, overwrite)
-    unpack = io.temporary_sibling(out, "unpack")  # a product zip's deflated measurements, if any
+    copies = io.temporary_sibling(out, "inputs")  # copies of inputs unreadable window by window, if any
     try:
         scene = open_input(
             input_path,
@@ -111,7 +111,7 @@ def run_filter(
             resolution=resolution,
             allow_ungeoreferenced=allow_ungeoreferenced,
             resampling=resampling,
-            unpack_dir=unpack,
+            copy_dir=copies,
         )
         if require_product and getattr(scene, "product", None) is None:
             raise InputError(
@@ -169,4 +169,4 @@ def run_filter(
         }
     finally:
         close_readers(executor)  # the input datasets the sample and block tasks kept open
-        io.remove_path(unpack)
+        io.remove_path(copies)

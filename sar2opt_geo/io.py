@@ -127,6 +127,10 @@ class SceneInfo(Georef):
     # an uncompressed, stripped GeoTIFF (GDAL's default layout: gdalwarp's and gdal_translate's output):
     # read with :data:`DIRECT_IO_ENV`, see there
     direct_io: bool = False
+    # a GeoTIFF of compressed strips: every window decodes whole image rows (see :func:`tiled_copy`)
+    compressed_strips: bool = False
+    # where the pixels are read from when not ``path``: a tiled copy of it (:func:`tiled_copy`)
+    read_path: str | None = None
 
     def band_names(self) -> list[str]:
         names = []
@@ -248,6 +252,7 @@ def _scene_info(src, path: str, allow_ungeoreferenced: bool) -> SceneInfo:
         has_mask=has_mask,
         colorinterp=tuple(ci.name for ci in src.colorinterp),
         direct_io=src.driver == "GTiff" and not tiled and src.compression is None,
+        compressed_strips=src.driver == "GTiff" and not tiled and src.compression is not None,
     )
 
 
@@ -388,14 +393,14 @@ def open_readers() -> int:
         return sum(1 for src, _ in _OPEN_READERS.values() if not src.closed)
 
 
-#: GDAL configuration of opening an uncompressed, stripped TIFF: a Sentinel-1 measurement TIFF (:func:`read_band`)
-#: or a GeoTIFF input in GDAL's default layout (:attr:`SceneInfo.direct_io`). Real GRD measurement TIFFs are
-#: uncompressed with one image row per strip (the S1A product in ``shared/s1-products``: 872 232 364 bytes for
-#: 26 144 × 16 676 uint16 samples), and so is any wide GeoTIFF written without ``TILED=YES`` (GDAL's strips are
-#: ~8 KB), so through the block cache every window reads whole rows: 26 144 samples a row for a 1100-column
-#: window, more than the 32 MiB cache holds for one block's rows. ``GTIFF_DIRECT_IO`` (read at open time) reads
-#: only the window's samples of each row instead; GDAL ignores it for compressed files, such as the synthetic
-#: products' tiled ones (``scripts/bench_zip_reads.py``).
+#: GDAL configuration of opening an uncompressed, stripped TIFF: a Sentinel-1 measurement TIFF
+#: (:func:`read_band`) or a GeoTIFF input in GDAL's default layout (:attr:`SceneInfo.direct_io`). Real GRD
+#: measurement TIFFs are uncompressed with one image row per strip (the S1A product in ``shared/s1-products``:
+#: 872 232 364 bytes for 26 144 × 16 676 uint16 samples), and so is any wide GeoTIFF written without
+#: ``TILED=YES`` (GDAL's strips are ~8 KB), so through the block cache every window reads whole rows: 26 144
+#: samples a row for a 1100-column window, more than the 32 MiB cache holds for one block's rows.
+#: ``GTIFF_DIRECT_IO`` (read at open time) reads only the window's samples of each row instead; GDAL ignores
+#: it for compressed files, such as the synthetic products' tiled ones (``scripts/bench_zip_reads.py``).
 DIRECT_IO_ENV = {"GTIFF_DIRECT_IO": "YES"}
 
 
@@ -451,6 +456,7 @@ def read_window(
     window = Window(c_lo, r_lo, c_hi - c_lo, r_hi - r_lo)
     indexes = list(bands) if bands else list(range(1, scene.count + 1))
     open_env = DIRECT_IO_ENV if scene.direct_io else {}
+    path = scene.read_path or scene.path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -461,14 +467,14 @@ def read_window(
                         masks = src.read_masks(indexes[0], window=window) if scene.has_mask else None
                         return src.read(indexes, window=window), masks
 
-                raw, mask = _read_kept_open(scene.path, read, open_env)
+                raw, mask = _read_kept_open(path, read, open_env)
             else:
-                with rasterio.Env(**GDAL_ENV, **open_env), rasterio.open(scene.path) as src:
+                with rasterio.Env(**GDAL_ENV, **open_env), rasterio.open(path) as src:
                     raw = src.read(indexes, window=window)
                     mask = src.read_masks(indexes[0], window=window) if scene.has_mask else None
     except (RasterioIOError, rasterio.errors.RasterioError) as exc:
         if keep_open:
-            _forget_reader(scene.path)
+            _forget_reader(path)
         raise ReadError(
             f"{scene.path}: read failed in rows {r_lo}-{r_hi - 1}, columns {c_lo}-{c_hi - 1} "
             f"(truncated or corrupt file?): {_gdal_cause(exc)}"
@@ -485,6 +491,92 @@ def read_window(
     data = data[(slice(None),) + sel]
     valid = valid[sel]
     return np.ascontiguousarray(data), np.ascontiguousarray(valid)
+
+
+# ----------------------------------------------------------------------------- copies of slow inputs
+
+#: A GeoTIFF of compressed strips at least this wide is copied once into tiled form (:func:`tiled_copy`).
+TILED_COPY_MIN_WIDTH = 2048
+#: Tile side of that copy.
+TILED_COPY_BLOCK = 512
+#: Free bytes a copy beside the output leaves on its disk.
+COPY_HEADROOM = 64 << 20
+
+
+def room_for(folder: str | os.PathLike, nbytes: int) -> tuple[bool, int]:
+    """Whether ``nbytes`` fit on ``folder``'s disk (the folder, or its nearest existing parent), keeping
+    :data:`COPY_HEADROOM` free; and the free bytes."""
+    where = Path(folder)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    return free >= nbytes + COPY_HEADROOM, free
+
+
+def wants_tiled_copy(scene: SceneInfo) -> bool:
+    """A GeoTIFF of compressed strips wider than :data:`TILED_COPY_MIN_WIDTH`: read window by window, each
+    window decodes whole image rows again (a 26 144-column float32 σ⁰ in DEFLATE strips: ~0.4 s of CPU a
+    1100² window, against ~5 ms from a tiled copy; ``scripts/bench_zip_reads.py``)."""
+    return scene.compressed_strips and scene.read_path is None and scene.width >= TILED_COPY_MIN_WIDTH
+
+
+def tiled_copy(scene: SceneInfo, folder: str | os.PathLike) -> SceneInfo:
+    """``scene`` read from an uncompressed, tiled copy of its file written once into ``folder`` (created; the
+    caller removes it), its metadata unchanged (``read_path``). GDAL's CreateCopy decodes each strip once and
+    copies the per-dataset mask with the pixels. When ``folder``'s disk lacks room, ``scene`` itself, with a
+    warning: it is read in place, more slowly."""
+    import logging
+    import time
+
+    log = logging.getLogger(__name__)
+    itemsize = np.dtype(scene.dtype).itemsize
+    need = scene.width * scene.height * (scene.count * itemsize + (1 if scene.has_mask else 0))
+    ok, free = room_for(folder, need)
+    if not ok:
+        log.warning(
+            "%s: %.2f GB free beside the output, %.2f GB needed for a tiled copy of its compressed strips: "
+            "reading it in place, which decodes whole image rows again for every window (much slower)",
+            scene.path,
+            free / 1e9,
+            need / 1e9,
+        )
+        return scene
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"tiled-{Path(scene.path).name}"
+    if dest.suffix.lower() not in (".tif", ".tiff"):
+        dest = dest.with_name(dest.name + ".tif")
+    part = dest.with_name(dest.name + ".part")
+    t0 = time.perf_counter()
+    try:
+        with rasterio.Env(**GDAL_ENV, GDAL_TIFF_INTERNAL_MASK=True):
+            rasterio.shutil.copy(
+                scene.path,
+                str(part),
+                driver="GTiff",
+                tiled=True,
+                blockxsize=TILED_COPY_BLOCK,
+                blockysize=TILED_COPY_BLOCK,
+                bigtiff="IF_SAFER",
+            )
+        os.replace(part, dest)
+    except (RasterioIOError, rasterio.errors.RasterioError) as exc:
+        raise ReadError(f"{scene.path}: could not be copied to {dest}: {_gdal_cause(exc)}") from None
+    except OSError as exc:
+        raise OutputError(f"{dest}: could not be written ({exc})") from None
+    finally:
+        remove_path(part)
+    log.info(
+        "%s: compressed strips copied into tiled form (%s, %.2f GB) in %.1f s: read in place, every window "
+        "would decode whole image rows again",
+        scene.path,
+        dest,
+        need / 1e9,
+        time.perf_counter() - t0,
+    )
+    from dataclasses import replace
+
+    return replace(scene, read_path=str(dest))
 
 
 # --------------------------------------------------------------------------------------------- writing

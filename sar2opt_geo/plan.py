@@ -183,10 +183,10 @@ def open_input(
     resolution: float | None = None,
     allow_ungeoreferenced: bool = False,
     resampling: str = defaults.RESAMPLING,
-    unpack_dir: str | os.PathLike | None = None,
+    copy_dir: str | os.PathLike | None = None,
 ) -> io.SceneInfo:
     """The scene source for ``path``: a raster, or a Sentinel-1 product, warped to a map grid when asked
-    (see :func:`sar2opt_geo.source.open_source`; ``unpack_dir`` for a product zip's deflated measurements).
+    (see :func:`sar2opt_geo.source.open_source`, also for ``copy_dir``).
     PNG/JPEG chips are read in pixel space."""
     chip = str(path).lower().endswith(CHIP_SUFFIXES)
     return open_source(
@@ -197,7 +197,7 @@ def open_input(
         resolution=resolution,
         allow_ungeoreferenced=allow_ungeoreferenced or chip,
         resampling=resampling,
-        unpack_dir=unpack_dir,
+        copy_dir=copy_dir,
     )
 
 
@@ -437,10 +437,11 @@ def check_preprocess(profile: Sar2OpticalProfile | None, radiometry: Radiometry)
 
 
 def prepare_translate(
-    input_path: str, opts: TranslateOptions, executor=None, unpack_dir: str | os.PathLike | None = None
+    input_path: str, opts: TranslateOptions, executor=None, copy_dir: str | os.PathLike | None = None
 ) -> PreparedTranslate:
     """Validate everything that can be validated before work starts; return the parts of the job.
-    ``unpack_dir``: where a product zip's deflated measurement tiffs are inflated (the caller removes it)."""
+    ``copy_dir``: where inputs unreadable window by window are copied once (the caller removes it; see
+    :func:`sar2opt_geo.source.open_source`)."""
     from sar2opt_geo.translate import make_model_ref, resolve_device
 
     opts = validate_options(opts)
@@ -452,7 +453,7 @@ def prepare_translate(
         resolution=opts.resolution,
         allow_ungeoreferenced=opts.allow_ungeoreferenced,
         resampling=opts.resampling,
-        unpack_dir=unpack_dir,
+        copy_dir=copy_dir,
     )
     opts = choose_bundled_model(opts, scene)
     grid = TileGrid(scene.height, scene.width, opts.tile_size, opts.overlap)

@@ -257,9 +257,9 @@ def run_translate(
     if collision(WorkState(output_path).root, input_path):  # a fresh run deletes its work-state folder
         raise OutputError(f"{output_path}: the input {input_path} lies in this output's work-state folder")
     out = io.check_output_path(output_path, overwrite)
-    unpack = io.temporary_sibling(out, "unpack")  # a product zip's deflated measurements, if any
+    copies = io.temporary_sibling(out, "inputs")  # copies of inputs unreadable window by window, if any
     try:
-        prep = prepare_translate(input_path, opts, executor, unpack)  # its sample reads keep datasets open
+        prep = prepare_translate(input_path, opts, executor, copies)  # its sample reads keep datasets open
         with RunLock(out):  # a second run on this output is refused, naming this one
             grid = prep.plan.grid
             levels = (
@@ -273,7 +273,7 @@ def run_translate(
             n_eval = _run_job(prep, job, out, executor, resume, progress)
     finally:
         close_readers(executor)
-        io.remove_path(unpack)
+        io.remove_path(copies)
     return TranslateSummary(
         output=str(out),
         tiles=job.grid.count,

@@ -112,18 +112,23 @@ def open_source(
     allow_ungeoreferenced: bool = False,
     resampling: str = "bilinear",
     metadata_only: bool = False,
-    unpack_dir: str | os.PathLike | None = None,
+    copy_dir: str | os.PathLike | None = None,
 ) -> io.SceneInfo:
     """The scene the pipeline reads for ``path`` (see the module docstring). ``metadata_only``: a product
-    whose measurement tiffs are absent (it describes, it cannot be read). ``unpack_dir``: where a product
-    zip's deflated measurement tiffs are inflated (:func:`~sar2opt_geo.sentinel1.product.open_product`)."""
+    whose measurement tiffs are absent (it describes, it cannot be read). ``copy_dir``: a folder the caller
+    removes when done, where inputs that cannot be read window by window at any speed are copied once: a
+    product zip's deflated measurement tiffs, inflated (:func:`~sar2opt_geo.sentinel1.product.open_product`),
+    and a GeoTIFF of compressed strips, tiled (:func:`sar2opt_geo.io.tiled_copy`). Without it they are read
+    in place."""
     if calibration not in CALIBRATIONS:
         raise UsageError(f"--calibration must be one of {', '.join(CALIBRATIONS)} (got {calibration!r})")
     if is_product_path(path):
         return _product_scene(
-            path, calibration, denoise, warp, resolution, resampling, metadata_only, unpack_dir
+            path, calibration, denoise, warp, resolution, resampling, metadata_only, copy_dir
         )
     scene = io.open_scene(path, allow_ungeoreferenced=allow_ungeoreferenced)
+    if copy_dir is not None and io.wants_tiled_copy(scene):
+        scene = io.tiled_copy(scene, copy_dir)
     grid = plan_grid(scene, warp, resolution, resampling=resampling)
     if grid is None:
         return scene
@@ -150,9 +155,9 @@ def _product_scene(
     resolution: float | None,
     resampling: str,
     metadata_only: bool = False,
-    unpack_dir: str | os.PathLike | None = None,
+    copy_dir: str | os.PathLike | None = None,
 ) -> SourceScene:
-    product = open_product(path, metadata_only=metadata_only, unpack_dir=unpack_dir)
+    product = open_product(path, metadata_only=metadata_only, unpack_dir=copy_dir)
     gcp_wkt = io.crs_wkt(GCP_CRS)
     radar = io.Georef(
         width=product.width, height=product.height, crs_wkt=gcp_wkt, gcps=product.gcps, gcp_crs_wkt=gcp_wkt

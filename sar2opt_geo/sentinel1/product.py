@@ -14,6 +14,7 @@ Geolocation: the measurement tiff's GCPs when it has them, else the annotation's
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from sar2opt_geo.errors import InputError, UsageError
-from sar2opt_geo.io import GDAL_ENV, read_band, reflect_index
+from sar2opt_geo.io import GDAL_ENV, read_band, reflect_index, room_for
 from sar2opt_geo.sentinel1.annotation import (
     SAFE_NAME,
     ImageAnnotation,
@@ -42,6 +43,8 @@ from sar2opt_geo.sentinel1.calibration import (
 )
 from sar2opt_geo.sentinel1.noise import NoiseLUT, denoise_power, parse_noise
 from sar2opt_geo.sentinel1.safe import discover
+
+log = logging.getLogger(__name__)
 
 # Measurement reads use io.GDAL_ENV, the one GDAL configuration of every open (the block cache is bounded once
 # per process by io; a per-open cache setting would replace it with whatever the first reader asked for).
@@ -265,8 +268,19 @@ def open_product(
     bands, annotations, tiff_gcps, unpacked = [], [], None, {}
     if unpack_dir is not None and not metadata_only:
         deflated = [bf.measurement for bf in files.bands if bf.measurement and c.is_deflated(bf.measurement)]
-        if deflated:
+        need = c.member_bytes(deflated)
+        ok, free = room_for(unpack_dir, need)
+        if deflated and ok:
             unpacked = dict(zip(deflated, c.unpack(deflated, unpack_dir), strict=True))
+        elif deflated:
+            log.warning(
+                "%s: %.2f GB free beside the output, %.2f GB needed to unpack its deflated measurement "
+                "tiffs: reading them in place, which decompresses whole image rows again for every window "
+                "(much slower; unzip the product on a disk with room and pass its SAFE folder)",
+                c.root,
+                free / 1e9,
+                need / 1e9,
+            )
     for bf in files.bands:
         if bf.annotation is None:
             raise InputError(

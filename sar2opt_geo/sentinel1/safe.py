@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +50,6 @@ NOISE_RE = re.compile(rf"^noise-{_STEM}\.xml$", re.IGNORECASE)
 POLARISATIONS = ("VV", "VH", "HH", "HV")
 
 UNPACK_CHUNK = 8 << 20  # bytes a read while inflating a member
-UNPACK_HEADROOM = 64 << 20  # free bytes left on the disk after unpacking
 
 
 @dataclass(frozen=True)
@@ -98,23 +96,23 @@ class Container:
             except KeyError:
                 raise InputError(f"{self.display(rel)}: no such member") from None
 
+    def member_bytes(self, rels: list[str]) -> int:
+        """Uncompressed bytes of the zip members ``rels`` (0 for a folder or none)."""
+        if not self.is_zip or not rels:
+            return 0
+        with _open_zip(self.root) as zf:
+            return sum(zf.getinfo(self.prefix + rel).file_size for rel in rels)
+
     def unpack(self, rels: list[str], folder: str | os.PathLike) -> list[str]:
         """Inflate the zip members ``rels`` into ``folder`` (created; the caller removes it), one thread each
         (zlib releases the GIL: two polarisations take the time of one on two cores), and return the files'
         paths. Each member's CRC-32 is checked as it streams (:mod:`zipfile`); a file appears under its
-        final name only once complete. Refused, before writing, when ``folder``'s disk lacks room for all."""
+        final name only once complete. The caller checks the room first (:func:`sar2opt_geo.io.room_for`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with _open_zip(self.root) as zf:
             infos = [zf.getinfo(self.prefix + rel) for rel in rels]
         need = sum(i.file_size for i in infos)
-        free = shutil.disk_usage(folder).free
-        if free < need + UNPACK_HEADROOM:
-            raise OutputError(
-                f"{folder.parent}: {need / 1e9:.2f} GB needed to unpack the deflated measurement(s) of "
-                f"{self.root} ({free / 1e9:.2f} GB free); unzip the product on a disk with room and "
-                "pass its SAFE folder"
-            )
         t0 = time.perf_counter()
         dests = [str(folder / PurePosixPath(rel).name) for rel in rels]
         with ThreadPoolExecutor(max_workers=max(1, min(len(rels), os.cpu_count() or 1))) as pool:

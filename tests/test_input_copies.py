@@ -1,6 +1,7 @@
-"""A product zip whose measurement tiffs are *deflated* (issue #15): each such member is inflated once into a
-hidden folder beside the output and read from there — the same pixels as the stored zip or the SAFE folder —
-and the folder is gone when the run ends, however it ends. Stored members are still read in place."""
+"""Inputs that cannot be read window by window at any speed are copied once into a hidden folder beside the
+output (issue #15) and read from there — the same pixels — and the folder is gone when the run ends, however
+it ends: a product zip's *deflated* measurement tiffs (inflated; stored members are still read in place) and
+GeoTIFFs of compressed strips (tiled). Without room for a copy, the input is read in place, with a warning."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def measurement_members(zip_path) -> list[zipfile.ZipInfo]:
 
 
 def leftovers(folder) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if ".unpack-" in p.name)
+    return sorted(p.name for p in folder.iterdir() if ".inputs-" in p.name)
 
 
 def test_unpack_inflates_a_deflated_member_to_its_exact_bytes(products, tmp_path):
@@ -60,18 +61,22 @@ def test_unpack_inflates_a_deflated_member_to_its_exact_bytes(products, tmp_path
     assert sorted(p.name for p in (tmp_path / "u").iterdir()) == [rel.rsplit("/", 1)[1]]  # no .part left
 
 
-def test_unpack_refuses_when_the_disk_lacks_room(products, tmp_path, monkeypatch):
-    container, _ = safe.locate(products["deflated"])
-    member = measurement_members(products["deflated"])[0]
-    rel = member.filename[len(container.prefix) :]
-    total = 10**12
-    room = SimpleNamespace(
-        total=total, used=total, free=member.file_size
-    )  # the member fits, the headroom not
-    monkeypatch.setattr(safe.shutil, "disk_usage", lambda p: room)
-    with pytest.raises(OutputError, match=r"GB needed to unpack the deflated measurement\(s\) of .* GB free"):
-        container.unpack([rel], tmp_path / "u")
-    assert list((tmp_path / "u").iterdir()) == []
+def test_without_room_to_unpack_the_product_is_read_in_place_with_a_warning(
+    products, tmp_path, monkeypatch, caplog
+):
+    from sar2opt_geo.sentinel1.product import open_product
+
+    need = sum(m.file_size for m in measurement_members(products["deflated"]))
+    room = SimpleNamespace(total=10**12, used=10**12, free=need)  # the members fit, the headroom not
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda p: room)
+    with caplog.at_level("WARNING"):
+        product = open_product(products["deflated"], unpack_dir=tmp_path / "u")
+    assert all(b.measurement.startswith("/vsizip/") for b in product.bands)
+    assert "GB needed to unpack its deflated measurement tiffs: reading them in place" in caplog.text
+    assert not (tmp_path / "u").exists()
+    want = open_product(products["stored"]).read_window(None, 0, 260, 0, 300)
+    got = product.read_window(None, 0, 260, 0, 300)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
 def test_a_corrupt_deflated_member_is_an_input_error_and_leaves_no_file(products, tmp_path):
@@ -141,7 +146,7 @@ def test_translate_and_calibrate_of_a_deflated_zip_give_the_stored_zips_pixels(
         in_zip = {p.startswith("/vsizip/") for p in read_paths}
         assert in_zip == ({True} if kind == "stored" else {False})
         if kind == "deflated":
-            assert all(".t.tif.unpack-" in p or ".s.tif.unpack-" in p for p in read_paths)
+            assert all(".t.tif.inputs-" in p or ".s.tif.inputs-" in p for p in read_paths)
         assert leftovers(out) == []
         outputs[kind] = out
     for name in ("t.tif", "s.tif"):
@@ -199,3 +204,137 @@ def test_a_full_disk_while_unpacking_is_an_output_error_and_leaves_no_file(produ
     with pytest.raises(OutputError, match=r"\.part: cannot be written .*No space left"):
         container.unpack(rels, tmp_path / "u")
     assert list((tmp_path / "u").iterdir()) == []
+
+
+# ------------------------------------------------------------------------ GeoTIFFs of compressed strips
+
+
+def write_geotiff(path, values, **profile):
+    from rasterio.transform import from_origin
+
+    count, h, w = values.shape
+    mask = profile.pop("mask", None)
+    with (
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+        rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=w,
+            height=h,
+            count=count,
+            dtype=values.dtype.name,
+            crs="EPSG:32633",
+            transform=from_origin(500000, 4000000, 10, 10),
+            **profile,
+        ) as dst,
+    ):
+        dst.write(values)
+        if mask is not None:
+            dst.write_mask(mask)
+    return io.open_scene(str(path))
+
+
+def sigma0(seed: int, h: int, w: int, count: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = rng.gamma(2.0, 0.05, (count, h, w)).astype(np.float32)
+    v[:, :, :30] = 0.0  # a nodata collar
+    return v
+
+
+def test_only_wide_geotiffs_of_compressed_strips_want_a_tiled_copy(tmp_path):
+    v = sigma0(1, 40, io.TILED_COPY_MIN_WIDTH)
+    assert io.wants_tiled_copy(write_geotiff(tmp_path / "a.tif", v, compress="deflate", nodata=0.0))
+    assert io.wants_tiled_copy(write_geotiff(tmp_path / "b.tif", v, compress="lzw", blockysize=16))
+    assert not io.wants_tiled_copy(write_geotiff(tmp_path / "c.tif", v[:, :, :-1], compress="deflate"))
+    assert not io.wants_tiled_copy(write_geotiff(tmp_path / "d.tif", v))  # uncompressed: direct I/O
+    tiled = write_geotiff(
+        tmp_path / "e.tif", v, compress="deflate", tiled=True, blockxsize=256, blockysize=256
+    )
+    assert not io.wants_tiled_copy(tiled)
+
+
+@pytest.mark.parametrize("layout", ["nodata", "mask-two-bands"])
+def test_a_tiled_copy_reads_the_same_values_and_validity(tmp_path, layout):
+    h, w = 300, 2100
+    if layout == "nodata":
+        v, extra = sigma0(2, h, w), {"nodata": 0.0}
+    else:
+        v = (sigma0(3, h, w, count=2) * 1000).astype(np.uint16)
+        extra = {"mask": np.where(v[0] > 0, 255, 0).astype(np.uint8), "interleave": "pixel"}
+    scene = write_geotiff(tmp_path / "s.tif", v, compress="deflate", **extra)
+    assert io.wants_tiled_copy(scene) and scene.has_mask == (layout != "nodata")
+    copy = io.tiled_copy(scene, tmp_path / "copies")
+    assert copy.path == scene.path and copy.read_path.startswith(str(tmp_path / "copies"))
+    assert not io.wants_tiled_copy(copy)  # never copied twice
+    whole = io.read_window(copy, 0, h, 0, w)[1]
+    assert not whole[:, :30].any() and whole[:, 30:].mean() > 0.99  # the collar is invalid, by nodata or mask
+    with rasterio.open(copy.read_path) as src:
+        assert src.profile["tiled"] and src.compression is None
+        assert src.block_shapes[0] == (io.TILED_COPY_BLOCK, io.TILED_COPY_BLOCK)
+    for r0, r1, c0, c1 in ((0, h, 0, w), (-20, 140, 1900, 2150), (77, 78, 5, 6), (100, 290, -8, 700)):
+        want = io.read_window(scene, r0, r1, c0, c1)
+        for keep_open in (False, True):
+            got = io.read_window(copy, r0, r1, c0, c1, keep_open=keep_open)
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert sorted(p.name for p in (tmp_path / "copies").iterdir()) == ["tiled-s.tif"]
+
+
+def test_without_room_for_a_tiled_copy_the_geotiff_is_read_in_place(tmp_path, monkeypatch, caplog):
+    scene = write_geotiff(tmp_path / "s.tif", sigma0(4, 50, 2100), compress="deflate", nodata=0.0)
+    room = SimpleNamespace(total=10**12, used=10**12, free=50 * 2100 * 4)
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda p: room)
+    with caplog.at_level("WARNING"):
+        assert io.tiled_copy(scene, tmp_path / "copies") is scene
+    assert "needed for a tiled copy of its compressed strips: reading it in place" in caplog.text
+    assert not (tmp_path / "copies").exists()
+
+
+def test_translate_and_filter_read_compressed_strips_from_a_tiled_copy(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    """Both commands read a wide GeoTIFF of DEFLATE strips from their tiled copy (never the file itself),
+    write the pixels the same scene gives when tiled, and leave no copy behind."""
+    from sar2opt_geo import filter_run, run
+    from sar2opt_geo.distributed import ThreadedExecutor
+    from sar2opt_geo.plan import TranslateOptions
+
+    v = sigma0(5, 260, 2100)
+    inputs = {
+        "strips": write_geotiff(tmp_path / "strips.tif", v, compress="deflate", nodata=0.0).path,
+        "tiled": write_geotiff(
+            tmp_path / "tiled.tif",
+            v,
+            compress="deflate",
+            nodata=0.0,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+        ).path,
+    }
+    opened = []
+    real = io._reader
+
+    def spy(path, *args):
+        opened.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(io, "_reader", spy)
+    opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=512, backend="torch")
+    outputs = {}
+    for kind, path in inputs.items():
+        opened.clear()
+        out = tmp_path / kind
+        out.mkdir()
+        run.run_translate(path, str(out / "t.tif"), opts, ThreadedExecutor(2))
+        filter_run.run_filter(path, str(out / "f.tif"), None, ThreadedExecutor(2), chunk_size=512)
+        if kind == "strips":
+            assert opened and all("/.t.tif.inputs-" in p or "/.f.tif.inputs-" in p for p in opened)
+        else:
+            assert set(opened) == {path}
+        assert leftovers(out) == []
+        outputs[kind] = out
+    for name in ("t.tif", "f.tif"):
+        with rasterio.open(outputs["strips"] / name) as a, rasterio.open(outputs["tiled"] / name) as b:
+            assert np.array_equal(a.read(), b.read(), equal_nan=True)
+            assert np.array_equal(a.read_masks(1), b.read_masks(1))
