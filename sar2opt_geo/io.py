@@ -400,7 +400,7 @@ def open_readers() -> int:
 #: ``TILED=YES`` (GDAL's strips are ~8 KB), so through the block cache every window reads whole rows: 26 144
 #: samples a row for a 1100-column window, more than the 32 MiB cache holds for one block's rows.
 #: ``GTIFF_DIRECT_IO`` (read at open time) reads only the window's samples of each row instead; GDAL ignores
-#: it for compressed files, such as the synthetic products' tiled ones (``scripts/bench_zip_reads.py``).
+#: it for compressed files, such as the synthetic products' tiled ones (``scripts/bench_reads.py``).
 DIRECT_IO_ENV = {"GTIFF_DIRECT_IO": "YES"}
 
 
@@ -516,7 +516,7 @@ def room_for(folder: str | os.PathLike, nbytes: int) -> tuple[bool, int]:
 def wants_tiled_copy(scene: SceneInfo) -> bool:
     """A GeoTIFF of compressed strips wider than :data:`TILED_COPY_MIN_WIDTH`: read window by window, each
     window decodes whole image rows again (a 26 144-column float32 σ⁰ in DEFLATE strips: ~0.4 s of CPU a
-    1100² window, against ~5 ms from a tiled copy; ``scripts/bench_zip_reads.py``)."""
+    1100² window, against ~5 ms from a tiled copy; ``scripts/bench_reads.py``)."""
     return scene.compressed_strips and scene.read_path is None and scene.width >= TILED_COPY_MIN_WIDTH
 
 

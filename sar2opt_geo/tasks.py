@@ -281,7 +281,7 @@ def sample_window(cond: Conditioning, row0: int, col0: int, size: int) -> tuple[
     pixels)`` of a window of the scene."""
     r1, c1 = min(row0 + size, cond.scene.height), min(col0 + size, cond.scene.width)
     # through the thread's kept-open datasets, as the blocks' reads: a product's measurement TIFF inside a
-    # zip is otherwise decompressed from its start at every window (scripts/bench_zip_reads.py)
+    # zip is otherwise decompressed from its start at every window (scripts/bench_reads.py)
     raw, valid = source.read_window(cond.scene, row0, r1, col0, c1, cond.bands, keep_open=True)
     n_nonfinite = int((~np.isfinite(raw)).any(axis=0).sum())
     if cond.filter is not None or getattr(cond.scene, "warp", None) is not None:

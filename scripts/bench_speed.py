@@ -138,20 +138,21 @@ def make_scene(outdir: Path, size: int, seed: int = 11) -> str:
 #: product's map-projected σ⁰ GeoTIFF from the simulator (the same footprint, ~1.16× the radar side on its
 #: 10 m grid): what the product costs beyond a GeoTIFF of the same scene. ``geotiff-strips``: the
 #: ``geotiff`` scene rewritten in GDAL's default layout (uncompressed strips, as ``gdalwarp`` writes them
-#: without ``TILED=YES``).
-INPUTS = ("geotiff", "geotiff-strips", "product", "product-map")
+#: without ``TILED=YES``); ``geotiff-deflate-strips``: the same strips DEFLATE-compressed.
+INPUTS = ("geotiff", "geotiff-strips", "geotiff-deflate-strips", "product", "product-map")
 
 
 def make_input(kind: str, outdir: Path, size: int, seed: int = 11) -> str:
     """The input file (or SAFE folder) of ``--input kind`` at side ``size``."""
     if kind == "geotiff":
         return make_scene(outdir, size, seed)
-    if kind == "geotiff-strips":
+    if kind in ("geotiff-strips", "geotiff-deflate-strips"):
         import rasterio.shutil
 
         tiled = make_scene(outdir, size, seed)
         strips = str(Path(tiled).with_name(f"strips_{Path(tiled).name}"))
-        rasterio.shutil.copy(tiled, strips, driver="GTiff")  # no creation options: GDAL's default layout
+        opts = {"compress": "deflate"} if kind == "geotiff-deflate-strips" else {}
+        rasterio.shutil.copy(tiled, strips, driver="GTiff", **opts)  # otherwise GDAL's default layout
         return strips
     from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
 

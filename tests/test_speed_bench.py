@@ -121,16 +121,19 @@ def test_product_inputs_are_a_safe_product_and_its_map_scene(tmp_path):
     assert sigma0.endswith(".tif") and getattr(open_source(sigma0), "warp", None) is None
 
 
-def test_the_strips_input_is_the_geotiff_scene_in_gdals_default_layout(tmp_path):
+def test_the_strips_inputs_are_the_geotiff_scene_in_gdals_default_layout(tmp_path):
     """``--input geotiff-strips``: the same pixels as ``--input geotiff``, stripped and uncompressed, so the
-    pipeline reads it with GDAL's direct I/O."""
+    pipeline reads it with GDAL's direct I/O; ``geotiff-deflate-strips`` the same strips compressed."""
     import rasterio
 
     from sar2opt_geo import io
 
     tiled = io.open_scene(bench.make_input("geotiff", tmp_path / "t", 300))
     strips = io.open_scene(bench.make_input("geotiff-strips", tmp_path / "s", 300))
+    deflate = io.open_scene(bench.make_input("geotiff-deflate-strips", tmp_path / "d", 300))
     assert tiled.tiled and not tiled.direct_io
     assert strips.direct_io and not strips.tiled and strips.block_shape[1] == 300
-    with rasterio.open(tiled.path) as a, rasterio.open(strips.path) as b:
-        assert np.array_equal(a.read(), b.read(), equal_nan=True) and a.profile["crs"] == b.profile["crs"]
+    assert deflate.compressed_strips and not deflate.tiled and deflate.block_shape[1] == 300
+    for other in (strips, deflate):
+        with rasterio.open(tiled.path) as a, rasterio.open(other.path) as b:
+            assert np.array_equal(a.read(), b.read(), equal_nan=True) and a.profile["crs"] == b.profile["crs"]

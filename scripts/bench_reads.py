@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""What reading a Sentinel-1 GRD measurement TIFF window by window costs (issue #15): the file opened for
-every window through GDAL's block cache (as the product reader did before 2026-12-02), one kept-open dataset
-through the block cache, and what the pipeline's tasks do now (``io.read_band(..., keep_open=True)``: one
-dataset per thread, opened with ``GTIFF_DIRECT_IO``).
+"""What reading an input window by window costs, layout by layout (issue #15): a Sentinel-1 GRD measurement
+TIFF (plain, in a stored zip, in a deflated zip) and σ⁰ GeoTIFFs in strips (uncompressed, DEFLATE): the file
+opened for every window through GDAL's block cache (as the product reader did before 2026-12-02), one
+kept-open dataset through the block cache, and what the pipeline's tasks do now (one dataset per thread,
+opened with ``GTIFF_DIRECT_IO`` when uncompressed; a compressed layout that has no random access is copied
+once first: a deflated zip member inflated, DEFLATE strips tiled).
 
 A real GRD measurement TIFF is uncompressed uint16 with one image row per strip: the real S1A IW GRDH product
 in ``shared/s1-products`` declares 872 232 364 bytes for 26 144 × 16 676 samples (2 bytes each plus the strip
@@ -13,9 +15,10 @@ and reads one row band of block windows (``--window`` square, stepping ``--step`
 columns reads 26 144; opened per window, a deflated member is also decompressed from its start up to the
 window's rows every time. A fourth way, what ``translate``/``calibrate`` do with a *deflated* member since
 2026-12-02, inflates the member once (``Container.unpack``, timed on its own) and reads the unpacked file
-the ``now`` way; and the same for two members at once (a dual-pol product: one thread each).
+the ``now`` way; and the same for two members at once (a dual-pol product: one thread each). The σ⁰
+GeoTIFFs (``--geotiff-height`` lines of the same width) are read through :func:`sar2opt_geo.io.read_window`.
 
-    python scripts/bench_zip_reads.py [--width 26144] [--height 16676] [--row 8000] [--windows 9]
+    python scripts/bench_reads.py [--width 26144] [--height 16676] [--row 8000] [--windows 9]
 
 Prints a Markdown table (seconds a window, wall and CPU) and the command; the files go to a temporary
 folder (``--workdir`` to keep them: ~0.9 GB each at the real size).
@@ -88,12 +91,14 @@ def time_unpack(zip_path: Path, members: list[str], folder: Path) -> tuple[list[
     return paths, time.perf_counter() - t0, time.process_time() - c0
 
 
-def time_geotiff(path: Path, width: int, height: int, windows: list) -> dict:
-    """The three ways for a float32 σ⁰ GeoTIFF input in GDAL's default layout (uncompressed strips, as
-    ``gdalwarp`` and ``gdal_translate`` write without ``TILED=YES``), read the way the pipeline reads GeoTIFF
-    inputs (:func:`sar2opt_geo.io.read_window`): ``before`` opened per window and ``kept`` kept open, both
-    through the block cache (kept open is what the pipeline did before 2026-12-02), ``now`` kept open with
-    direct I/O (``SceneInfo.direct_io``)."""
+def time_geotiff(path: Path, width: int, height: int, windows: list, compress: str | None = None) -> dict:
+    """The three ways for a float32 σ⁰ GeoTIFF input in strips (GDAL's default layout: ``gdalwarp`` and
+    ``gdal_translate`` write strips without ``TILED=YES``), uncompressed or ``compress``-ed, read the way the
+    pipeline reads GeoTIFF inputs (:func:`sar2opt_geo.io.read_window`): ``before`` opened per window and
+    ``kept`` kept open, both through the block cache (kept open is what the pipeline did before 2026-12-02),
+    and ``now``: uncompressed, kept open with direct I/O (``SceneInfo.direct_io``); compressed, kept open from
+    the tiled copy the pipeline writes first (:func:`sar2opt_geo.io.tiled_copy`, timed on its own as
+    ``copy``)."""
     import dataclasses
 
     import rasterio
@@ -105,6 +110,8 @@ def time_geotiff(path: Path, width: int, height: int, windows: list) -> dict:
     if not path.exists():
         rng = np.random.default_rng(1)
         profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="float32", nodata=0.0)
+        if compress:
+            profile["compress"] = compress
         with rasterio.open(
             path, "w", crs="EPSG:32633", transform=from_origin(0, 0, 10, 10), **profile
         ) as dst:
@@ -114,10 +121,18 @@ def time_geotiff(path: Path, width: int, height: int, windows: list) -> dict:
                     rng.gamma(1.0, 0.05, (1, h, width)).astype(np.float32), window=Window(0, r, width, h)
                 )
     scene = io.open_scene(str(path))
-    assert scene.direct_io and scene.block_shape[1] == width, (scene.block_shape, scene.direct_io)
+    assert not scene.tiled and scene.block_shape[1] == width, scene.block_shape
+    assert scene.direct_io == (not compress) and io.wants_tiled_copy(scene) == bool(compress)
     cached = dataclasses.replace(scene, direct_io=False)
     out = {}
-    for mode, sc, keep_open in (("before", cached, False), ("kept", cached, True), ("now", scene, True)):
+    folder = path.with_name(path.stem + "-copies")
+    if compress:
+        t0, c0 = time.perf_counter(), time.process_time()
+        now = io.tiled_copy(scene, folder)
+        out["copy"] = (time.perf_counter() - t0, time.process_time() - c0)
+    else:
+        now = scene
+    for mode, sc, keep_open in (("before", cached, False), ("kept", cached, True), ("now", now, True)):
         io.close_readers()
         t0, c0 = time.perf_counter(), time.process_time()
         for w in windows:
@@ -126,13 +141,14 @@ def time_geotiff(path: Path, width: int, height: int, windows: list) -> dict:
             )
         out[mode] = (time.perf_counter() - t0, time.process_time() - c0)
         io.close_readers()
+    shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
 MODES = {
     "before": "opened per window, block cache (before)",
     "kept": "kept open, block cache",
-    "now": "kept open, direct I/O (now)",
+    "now": "now: kept open, direct I/O or from a copy",
 }
 
 
@@ -152,7 +168,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     row = args.height // 2 if args.row is None else args.row
     n = min(args.windows, max(1, (args.width - args.window) // args.step + 1))
     windows = [Window(k * args.step, row, args.window, min(args.window, args.height - row)) for k in range(n)]
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_zip_reads_"))
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_reads_"))
     work.mkdir(parents=True, exist_ok=True)
     tif = work / f"measurement_{args.width}x{args.height}.tiff"
     if not tif.exists():
@@ -180,10 +196,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     gh = args.geotiff_height
     grow = max(0, (gh - args.window) // 2)
     gwindows = [Window(w.col_off, grow, w.width, min(args.window, gh - grow)) for w in windows]
-    label = "σ⁰ GeoTIFF input, float32, GDAL's default layout (uncompressed strips)"
-    times = time_geotiff(work / f"sigma0_{args.width}x{gh}.tif", args.width, gh, gwindows)
-    rows.append({"input": label, **times})
-    print(f"  {label}: {times}", flush=True)
+    geotiffs = {"uncompressed strips": None, "DEFLATE strips": "deflate"}
+    for name, compress in geotiffs.items():
+        label = f"σ⁰ GeoTIFF input, float32, {name}"
+        tif_path = work / f"sigma0_{compress or 'none'}_{args.width}x{gh}.tif"
+        times = time_geotiff(tif_path, args.width, gh, gwindows, compress)
+        rows.append({"input": label, **times})
+        print(f"  {label}: {times}", flush=True)
     unpack_dir = work / "unpacked"
     zpath = work / f"product_deflated_{args.width}x{args.height}.zip"
     (unpacked,), *deflated["unpack"] = time_unpack(zpath, [member], unpack_dir)
@@ -206,9 +225,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ratio = r["before"][1] / max(r["now"][1], 1e-9)
         print(f"| {r['input']} | " + " | ".join(cells) + f" | {ratio:.0f}× |")
     print()
-    g = rows[-1]
-    ratio = g["kept"][1] / max(g["now"][1], 1e-9)
+    plain, packed = rows[-2], rows[-1]
+    ratio = plain["kept"][1] / max(plain["now"][1], 1e-9)
     print(f"GeoTIFF inputs were already kept open before direct I/O: kept ÷ now = {ratio:.1f}× (CPU)")
+    w, c = packed["copy"]
+    per_window = packed["kept"][1] / n - packed["now"][1] / n
+    print(
+        f"DEFLATE strips copied once into tiled form (what translate and filter do now): {w:.2f} s wall / "
+        f"{c:.2f} s CPU for {args.width} × {gh}; the copy pays for itself after "
+        f"{c / max(per_window, 1e-9):.1f} windows read in place (CPU); kept ÷ now = "
+        f"{packed['kept'][1] / max(packed['now'][1], 1e-9):.0f}× a window (CPU)"
+    )
     w, c = deflated["unpack"]
     per_window = deflated["now"][1] / n - deflated["unpacked"][1] / n
     print(
@@ -221,9 +248,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     print()
     print(f"load average after: {os.getloadavg()}")
-    print(
-        "command: python scripts/bench_zip_reads.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    )
+    print("command: python scripts/bench_reads.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     return rows
 
 
