@@ -91,6 +91,41 @@ def product_facts(scene: io.SceneInfo) -> dict:
     return out
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def reading(scene: io.SceneInfo) -> str:
+    """How ``translate`` and ``filter``/``calibrate`` read the input, and what they copy beside the output
+    first (:func:`sar2opt_geo.source.open_source`'s ``copy_dir``)."""
+    if isinstance(scene, SourceScene) and scene.product is not None:
+        from sar2opt_geo.sentinel1.safe import discover
+
+        files = discover(scene.product.path)
+        c = files.container
+        members = [bf.measurement for bf in files.bands if bf.measurement]
+        deflated = [m for m in members if c.is_deflated(m)]
+        if deflated:
+            return (
+                f"{len(deflated)} deflated zip member(s): inflated once beside the output "
+                f"({_size(c.member_bytes(deflated))}) and read from there"
+            )
+        where = "stored zip members" if c.is_zip else "measurement TIFFs"
+        return f"{where}: in place (GDAL's direct I/O where uncompressed)"
+    raster = scene.raster if isinstance(scene, SourceScene) else scene
+    if io.wants_tiled_copy(raster):
+        size = _size(io.tiled_copy_bytes(raster))
+        return (
+            f"compressed strips: copied once into tiled form beside the output ({size}); read in place, "
+            "every window would decode whole rows"
+        )
+    if raster.direct_io:
+        return "uncompressed strips: in place, with GDAL's direct I/O"
+    if raster.compressed_strips:
+        return f"compressed strips, narrower than {io.TILED_COPY_MIN_WIDTH} px: in place"
+    return "tiled: in place" if raster.tiled else "in place"
+
+
 def describe_scene(
     input_path: str,
     tile: int,
@@ -137,6 +172,7 @@ def describe_scene(
         if scene.gcps
         else None,
         "block_shape": f"{scene.block_shape[1]} x {scene.block_shape[0]}",
+        "reading": None if unreadable else reading(scene),
         "nodata_share": round(1.0 - float(valid.mean()), 4),
         "tile_grid": f"{grid.n_cols} x {grid.n_rows} tiles (columns x rows) of {tile} px, overlap {overlap}, "
         f"stride {grid.stride}",

@@ -520,6 +520,12 @@ def wants_tiled_copy(scene: SceneInfo) -> bool:
     return scene.compressed_strips and scene.read_path is None and scene.width >= TILED_COPY_MIN_WIDTH
 
 
+def tiled_copy_bytes(scene: SceneInfo) -> int:
+    """The size of :func:`tiled_copy`'s file: every band uncompressed, and the mask."""
+    itemsize = np.dtype(scene.dtype).itemsize
+    return scene.width * scene.height * (scene.count * itemsize + (1 if scene.has_mask else 0))
+
+
 def tiled_copy(scene: SceneInfo, folder: str | os.PathLike) -> SceneInfo:
     """``scene`` read from an uncompressed, tiled copy of its file written once into ``folder`` (created; the
     caller removes it), its metadata unchanged (``read_path``). GDAL's CreateCopy decodes each strip once and
@@ -529,8 +535,7 @@ def tiled_copy(scene: SceneInfo, folder: str | os.PathLike) -> SceneInfo:
     import time
 
     log = logging.getLogger(__name__)
-    itemsize = np.dtype(scene.dtype).itemsize
-    need = scene.width * scene.height * (scene.count * itemsize + (1 if scene.has_mask else 0))
+    need = tiled_copy_bytes(scene)
     ok, free = room_for(folder, need)
     if not ok:
         log.warning(

@@ -338,3 +338,31 @@ def test_translate_and_filter_read_compressed_strips_from_a_tiled_copy(
         with rasterio.open(outputs["strips"] / name) as a, rasterio.open(outputs["tiled"] / name) as b:
             assert np.array_equal(a.read(), b.read(), equal_nan=True)
             assert np.array_equal(a.read_masks(1), b.read_masks(1))
+
+
+def test_info_says_how_each_layout_is_read_and_what_is_copied(products, tmp_path):
+    from sar2opt_geo.info import describe_scene
+
+    def reading(path):
+        return describe_scene(str(path), 256, 64, 960, False)["reading"]
+
+    v = sigma0(6, 60, 2100)
+    assert reading(write_geotiff(tmp_path / "d.tif", v, compress="deflate", nodata=0.0).path) == (
+        "compressed strips: copied once into tiled form beside the output (0.5 MB); read in place, "
+        "every window would decode whole rows"
+    )
+    narrow = write_geotiff(tmp_path / "n.tif", v[:, :, :500], compress="deflate", nodata=0.0).path
+    assert reading(narrow) == "compressed strips, narrower than 2048 px: in place"
+    assert reading(write_geotiff(tmp_path / "u.tif", v, nodata=0.0).path) == (
+        "uncompressed strips: in place, with GDAL's direct I/O"
+    )
+    tiled = write_geotiff(tmp_path / "t.tif", v, nodata=0.0, tiled=True, blockxsize=256, blockysize=256).path
+    assert reading(tiled) == "tiled: in place"
+    need = sum(m.file_size for m in measurement_members(products["deflated"]))
+    assert reading(products["deflated"]) == (
+        f"2 deflated zip member(s): inflated once beside the output ({need / 1e6:.1f} MB) and read from there"
+    )
+    assert (
+        reading(products["stored"]) == "stored zip members: in place (GDAL's direct I/O where uncompressed)"
+    )
+    assert reading(products["safe"]) == "measurement TIFFs: in place (GDAL's direct I/O where uncompressed)"
