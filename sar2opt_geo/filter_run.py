@@ -19,6 +19,7 @@ from sar2opt_geo.radiometry import from_linear
 from sar2opt_geo.safety import absolute, refuse_collisions
 from sar2opt_geo.sampling import resolve_scale, with_auto_enl
 from sar2opt_geo.tasks import close_readers, read_linear
+from sar2opt_geo.workstate import InputCopies
 
 
 def output_scale_for(input_scale: str) -> str:
@@ -101,72 +102,71 @@ def run_filter(
     input_path, output_path = absolute(input_path), absolute(output_path)
     refuse_collisions(output_path, [("input", input_path)])
     out = io.check_output_path(output_path, overwrite)
-    copies = io.temporary_sibling(out, "inputs")  # copies of inputs unreadable window by window, if any
-    try:
-        scene = open_input(
-            input_path,
-            calibration=calibration,
-            denoise=denoise,
-            warp=warp,
-            resolution=resolution,
-            allow_ungeoreferenced=allow_ungeoreferenced,
-            resampling=resampling,
-            copy_dir=copies,
-        )
-        if require_product and getattr(scene, "product", None) is None:
-            raise InputError(
-                f"{input_path}: not a Sentinel-1 product (expected a SAFE folder, its manifest.safe, the "
-                "product .zip or a measurement tiff inside a SAFE)"
-            )
-        band_idx = select_bands(scene, bands, scene.count if not bands else len(bands.split(",")), [])
-        cond = Conditioning(
-            scene=scene,
-            bands=band_idx,
-            input_scale="linear",
-            filter=None,
-            calibration_constant=calibration_constant,
-        )
-        cond = resolve_scale(executor, cond, input_scale, lattice=None)
-        scale = cond.input_scale
-        cond = with_auto_enl(executor, replace(cond, filter=spec))
-        out_scale = output_scale or output_scale_for(scale)
-        fill = float("nan") if out_scale == "db" else 0.0
-        chunk = max(64, chunk_size)
-        store = io.temporary_sibling(out, "blocks.zarr")
-        tmp_out = io.temporary_sibling(out, "partial")
-        filt = cond.filter.to_dict() if cond.filter is not None else "none"
+    with InputCopies(out) as copies:  # of inputs unreadable window by window, if any; removed at the end
         try:
-            n_blocks = _filter_blocks(executor, cond, store, chunk, progress, out_scale, fill)
-            tags = {
-                "SAR2OPT_TOOL": f"sar2opt-geo {__version__}",
-                "SAR2OPT_FILTER": filt,
-                "SAR2OPT_SCALE": out_scale,
-                "SAR2OPT_INPUT_SCALE": f"{scale} ({cond.scale_reason})",
-            }
-            if getattr(scene, "product", None) is not None:
-                tags["SAR2OPT_CALIBRATION"] = {"calibration": calibration, "denoise": denoise}
-            if getattr(scene, "warp", None) is not None:
-                tags["SAR2OPT_WARP"] = scene.warp.describe()
-            nodata = fill if out_scale == "db" else (scene.nodata if scene.nodata is not None else 0.0)
-            io.store_to_cog(
-                store,
-                tmp_out,
-                io.GeoProfile.from_scene(scene, tags),
-                chunk=chunk,
-                band_descriptions=[scene.band_names()[i - 1] for i in band_idx],
-                nodata=nodata,
+            scene = open_input(
+                input_path,
+                calibration=calibration,
+                denoise=denoise,
+                warp=warp,
+                resolution=resolution,
+                allow_ungeoreferenced=allow_ungeoreferenced,
+                resampling=resampling,
+                copy_dir=copies,
             )
-            io.replace_path(tmp_out, out)
+            if require_product and getattr(scene, "product", None) is None:
+                raise InputError(
+                    f"{input_path}: not a Sentinel-1 product (expected a SAFE folder, its manifest.safe, the "
+                    "product .zip or a measurement tiff inside a SAFE)"
+                )
+            band_idx = select_bands(scene, bands, scene.count if not bands else len(bands.split(",")), [])
+            cond = Conditioning(
+                scene=scene,
+                bands=band_idx,
+                input_scale="linear",
+                filter=None,
+                calibration_constant=calibration_constant,
+            )
+            cond = resolve_scale(executor, cond, input_scale, lattice=None)
+            scale = cond.input_scale
+            cond = with_auto_enl(executor, replace(cond, filter=spec))
+            out_scale = output_scale or output_scale_for(scale)
+            fill = float("nan") if out_scale == "db" else 0.0
+            chunk = max(64, chunk_size)
+            store = io.temporary_sibling(out, "blocks.zarr")
+            tmp_out = io.temporary_sibling(out, "partial")
+            filt = cond.filter.to_dict() if cond.filter is not None else "none"
+            try:
+                n_blocks = _filter_blocks(executor, cond, store, chunk, progress, out_scale, fill)
+                tags = {
+                    "SAR2OPT_TOOL": f"sar2opt-geo {__version__}",
+                    "SAR2OPT_FILTER": filt,
+                    "SAR2OPT_SCALE": out_scale,
+                    "SAR2OPT_INPUT_SCALE": f"{scale} ({cond.scale_reason})",
+                }
+                if getattr(scene, "product", None) is not None:
+                    tags["SAR2OPT_CALIBRATION"] = {"calibration": calibration, "denoise": denoise}
+                if getattr(scene, "warp", None) is not None:
+                    tags["SAR2OPT_WARP"] = scene.warp.describe()
+                nodata = fill if out_scale == "db" else (scene.nodata if scene.nodata is not None else 0.0)
+                io.store_to_cog(
+                    store,
+                    tmp_out,
+                    io.GeoProfile.from_scene(scene, tags),
+                    chunk=chunk,
+                    band_descriptions=[scene.band_names()[i - 1] for i in band_idx],
+                    nodata=nodata,
+                )
+                io.replace_path(tmp_out, out)
+            finally:
+                io.remove_path(store)
+                io.remove_path(tmp_out)
+            return {
+                "output": str(out),
+                "filter": filt,
+                "scale": out_scale,
+                "input_scale": scale,
+                "blocks": n_blocks,
+            }
         finally:
-            io.remove_path(store)
-            io.remove_path(tmp_out)
-        return {
-            "output": str(out),
-            "filter": filt,
-            "scale": out_scale,
-            "input_scale": scale,
-            "blocks": n_blocks,
-        }
-    finally:
-        close_readers(executor)  # the input datasets the sample and block tasks kept open
-        io.remove_path(copies)
+            close_readers(executor)  # the input datasets the sample and block tasks kept open

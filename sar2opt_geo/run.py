@@ -27,7 +27,7 @@ from sar2opt_geo.safety import absolute, collision, refuse_collisions
 from sar2opt_geo.sampling import measure_scene
 from sar2opt_geo.tasks import BlockDone, close_readers, translate_graph
 from sar2opt_geo.tiling import BlockPlan
-from sar2opt_geo.workstate import RunLock, WorkState, digest, fingerprint_file, kept_summary
+from sar2opt_geo.workstate import InputCopies, RunLock, WorkState, digest, fingerprint_file, kept_summary
 
 Progress = Callable[[int, int], None]
 
@@ -257,23 +257,24 @@ def run_translate(
     if collision(WorkState(output_path).root, input_path):  # a fresh run deletes its work-state folder
         raise OutputError(f"{output_path}: the input {input_path} lies in this output's work-state folder")
     out = io.check_output_path(output_path, overwrite)
-    copies = io.temporary_sibling(out, "inputs")  # copies of inputs unreadable window by window, if any
-    try:
-        prep = prepare_translate(input_path, opts, executor, copies)  # its sample reads keep datasets open
-        with RunLock(out):  # a second run on this output is refused, naming this one
-            grid = prep.plan.grid
-            levels = (
-                pyramid.block_levels(prep.plan.chunk, grid.width, grid.height)
-                if prep.options.fmt == "cog"
-                else 0
-            )
-            job = replace(
-                measure_scene(executor, prep), nodata_fill=prep.options.nodata_fill, overview_levels=levels
-            )
-            n_eval = _run_job(prep, job, out, executor, resume, progress)
-    finally:
-        close_readers(executor)
-        io.remove_path(copies)
+    with InputCopies(out) as copies:  # of inputs unreadable window by window, if any; removed at the end
+        try:
+            prep = prepare_translate(input_path, opts, executor, copies)  # its samples keep datasets open
+            with RunLock(out):  # a second run on this output is refused, naming this one
+                grid = prep.plan.grid
+                levels = (
+                    pyramid.block_levels(prep.plan.chunk, grid.width, grid.height)
+                    if prep.options.fmt == "cog"
+                    else 0
+                )
+                job = replace(
+                    measure_scene(executor, prep),
+                    nodata_fill=prep.options.nodata_fill,
+                    overview_levels=levels,
+                )
+                n_eval = _run_job(prep, job, out, executor, resume, progress)
+        finally:
+            close_readers(executor)
     return TranslateSummary(
         output=str(out),
         tiles=job.grid.count,

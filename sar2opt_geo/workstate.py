@@ -20,6 +20,7 @@ Hand-written: plain files and atomic renames (numpy's ``.npy`` format for the ar
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ import os
 import shutil
 import socket
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +233,46 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class InputCopies:
+    """The folder beside an output where a run copies inputs that cannot be read window by window at any speed
+    (:func:`sar2opt_geo.source.open_source`'s ``copy_dir``): ``.OUTPUT.inputs-ID/``, made on entry with an
+    ``owner.json`` (pid, host, start time) and removed on exit, however the run ends. A run killed outright
+    cannot remove its copies (gigabytes for a Sentinel-1 product), so entering also removes the folders of
+    earlier runs on the same output whose process on this host is gone (those of a live process, or of
+    another host, or without a readable owner, are left alone)."""
+
+    def __init__(self, output: str | os.PathLike):
+        out = Path(output)
+        self.output = out
+        self.root = out.with_name(f".{out.name}.inputs-{uuid.uuid4().hex[:8]}")
+
+    def stale(self) -> list[Path]:
+        """Copy folders of earlier runs on this output whose process on this host is gone."""
+        found = []
+        for folder in self.output.parent.glob(glob.escape(f".{self.output.name}.inputs-") + "*"):
+            if folder == self.root or not folder.is_dir():
+                continue
+            try:
+                owner = json.loads((folder / "owner.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(owner, dict) and RunLock._stale(owner):
+                found.append(folder)
+        return found
+
+    def __enter__(self) -> Path:
+        for folder in self.stale():
+            log.info("removing %s, the input copies of a run that is gone", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        self.root.mkdir()
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(), "output": str(self.output)}
+        (self.root / "owner.json").write_text(json.dumps(me))
+        return self.root
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def kept_summary(ws: WorkState) -> tuple[int, int]:

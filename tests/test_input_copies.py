@@ -5,6 +5,7 @@ GeoTIFFs of compressed strips (tiled). Without room for a copy, the input is rea
 
 from __future__ import annotations
 
+import os
 import zipfile
 from types import SimpleNamespace
 
@@ -366,3 +367,40 @@ def test_info_says_how_each_layout_is_read_and_what_is_copied(products, tmp_path
         reading(products["stored"]) == "stored zip members: in place (GDAL's direct I/O where uncompressed)"
     )
     assert reading(products["safe"]) == "measurement TIFFs: in place (GDAL's direct I/O where uncompressed)"
+
+
+def test_a_run_removes_the_copies_of_earlier_runs_whose_process_is_gone(tmp_path):
+    """Copies left by a run killed outright are removed by the next run on the same output, when their
+    process on this host is gone; those of a live process, another host, another output or without an
+    owner are kept. The run's own folder carries its owner and is gone after it."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from sar2opt_geo.workstate import InputCopies
+
+    out = tmp_path / "t.tif"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    here = socket.gethostname()
+    owners = {
+        ".t.tif.inputs-dead0000": {"pid": int(dead.stdout), "host": here},
+        ".t.tif.inputs-live0000": {"pid": os.getpid(), "host": here},
+        ".t.tif.inputs-away0000": {"pid": int(dead.stdout), "host": here + "-elsewhere"},
+        ".u.tif.inputs-dead0000": {"pid": int(dead.stdout), "host": here},  # another output's
+        ".t.tif.inputs-none0000": None,
+    }
+    for name, owner in owners.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "big.tif").write_bytes(b"x" * 1000)
+        if owner is not None:
+            (tmp_path / name / "owner.json").write_text(json.dumps(owner))
+    with InputCopies(out) as root:
+        mine = json.loads((root / "owner.json").read_text())
+        assert mine["pid"] == os.getpid() and mine["host"] == here and root.name.startswith(".t.tif.inputs-")
+        assert not (tmp_path / ".t.tif.inputs-dead0000").exists()
+        kept = sorted(p.name for p in tmp_path.iterdir() if p != root)
+    assert kept == sorted(set(owners) - {".t.tif.inputs-dead0000"})
+    assert not root.exists()
