@@ -109,3 +109,34 @@ def run_cli(args, capsys):
         main([str(a) for a in args])
     out = capsys.readouterr()
     return exc.value.code, out.out, out.err
+
+
+def write_geotiff(path, values, *, origin=(500000, 4000000), mask=None, **profile):
+    """A GeoTIFF of ``values`` ``(bands, h, w)`` on a 10 m UTM 33N grid, with rasterio creation options
+    ``profile`` (layout, compression, nodata) and, with ``mask``, an internal per-dataset mask; opened back
+    with :func:`sar2opt_geo.io.open_scene`."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from sar2opt_geo import io
+
+    count, h, w = values.shape
+    with (
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+        rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=w,
+            height=h,
+            count=count,
+            dtype=values.dtype.name,
+            crs="EPSG:32633",
+            transform=from_origin(*origin, 10, 10),
+            **profile,
+        ) as dst,
+    ):
+        dst.write(values)
+        if mask is not None:
+            dst.write_mask(mask)
+    return io.open_scene(str(path))

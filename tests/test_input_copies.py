@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import rasterio
+from conftest import write_geotiff
 
 from sar2opt_geo import io
 from sar2opt_geo.errors import InputError, OutputError
@@ -208,32 +209,6 @@ def test_a_full_disk_while_unpacking_is_an_output_error_and_leaves_no_file(produ
 
 
 # ------------------------------------------------------------------------ GeoTIFFs of compressed strips
-
-
-def write_geotiff(path, values, **profile):
-    from rasterio.transform import from_origin
-
-    count, h, w = values.shape
-    mask = profile.pop("mask", None)
-    with (
-        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
-        rasterio.open(
-            path,
-            "w",
-            driver="GTiff",
-            width=w,
-            height=h,
-            count=count,
-            dtype=values.dtype.name,
-            crs="EPSG:32633",
-            transform=from_origin(500000, 4000000, 10, 10),
-            **profile,
-        ) as dst,
-    ):
-        dst.write(values)
-        if mask is not None:
-            dst.write_mask(mask)
-    return io.open_scene(str(path))
 
 
 def sigma0(seed: int, h: int, w: int, count: int = 1) -> np.ndarray:

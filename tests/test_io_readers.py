@@ -283,31 +283,17 @@ def test_a_stripped_uncompressed_geotiff_is_read_with_direct_io_to_the_same_pixe
     import dataclasses
 
     import rasterio
-    from rasterio.transform import from_origin
+    from conftest import write_geotiff
 
     layout = dict(layout)
     mask = layout.pop("mask", False)
     h, w = 230, 310
     rng = np.random.default_rng(4)
-    values = (rng.gamma(2.0, 300.0, (layout["count"], h, w)) + 1).astype(layout["dtype"])
+    values = (rng.gamma(2.0, 300.0, (layout.pop("count"), h, w)) + 1).astype(layout.pop("dtype"))
     values[:, :, :25] = 0  # a nodata collar (or masked-out, below)
     path = tmp_path / "s.tif"
-    with (
-        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
-        rasterio.open(
-            path,
-            "w",
-            driver="GTiff",
-            width=w,
-            height=h,
-            crs="EPSG:32633",
-            transform=from_origin(0, 0, 10, 10),
-            **layout,
-        ) as dst,
-    ):
-        dst.write(values)
-        if mask:
-            dst.write_mask(np.where(values[0] > 0, 255, 0).astype(np.uint8))
+    internal = np.where(values[0] > 0, 255, 0).astype(np.uint8) if mask else None
+    write_geotiff(path, values, origin=(0, 0), mask=internal, **layout)
     scene = io.open_scene(str(path))
     assert scene.direct_io and not scene.tiled and scene.has_mask == mask
     cached = dataclasses.replace(scene, direct_io=False)
