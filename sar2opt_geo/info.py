@@ -91,10 +91,6 @@ def product_facts(scene: io.SceneInfo) -> dict:
     return out
 
 
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
-
-
 def reading(scene: io.SceneInfo) -> str:
     """How ``translate`` and ``filter``/``calibrate`` read the input, and what they copy beside the output
     first (:func:`sar2opt_geo.source.open_source`'s ``copy_dir``)."""
@@ -108,13 +104,13 @@ def reading(scene: io.SceneInfo) -> str:
         if deflated:
             return (
                 f"{len(deflated)} deflated zip member(s): inflated once beside the output "
-                f"({_size(c.member_bytes(deflated))}) and read from there"
+                f"({io.human_bytes(c.member_bytes(deflated))}) and read from there"
             )
         where = "stored zip members" if c.is_zip else "measurement TIFFs"
         return f"{where}: in place (GDAL's direct I/O where uncompressed)"
     raster = scene.raster if isinstance(scene, SourceScene) else scene
     if io.wants_tiled_copy(raster):
-        size = _size(io.tiled_copy_bytes(raster))
+        size = io.human_bytes(io.tiled_copy_bytes(raster))
         return (
             f"compressed strips: copied once into tiled form beside the output ({size}); read in place, "
             "every window would decode whole rows"

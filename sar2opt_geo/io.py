@@ -503,6 +503,11 @@ TILED_COPY_BLOCK = 512
 COPY_HEADROOM = 64 << 20
 
 
+def human_bytes(nbytes: int) -> str:
+    """``1.74 GB``, ``2.8 MB``: a size for messages."""
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
 def room_for(folder: str | os.PathLike, nbytes: int) -> tuple[bool, int]:
     """Whether ``nbytes`` fit on ``folder``'s disk (the folder, or its nearest existing parent), keeping
     :data:`COPY_HEADROOM` free; and the free bytes."""
@@ -552,6 +557,13 @@ def tiled_copy(scene: SceneInfo, folder: str | os.PathLike) -> SceneInfo:
     if dest.suffix.lower() not in (".tif", ".tiff"):
         dest = dest.with_name(dest.name + ".tif")
     part = dest.with_name(dest.name + ".part")
+    log.info(
+        "%s: copying its compressed strips into tiled form beside the output (%s), once: read in place, "
+        "every window would decode whole image rows again",
+        scene.path,
+        human_bytes(need),
+        extra={"notice": True},
+    )
     t0 = time.perf_counter()
     try:
         with rasterio.Env(**GDAL_ENV, GDAL_TIFF_INTERNAL_MASK=True):
@@ -571,14 +583,7 @@ def tiled_copy(scene: SceneInfo, folder: str | os.PathLike) -> SceneInfo:
         raise OutputError(f"{dest}: could not be written ({exc})") from None
     finally:
         remove_path(part)
-    log.info(
-        "%s: compressed strips copied into tiled form (%s, %.2f GB) in %.1f s: read in place, every window "
-        "would decode whole image rows again",
-        scene.path,
-        dest,
-        need / 1e9,
-        time.perf_counter() - t0,
-    )
+    log.info("%s: copied into tiled form (%s) in %.1f s", scene.path, dest, time.perf_counter() - t0)
     from dataclasses import replace
 
     return replace(scene, read_path=str(dest))

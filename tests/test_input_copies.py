@@ -379,3 +379,25 @@ def test_a_run_removes_the_copies_of_earlier_runs_whose_process_is_gone(tmp_path
         kept = sorted(p.name for p in tmp_path.iterdir() if p != root)
     assert kept == sorted(set(owners) - {".t.tif.inputs-dead0000"})
     assert not root.exists()
+
+
+def test_the_cli_says_when_it_copies_an_input_unless_quiet(products, tiny_model_path, tmp_path, capsys):
+    """A copy takes seconds to minutes before any progress bar: ``calibrate`` and ``translate`` say it on
+    stderr at the default verbosity (and nothing else of their INFO logs), and nothing with ``-q``."""
+    from conftest import run_cli
+
+    code, _, err = run_cli(["calibrate", products["deflated"], tmp_path / "a.tif"], capsys)
+    assert code == 0, err
+    notices = [line for line in err.splitlines() if line.startswith("INFO: ")]
+    assert len(notices) == 1 and "unpacking 2 deflated measurement tiff(s) of" in notices[0], err
+    v = sigma0(7, 200, 2100)
+    strips = write_geotiff(tmp_path / "strips.tif", v, compress="deflate", nodata=0.0).path
+    args = ["translate", strips, tmp_path / "t.tif", "--model", tiny_model_path, "--backend", "torch"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if line.startswith("INFO: ")] == [
+        f"INFO: {strips}: copying its compressed strips into tiled form beside the output (1.7 MB), once: "
+        "read in place, every window would decode whole image rows again"
+    ]
+    code, _, err = run_cli(["calibrate", "-q", products["deflated"], tmp_path / "b.tif"], capsys)
+    assert code == 0 and err == "", err

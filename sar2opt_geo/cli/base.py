@@ -11,6 +11,17 @@ from sar2opt_geo import __version__
 from sar2opt_geo.errors import UsageError
 
 
+class _NoticeFilter(logging.Filter):
+    """Without ``-v`` or ``-q``: warnings and errors, and this package's INFO records flagged as notices
+    (``extra={"notice": True}``: the start of a long step before the progress bar, such as copying an
+    input)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or (
+            getattr(record, "notice", False) and record.name.startswith("sar2opt_geo")
+        )
+
+
 class _QuietFilter(logging.Filter):
     """With ``-q``: this package's warnings and everyone's errors, nothing else."""
 
@@ -29,11 +40,16 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     (``PYTHONWARNINGS``, inherited when they are spawned); ``-v`` brings library INFO logs back.
     """
     level = logging.WARNING if quiet or not verbose else (logging.INFO if verbose == 1 else logging.DEBUG)
+    notices = not quiet and not verbose
+    if notices:
+        level = logging.INFO  # INFO records reach the handler; the notice filter keeps only the flagged ones
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)
         if quiet:
             handler.addFilter(_QuietFilter())
+        elif notices:
+            handler.addFilter(_NoticeFilter())
     for noisy in ("distributed", "rasterio", "fiona", "numexpr", "asyncio", "tornado"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if quiet:

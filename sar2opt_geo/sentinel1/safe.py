@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from zlib import error as zlib_error
 
 from sar2opt_geo.errors import InputError, OutputError
+from sar2opt_geo.io import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +114,22 @@ class Container:
         with _open_zip(self.root) as zf:
             infos = [zf.getinfo(self.prefix + rel) for rel in rels]
         need = sum(i.file_size for i in infos)
+        log.info(
+            "unpacking %d deflated measurement tiff(s) of %s (%s) beside the output, once: read in "
+            "place, each would be decompressed again for every window",
+            len(rels),
+            self.root,
+            human_bytes(need),
+            extra={"notice": True},
+        )
         t0 = time.perf_counter()
         dests = [str(folder / PurePosixPath(rel).name) for rel in rels]
         with ThreadPoolExecutor(max_workers=max(1, min(len(rels), os.cpu_count() or 1))) as pool:
             list(pool.map(self._inflate, rels, infos, dests))  # re-raises the first member's error
         log.info(
-            "unpacked %d deflated measurement tiff(s) of %s (%.2f GB) into %s in %.1f s (read in place, each "
-            "would be decompressed again for every window)",
+            "unpacked %d deflated measurement tiff(s) of %s into %s in %.1f s",
             len(rels),
             self.root,
-            need / 1e9,
             folder,
             time.perf_counter() - t0,
         )
