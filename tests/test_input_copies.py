@@ -401,3 +401,38 @@ def test_the_cli_says_when_it_copies_an_input_unless_quiet(products, tiny_model_
     ]
     code, _, err = run_cli(["calibrate", "-q", products["deflated"], tmp_path / "b.tif"], capsys)
     assert code == 0 and err == "", err
+
+
+def test_an_interrupted_run_on_a_copied_input_resumes(products, tiny_model_path, tmp_path, monkeypatch):
+    """Ctrl-C removes the copies but keeps the finished blocks; ``--resume`` copies the input again (the
+    saved state names the original file, not the copy) and evaluates only the rest, to the same output."""
+    from sar2opt_geo import run
+    from sar2opt_geo.distributed import ThreadedExecutor
+    from sar2opt_geo.errors import Interrupted
+    from sar2opt_geo.plan import TranslateOptions
+    from sar2opt_geo.workstate import WorkState
+
+    opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=128, backend="torch")
+    zipped = str(products["deflated"])
+    whole = run.run_translate(zipped, str(tmp_path / "whole.tif"), opts, ThreadedExecutor(2))
+    real_add, calls = run.OutputSink.add, {"n": 0}
+
+    def add_then_interrupt(self, key):
+        real_add(self, key)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run.OutputSink, "add", add_then_interrupt)
+    out = tmp_path / "out.tif"
+    with pytest.raises(Interrupted):
+        run.run_translate(zipped, str(out), opts, ThreadedExecutor(2))
+    kept = WorkState(out).done_records()
+    assert len(kept) >= 2 and leftovers(tmp_path) == []
+    monkeypatch.setattr(run.OutputSink, "add", real_add)
+    resumed = run.run_translate(zipped, str(out), opts, ThreadedExecutor(2), resume=True)
+    assert resumed.evaluations == whole.evaluations - sum(r["n_eval"] for r in kept.values())
+    assert leftovers(tmp_path) == []
+    a, ma = io.read_raster(tmp_path / "whole.tif", masked=True)
+    b, mb = io.read_raster(out, masked=True)
+    assert np.array_equal(a, b) and np.array_equal(ma["mask"], mb["mask"])
