@@ -436,3 +436,27 @@ def test_an_interrupted_run_on_a_copied_input_resumes(products, tiny_model_path,
     a, ma = io.read_raster(tmp_path / "whole.tif", masked=True)
     b, mb = io.read_raster(out, masked=True)
     assert np.array_equal(a, b) and np.array_equal(ma["mask"], mb["mask"])
+
+
+def test_a_zip_packed_like_cdse_and_asf_since_2023_reads_in_place(products, tmp_path):
+    """Since 2023-09-26 the Copernicus Data Space Ecosystem packs Sentinel-1 zips without directory entries,
+    and ASF's zips store every member uncompressed (``zipinfo`` listings in ASFHyP3/hyp3-gamma#491 and
+    johntruckenbrodt/spatialist#36). Such a zip is found, read in place (nothing to unpack: the
+    measurements are stored) and gives the SAFE folder's pixels."""
+    from sar2opt_geo.sentinel1.product import open_product
+
+    safe_dir = products["safe"]
+    z = tmp_path / (safe_dir.name[: -len(".SAFE")] + ".zip")
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(p for p in safe_dir.rglob("*") if p.is_file()):
+            zf.write(path, f"{safe_dir.name}/{path.relative_to(safe_dir).as_posix()}")
+    with zipfile.ZipFile(z) as zf:
+        assert not any(n.endswith("/") for n in zf.namelist())
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+    zipped = open_product(z, unpack_dir=tmp_path / "u")
+    folder = open_product(safe_dir)
+    assert zipped.polarisations == folder.polarisations == ("VV", "VH")
+    assert all(b.measurement.startswith("/vsizip/") for b in zipped.bands) and not (tmp_path / "u").exists()
+    for window in ((0, 260, 0, 300), (-7, 100, 250, 330)):
+        want, got = folder.read_window(None, *window), zipped.read_window(None, *window)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
