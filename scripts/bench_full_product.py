@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""A whole Sentinel-1 IW GRDH product, at its real size and in the real measurement layout, translated on this
+machine (issue #15): what a user's first `sar2opt-geo translate PRODUCT out.tif` costs.
+
+The product is the real S1B product of ``shared/s1-products`` (its manifest, annotation, calibration and noise
+XML: 26 102 × 16 705 samples, 210 geolocation-grid points, IPF 3.40) with a measurement TIFF written here in
+the layout of real ones (uncompressed uint16, one row per strip, ``synth.GRD_LAYOUT``; the shipped one is an
+all-zero placeholder). Its DN are physically consistent with the product's own LUTs: a σ⁰ field from the scene
+simulator (land cover, fields, ENL-4.4 speckle; ``synth.render_window`` indexed by line and sample) through
+DN = √(A²·σ⁰ + η), with A the product's sigmaNought LUT and η its thermal noise, and DN = 0 along the image
+borders, as in real products. Then the CLI translates it in a fresh process (default options: the bundled
+dual-pol model needs VH, which this product lacks, so the VV model is chosen), and the bench prints wall time,
+CPU time (all threads and child processes), peak resident memory of the process tree (psutil, sampled every
+``--interval`` s), tiles evaluated and throughput.
+
+    python scripts/bench_full_product.py [--safe ../shared/s1-products/S1B_...SAFE] [--workdir W]
+                                         [--extra-args "--workers 2"]
+
+The product (~0.9 GB) is written once into ``--workdir`` (a temporary folder without it) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_memory import tree_rss  # noqa: E402  (a sibling script)
+
+DEFAULT_SAFE = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "s1-products"
+    / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
+)
+BORDER = (20, 80)  # lines, samples of DN = 0 along the image edges (real GRD products have such borders)
+BAND_ROWS = 512
+
+
+def build_product(source: Path, workdir: Path, seed: int = 3, progress=print) -> tuple[Path, float]:
+    """``workdir/NAME.SAFE``: ``source``'s metadata (copied) with a measurement TIFF of real size and layout
+    per polarisation and DN from the simulator's σ⁰ through the product's LUTs; and the seconds it took.
+    Reused when it exists."""
+    from rasterio.windows import Window
+
+    from sar2opt_geo.sentinel1.product import open_product
+    from sar2opt_geo.sentinel1.safe import discover
+    from sar2opt_geo.sentinel1.synth import GRD_LAYOUT, create_measurement
+    from sar2opt_geo.synth import SceneSpec, render_window
+
+    safe = workdir / source.name
+    done = safe / ".complete"
+    if done.exists():
+        return safe, 0.0
+    t0 = time.perf_counter()
+    if safe.exists():
+        shutil.rmtree(safe)
+    files = discover(source)
+    for rel in [files.manifest] + [
+        r for bf in files.bands for r in (bf.annotation, bf.calibration, bf.noise)
+    ]:
+        if rel:
+            (safe / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / rel, safe / rel)
+    (safe / "measurement").mkdir(exist_ok=True)
+    prod = open_product(source, metadata_only=True)
+    h, w = prod.height, prod.width
+    scene = SceneSpec(width=w, height=h, bands=("VV", "VH"), seed=seed)
+    cols = np.arange(w)
+    for bf in files.bands:
+        name = Path(bf.measurement).name if bf.measurement else Path(bf.annotation).stem + ".tiff"
+        path = safe / "measurement" / name
+        with create_measurement(path, w, h, prod.gcps, **GRD_LAYOUT) as dst:
+            for r0 in range(0, h, BAND_ROWS):
+                r1 = min(h, r0 + BAND_ROWS)
+                rows = np.arange(r0, r1)
+                sigma0 = render_window(scene, r0, 0, r1 - r0, w)[0][scene.bands.index(bf.polarisation)]
+                a = prod.calibration_lut(bf.polarisation, "sigma0", rows, cols)
+                power = a * a * sigma0.astype(np.float64) + prod.noise_power(bf.polarisation, rows, cols)
+                dn = np.clip(np.rint(np.sqrt(power)), 1, 65535).astype(np.uint16)
+                dn[(rows < BORDER[0]) | (rows >= h - BORDER[0])] = 0
+                dn[:, : BORDER[1]] = 0
+                dn[:, w - BORDER[1] :] = 0
+                dst.write(dn[None], window=Window(0, r0, w, r1 - r0))
+                progress(f"  {bf.polarisation}: lines {r1} of {h}")
+    done.write_text("")
+    return safe, time.perf_counter() - t0
+
+
+def run_translate(safe: Path, out: Path, extra: list[str], interval: float) -> dict:
+    """A fresh ``sar2opt-geo translate`` process: wall and CPU seconds, peak tree RSS, its summary line."""
+    cmd = [sys.executable, "-m", "sar2opt_geo", "translate", str(safe), str(out), "--overwrite", *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc, peak = psutil.Process(p.pid), 0
+    while p.poll() is None:
+        peak = max(peak, tree_rss(proc))
+        time.sleep(interval)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    err = p.stderr.read()
+    if p.returncode != 0:
+        raise SystemExit(f"translate failed ({p.returncode}):\n{err}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary = [line for line in err.splitlines() if line.startswith("wrote ")]
+    return {"cmd": cmd, "wall": wall, "cpu": cpu, "peak": peak, "summary": summary[-1] if summary else err}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--safe", type=Path, default=DEFAULT_SAFE, help="the real product whose metadata to use")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="keep the product here (default: a temp folder)"
+    )
+    ap.add_argument("--extra-args", default="", help="more translate options, one string")
+    ap.add_argument("--interval", type=float, default=0.5, help="seconds between memory samples")
+    ap.add_argument("--seed", type=int, default=3)
+    args = ap.parse_args(argv)
+    if not args.safe.is_dir():
+        ap.error(f"{args.safe}: no such SAFE folder (the real products are in shared/s1-products)")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_full_product_"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    safe, built = build_product(args.safe, work, args.seed, progress=lambda m: print(m, flush=True))
+    if built:
+        print(f"product written in {built:.0f} s: {safe}", flush=True)
+    from sar2opt_geo.io import CRS, open_scene
+    from sar2opt_geo.source import open_source
+
+    scene = open_source(str(safe))
+    res = run_translate(safe, work / "translated.tif", shlex.split(args.extra_args), args.interval)
+    out = open_scene(str(work / "translated.tif"))
+    p = scene.product
+    tiles = (
+        int(res["summary"].split(": ", 1)[1].split(" of ")[0]) if res["summary"].startswith("wrote") else 0
+    )
+    mib = res["peak"] / 2**20
+    print()
+    print(f"| {p.name} ({p.width} × {p.height} radar samples, {', '.join(p.polarisations)}) | |")
+    print("|---|---:|")
+    crs = CRS.from_wkt(out.crs_wkt).to_string()
+    size = (work / "translated.tif").stat().st_size / 2**20
+    print(f"| output (map grid {out.width} × {out.height}, {crs}) | {size:.0f} MiB COG |")
+    print(f"| tiles evaluated | {tiles} |")
+    print(f"| wall time | {res['wall']:.0f} s ({res['wall'] / 60:.1f} min) |")
+    print(f"| CPU time (all threads and child processes) | {res['cpu']:.0f} s |")
+    mpx = out.width * out.height / res["wall"] / 1e6
+    print(f"| throughput | {tiles / res['wall']:.1f} tiles/s, {mpx:.2f} Mpx/s of output |")
+    print(f"| peak memory (process tree RSS) | {mib:.0f} MiB |")
+    print()
+    print(f"translate said: {res['summary']}")
+    print(f"load average after: {os.getloadavg()}")
+    given = argv if argv is not None else sys.argv[1:]
+    print("command: python scripts/bench_full_product.py " + " ".join(given))
+    return {**res, "tiles": tiles, "output": str(work / "translated.tif"), "safe": str(safe)}
+
+
+if __name__ == "__main__":
+    main()
