@@ -9,8 +9,8 @@ all-zero placeholder). Its DN are physically consistent with the product's own L
 simulator (land cover, fields, ENL-4.4 speckle; ``synth.render_window`` indexed by line and sample) through
 DN = √(A²·σ⁰ + η), with A the product's sigmaNought LUT and η its thermal noise: backscatter over the whole
 image (no simulator footprint) but DN = 0 along its borders, as in real products. Then the CLI translates it
-in a fresh process (default options: the bundled dual-pol model needs VH, which this product lacks, so the VV
-model is chosen), and the bench prints wall time, CPU time (all threads and child processes), peak resident
+in a fresh process (default options: the bundled model's dual-pol member where the product has VH, as the real
+S1A product of ``shared/s1-products`` does: ``--safe`` it; else its VV member), and the bench prints wall time, CPU time (all threads and child processes), peak resident
 memory of the process tree (psutil, sampled every ``--interval`` s), tiles evaluated and throughput.
 
     python scripts/bench_full_product.py [--safe ../shared/s1-products/S1B_...SAFE] [--workdir W]
@@ -22,6 +22,7 @@ The product (~0.9 GB) is written once into ``--workdir`` (a temporary folder wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shlex
@@ -80,22 +81,29 @@ def build_product(source: Path, workdir: Path, seed: int = 3, progress=print) ->
     # backscatter everywhere (no simulator footprint): a product is valid but for its borders
     scene = SceneSpec(width=w, height=h, bands=("VV", "VH"), seed=seed, footprint=False)
     cols = np.arange(w)
-    for bf in files.bands:
-        name = Path(bf.measurement).name if bf.measurement else Path(bf.annotation).stem + ".tiff"
-        path = safe / "measurement" / name
-        with create_measurement(path, w, h, prod.gcps, **GRD_LAYOUT) as dst:
-            for r0 in range(0, h, BAND_ROWS):
-                r1 = min(h, r0 + BAND_ROWS)
-                rows = np.arange(r0, r1)
-                sigma0 = render_window(scene, r0, 0, r1 - r0, w)[0][scene.bands.index(bf.polarisation)]
-                a = prod.calibration_lut(bf.polarisation, "sigma0", rows, cols)
-                power = a * a * sigma0.astype(np.float64) + prod.noise_power(bf.polarisation, rows, cols)
+    with contextlib.ExitStack() as stack:
+        outs = {}
+        for bf in files.bands:
+            name = Path(bf.measurement).name if bf.measurement else Path(bf.annotation).stem + ".tiff"
+            path = safe / "measurement" / name
+            outs[bf.polarisation] = stack.enter_context(
+                create_measurement(path, w, h, prod.gcps, **GRD_LAYOUT)
+            )
+        for r0 in range(0, h, BAND_ROWS):  # the simulator renders every polarisation of a band at once
+            r1 = min(h, r0 + BAND_ROWS)
+            rows = np.arange(r0, r1)
+            sigma0 = render_window(scene, r0, 0, r1 - r0, w)[0]
+            for pol, dst in outs.items():
+                a = prod.calibration_lut(pol, "sigma0", rows, cols)
+                power = a * a * sigma0[scene.bands.index(pol)].astype(np.float64) + prod.noise_power(
+                    pol, rows, cols
+                )
                 dn = np.clip(np.rint(np.sqrt(power)), 1, 65535).astype(np.uint16)
                 dn[(rows < BORDER[0]) | (rows >= h - BORDER[0])] = 0
                 dn[:, : BORDER[1]] = 0
                 dn[:, w - BORDER[1] :] = 0
                 dst.write(dn[None], window=Window(0, r0, w, r1 - r0))
-                progress(f"  {bf.polarisation}: lines {r1} of {h}")
+            progress(f"  {', '.join(outs)}: lines {r1} of {h}")
     done.write_text(recipe)
     return safe, time.perf_counter() - t0
 
