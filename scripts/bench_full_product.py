@@ -9,10 +9,10 @@ all-zero placeholder). Its DN are physically consistent with the product's own L
 simulator (land cover, fields, ENL-4.4 speckle; ``synth.render_window`` indexed by line and sample) through
 DN = √(A²·σ⁰ + η), with A the product's sigmaNought LUT and η its thermal noise: backscatter over the whole
 image (no simulator footprint) but DN = 0 along its borders, as in real products. Then the CLI translates it
-in a fresh process (default options: the bundled model's dual-pol member where the product has VH, as the real
-S1A product of ``shared/s1-products`` does: ``--safe`` it; else its VV member), and the bench prints wall time,
-CPU time (all threads and child processes), peak resident memory of the process tree (psutil, sampled every
-``--interval`` s), tiles evaluated and throughput.
+in a fresh process (default options: the bundled model's dual-pol member where the product has VH, as the
+real S1A product of ``shared/s1-products`` does: ``--safe`` it; else its VV member), and the bench prints wall
+time, CPU time (all threads and child processes), peak resident memory of the process tree (psutil, sampled
+every ``--interval`` s), tiles evaluated and throughput.
 
     python scripts/bench_full_product.py [--safe ../shared/s1-products/S1B_...SAFE] [--workdir W]
                                          [--extra-args "--workers 2"]
