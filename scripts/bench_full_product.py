@@ -15,7 +15,7 @@ time, CPU time (all threads and child processes), peak resident memory of the pr
 every ``--interval`` s), tiles evaluated and throughput.
 
     python scripts/bench_full_product.py [--safe ../shared/s1-products/S1B_...SAFE] [--workdir W]
-                                         [--extra-args "--workers 2"]
+                                         [--command translate|calibrate] [--extra-args "--workers 2"]
 
 The product (~0.9 GB) is written once into ``--workdir`` (a temporary folder without it) and reused.
 """
@@ -109,9 +109,10 @@ def build_product(source: Path, workdir: Path, seed: int = 3, progress=print) ->
     return safe, time.perf_counter() - t0
 
 
-def run_translate(safe: Path, out: Path, extra: list[str], interval: float) -> dict:
-    """A fresh ``sar2opt-geo translate`` process: wall and CPU seconds, peak tree RSS, its summary line."""
-    cmd = [sys.executable, "-m", "sar2opt_geo", "translate", str(safe), str(out), "--overwrite", *extra]
+def run_command(command: str, safe: Path, out: Path, extra: list[str], interval: float) -> dict:
+    """A fresh ``sar2opt-geo COMMAND PRODUCT OUT`` process: wall and CPU seconds, peak tree RSS, its summary
+    line."""
+    cmd = [sys.executable, "-m", "sar2opt_geo", command, str(safe), str(out), "--overwrite", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -123,7 +124,7 @@ def run_translate(safe: Path, out: Path, extra: list[str], interval: float) -> d
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     err = p.stderr.read()
     if p.returncode != 0:
-        raise SystemExit(f"translate failed ({p.returncode}):\n{err}")
+        raise SystemExit(f"{command} failed ({p.returncode}):\n{err}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     summary = [line for line in err.splitlines() if line.startswith("wrote ")]
     return {"cmd": cmd, "wall": wall, "cpu": cpu, "peak": peak, "summary": summary[-1] if summary else err}
@@ -138,6 +139,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--extra-args", default="", help="more translate options, one string")
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between memory samples")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument(
+        "--command",
+        choices=("translate", "calibrate"),
+        default="translate",
+        help="what to time: translate (default) or calibrate (σ⁰ only: no model)",
+    )
     args = ap.parse_args(argv)
     if not args.safe.is_dir():
         ap.error(f"{args.safe}: no such SAFE folder (the real products are in shared/s1-products)")
@@ -151,31 +158,36 @@ def main(argv: list[str] | None = None) -> dict:
     from sar2opt_geo.source import open_source
 
     scene = open_source(str(safe))
-    res = run_translate(safe, work / "translated.tif", shlex.split(args.extra_args), args.interval)
-    out = open_scene(str(work / "translated.tif"))
+    output = work / ("translated.tif" if args.command == "translate" else "sigma0.tif")
+    res = run_command(args.command, safe, output, shlex.split(args.extra_args), args.interval)
+    out = open_scene(str(output))
     p = scene.product
-    tiles = (
-        int(res["summary"].split(": ", 1)[1].split(" of ")[0]) if res["summary"].startswith("wrote") else 0
-    )
+    said = res["summary"]
+    tiles = int(said.split(": ", 1)[1].split(" of ")[0]) if " tiles evaluated" in said else None
     mib = res["peak"] / 2**20
     print()
-    print(f"| {p.name} ({p.width} × {p.height} radar samples, {', '.join(p.polarisations)}) | |")
+    print(
+        f"| {p.name} ({p.width} × {p.height} radar samples, {', '.join(p.polarisations)}): {args.command} | |"
+    )
     print("|---|---:|")
     crs = CRS.from_wkt(out.crs_wkt).to_string()
-    size = (work / "translated.tif").stat().st_size / 2**20
-    print(f"| output (map grid {out.width} × {out.height}, {crs}) | {size:.0f} MiB COG |")
-    print(f"| tiles evaluated | {tiles} |")
+    size = output.stat().st_size / 2**20
+    grid = f"map grid {out.width} × {out.height}, {crs}, {out.count} × {out.dtype}"
+    print(f"| output ({grid}) | {size:.0f} MiB COG |")
+    if tiles is not None:
+        print(f"| tiles evaluated | {tiles} |")
     print(f"| wall time | {res['wall']:.0f} s ({res['wall'] / 60:.1f} min) |")
     print(f"| CPU time (all threads and child processes) | {res['cpu']:.0f} s |")
     mpx = out.width * out.height / res["wall"] / 1e6
-    print(f"| throughput | {tiles / res['wall']:.1f} tiles/s, {mpx:.2f} Mpx/s of output |")
+    rate = f"{tiles / res['wall']:.1f} tiles/s, " if tiles is not None else ""
+    print(f"| throughput | {rate}{mpx:.2f} Mpx/s of output |")
     print(f"| peak memory (process tree RSS) | {mib:.0f} MiB |")
     print()
-    print(f"translate said: {res['summary']}")
+    print(f"{args.command} said: {said}")
     print(f"load average after: {os.getloadavg()}")
     given = argv if argv is not None else sys.argv[1:]
     print("command: python scripts/bench_full_product.py " + " ".join(given))
-    return {**res, "tiles": tiles, "output": str(work / "translated.tif"), "safe": str(safe)}
+    return {**res, "tiles": tiles, "output": str(output), "safe": str(safe)}
 
 
 if __name__ == "__main__":

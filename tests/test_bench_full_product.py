@@ -55,3 +55,15 @@ def test_the_product_is_real_layout_and_calibrates_to_the_simulated_sigma0(tmp_p
     mtime = Path(prod.bands[0].measurement).stat().st_mtime_ns
     bench.build_product(source, tmp_path / "w", 5)
     assert Path(prod.bands[0].measurement).stat().st_mtime_ns == mtime
+
+
+def test_calibrate_is_timed_too(tmp_path, capsys):
+    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+
+    source = write_product(tmp_path / "src", ProductSpec(width=300, height=260, seed=3), truth=False).safe
+    res = bench.main(["--safe", str(source), "--workdir", str(tmp_path / "w"), "--command", "calibrate"])
+    printed = capsys.readouterr().out
+    assert res["tiles"] is None and res["output"].endswith("sigma0.tif") and Path(res["output"]).exists()
+    assert (
+        ": calibrate |" in printed and "| tiles evaluated |" not in printed and "Mpx/s of output" in printed
+    )
