@@ -140,3 +140,20 @@ def write_geotiff(path, values, *, origin=(500000, 4000000), mask=None, **profil
         if mask is not None:
             dst.write_mask(mask)
     return io.open_scene(str(path))
+
+
+def interrupt_after_blocks(monkeypatch, n: int):
+    """Make ``translate`` raise KeyboardInterrupt (Ctrl-C) once its ``n``-th block is in the output; returns
+    a function that undoes it (for the ``--resume`` run that follows)."""
+    from sar2opt_geo import run
+
+    real_add, calls = run.OutputSink.add, {"n": 0}
+
+    def add_then_interrupt(self, key):
+        real_add(self, key)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run.OutputSink, "add", add_then_interrupt)
+    return lambda: monkeypatch.setattr(run.OutputSink, "add", real_add)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import run_cli
+from conftest import interrupt_after_blocks, run_cli
 from rasterio.transform import from_origin
 
 
@@ -373,17 +373,7 @@ def test_ctrl_c_says_what_was_kept_and_the_commands_to_resume_or_discard(
 ):
     import shlex
 
-    from sar2opt_geo import run
-
-    real_add, calls = run.OutputSink.add, {"n": 0}
-
-    def add_then_interrupt(self, key):
-        real_add(self, key)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run.OutputSink, "add", add_then_interrupt)
+    resume_normally = interrupt_after_blocks(monkeypatch, 2)
     monkeypatch.chdir(tmp_path)
     args = ["translate", "s.tif", "o.tif", "--model", tiny_model_path, "--chunk-size", "192", "-q"]
     code, _, err = run_cli(args, capsys)
@@ -396,7 +386,7 @@ def test_ctrl_c_says_what_was_kept_and_the_commands_to_resume_or_discard(
     ws = tmp_path / ".o.tif.work"
     assert ws.is_dir() and discard == f"rm -r {ws}"
     assert shlex.split(resume)[0] == "sar2opt-geo" and shlex.split(resume)[-1] == "--resume"
-    monkeypatch.setattr(run.OutputSink, "add", real_add)
+    resume_normally()
     code, _, err = run_cli(shlex.split(resume)[1:], capsys)
     assert code == 0, err
     assert (tmp_path / "o.tif").exists() and not ws.exists()

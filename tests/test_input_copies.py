@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_geotiff
+from conftest import interrupt_after_blocks, write_geotiff
 
 from sar2opt_geo import io
 from sar2opt_geo.errors import InputError, OutputError
@@ -415,21 +415,13 @@ def test_an_interrupted_run_on_a_copied_input_resumes(products, tiny_model_path,
     opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=128, backend="torch")
     zipped = str(products["deflated"])
     whole = run.run_translate(zipped, str(tmp_path / "whole.tif"), opts, ThreadedExecutor(2))
-    real_add, calls = run.OutputSink.add, {"n": 0}
-
-    def add_then_interrupt(self, key):
-        real_add(self, key)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run.OutputSink, "add", add_then_interrupt)
+    resume_normally = interrupt_after_blocks(monkeypatch, 2)
     out = tmp_path / "out.tif"
     with pytest.raises(Interrupted):
         run.run_translate(zipped, str(out), opts, ThreadedExecutor(2))
     kept = WorkState(out).done_records()
     assert len(kept) >= 2 and leftovers(tmp_path) == []
-    monkeypatch.setattr(run.OutputSink, "add", real_add)
+    resume_normally()
     resumed = run.run_translate(zipped, str(out), opts, ThreadedExecutor(2), resume=True)
     assert resumed.evaluations == whole.evaluations - sum(r["n_eval"] for r in kept.values())
     assert leftovers(tmp_path) == []

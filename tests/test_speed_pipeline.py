@@ -182,6 +182,8 @@ def test_a_work_state_without_block_files_is_started_again(tmp_path, caplog):
 def test_interrupted_run_resumes_from_block_files(fmt, small_scene, tiny_model_path, tmp_path, monkeypatch):
     """Ctrl-C after some blocks: their block files and records stay; ``--resume`` evaluates only the rest
     and writes the same output as an uninterrupted run, in either format."""
+    from conftest import interrupt_after_blocks
+
     from sar2opt_geo import run
     from sar2opt_geo.distributed import ThreadedExecutor
     from sar2opt_geo.errors import Interrupted
@@ -191,15 +193,7 @@ def test_interrupted_run_resumes_from_block_files(fmt, small_scene, tiny_model_p
     opts = TranslateOptions(model=tiny_model_path, device="cpu", chunk_size=192, fmt=fmt, backend="torch")
     whole = run.run_translate(small_scene, str(tmp_path / f"whole{ext}"), opts, ThreadedExecutor(2))
 
-    real_add, calls = run.OutputSink.add, {"n": 0}
-
-    def add_then_interrupt(self, key):
-        real_add(self, key)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run.OutputSink, "add", add_then_interrupt)
+    resume_normally = interrupt_after_blocks(monkeypatch, 3)
     out = tmp_path / f"out{ext}"
     with pytest.raises(Interrupted):
         run.run_translate(small_scene, str(out), opts, ThreadedExecutor(2))
@@ -207,7 +201,7 @@ def test_interrupted_run_resumes_from_block_files(fmt, small_scene, tiny_model_p
     kept = ws.done_records()
     assert len(kept) >= 3 and not out.exists()
     assert {p.stem for p in ws.store.glob("*.npy")} >= set(kept)  # a record always has its block file
-    monkeypatch.setattr(run.OutputSink, "add", real_add)
+    resume_normally()
     resumed = run.run_translate(small_scene, str(out), opts, ThreadedExecutor(2), resume=True)
     assert resumed.evaluations == whole.evaluations - sum(r["n_eval"] for r in kept.values())
     assert not ws.root.exists()
