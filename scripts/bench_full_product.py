@@ -15,7 +15,8 @@ time, CPU time (all threads and child processes), peak resident memory of the pr
 every ``--interval`` s), tiles evaluated and throughput.
 
     python scripts/bench_full_product.py [--safe ../shared/s1-products/S1B_...SAFE] [--workdir W]
-                                         [--command translate|calibrate] [--extra-args "--workers 2"]
+                                         [--command translate|calibrate] [--identity-model]
+                                         [--extra-args "--workers 2"]
 
 The product (~0.9 GB) is written once into ``--workdir`` (a temporary folder without it) and reused.
 """
@@ -140,6 +141,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between memory samples")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument(
+        "--identity-model",
+        action="store_true",
+        help="translate with bench_speed.py's identity ONNX model: the pipeline alone (feeding a GPU)",
+    )
+    ap.add_argument(
         "--command",
         choices=("translate", "calibrate"),
         default="translate",
@@ -159,7 +165,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     scene = open_source(str(safe))
     output = work / ("translated.tif" if args.command == "translate" else "sigma0.tif")
-    res = run_command(args.command, safe, output, shlex.split(args.extra_args), args.interval)
+    extra = shlex.split(args.extra_args)
+    if args.identity_model:
+        from bench_speed import identity_onnx  # a sibling script
+
+        extra = ["--model", identity_onnx(work / "identity.onnx"), *extra]
+    res = run_command(args.command, safe, output, extra, args.interval)
     out = open_scene(str(output))
     p = scene.product
     said = res["summary"]
@@ -182,6 +193,9 @@ def main(argv: list[str] | None = None) -> dict:
     rate = f"{tiles / res['wall']:.1f} tiles/s, " if tiles is not None else ""
     print(f"| throughput | {rate}{mpx:.2f} Mpx/s of output |")
     print(f"| peak memory (process tree RSS) | {mib:.0f} MiB |")
+    if tiles:
+        ms = 1000 * res["cpu"] / tiles
+        print(f"| CPU a tile | {ms:.1f} ms: {ms:.0f} cores per 1000 tiles/s |")
     print()
     print(f"{args.command} said: {said}")
     print(f"load average after: {os.getloadavg()}")

@@ -67,3 +67,14 @@ def test_calibrate_is_timed_too(tmp_path, capsys):
     assert (
         ": calibrate |" in printed and "| tiles evaluated |" not in printed and "Mpx/s of output" in printed
     )
+
+
+def test_the_pipeline_alone_with_the_identity_model(tmp_path, capsys):
+    from sar2opt_geo.sentinel1.synth import ProductSpec, write_product
+
+    spec = ProductSpec(width=300, height=260, polarisations=("VV",), seed=4)
+    source = write_product(tmp_path / "src", spec, truth=False).safe
+    res = bench.main(["--safe", str(source), "--workdir", str(tmp_path / "w"), "--identity-model"])
+    printed = capsys.readouterr().out
+    assert "identity.onnx" in " ".join(res["cmd"]) and res["tiles"] > 0
+    assert "| CPU a tile |" in printed and "cores per 1000 tiles/s" in printed
