@@ -91,6 +91,12 @@ def product_facts(scene: io.SceneInfo) -> dict:
     return out
 
 
+def _block_shape(scene: io.SceneInfo) -> str | None:
+    """The input file's block shape (a warped raster's own; none for a product, whose scene is computed)."""
+    raster = scene.raster if isinstance(scene, SourceScene) else scene
+    return None if raster is None else f"{raster.block_shape[1]} x {raster.block_shape[0]}"
+
+
 def reading(scene: io.SceneInfo) -> str:
     """How ``translate`` and ``filter``/``calibrate`` read the input, and what they copy beside the output
     first (:func:`sar2opt_geo.source.open_source`'s ``copy_dir``)."""
@@ -167,7 +173,7 @@ def describe_scene(
         "gcps": f"{len(scene.gcps)} GCPs in {io.CRS.from_wkt(scene.gcp_crs_wkt).to_string()}"
         if scene.gcps
         else None,
-        "block_shape": f"{scene.block_shape[1]} x {scene.block_shape[0]}",
+        "block_shape": _block_shape(scene),
         "reading": None if unreadable else reading(scene),
         "nodata_share": round(1.0 - float(valid.mean()), 4),
         "tile_grid": f"{grid.n_cols} x {grid.n_rows} tiles (columns x rows) of {tile} px, overlap {overlap}, "

@@ -452,3 +452,12 @@ def test_a_zip_packed_like_cdse_and_asf_since_2023_reads_in_place(products, tmp_
     for window in ((0, 260, 0, 300), (-7, 100, 250, 330)):
         want, got = folder.read_window(None, *window), zipped.read_window(None, *window)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_info_shows_the_files_block_shape_and_none_for_a_product(products, tmp_path):
+    from sar2opt_geo.info import describe_scene
+
+    v = sigma0(8, 60, 700)
+    strips = write_geotiff(tmp_path / "s.tif", v, compress="deflate", nodata=0.0).path
+    assert describe_scene(strips, 256, 64, 960, False)["block_shape"] == "700 x 2"  # GDAL's ~8 KB strips
+    assert describe_scene(str(products["safe"]), 256, 64, 960, False)["block_shape"] is None
