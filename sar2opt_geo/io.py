@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import threading
+import time
 import uuid
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +38,8 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from sar2opt_geo.errors import GeoreferenceError, InputError, OutputError, ReadError
+
+log = logging.getLogger(__name__)
 
 #: GDAL's raster block cache in MiB. GDAL reads the size once per process, at its first use, so it is set
 #: for the whole process when this module is imported (every process that reads or writes rasters imports
@@ -536,19 +540,15 @@ def tiled_copy(scene: SceneInfo, folder: str | os.PathLike) -> SceneInfo:
     caller removes it), its metadata unchanged (``read_path``). GDAL's CreateCopy decodes each strip once and
     copies the per-dataset mask with the pixels. When ``folder``'s disk lacks room, ``scene`` itself, with a
     warning: it is read in place, more slowly."""
-    import logging
-    import time
-
-    log = logging.getLogger(__name__)
     need = tiled_copy_bytes(scene)
     ok, free = room_for(folder, need)
     if not ok:
         log.warning(
-            "%s: %.2f GB free beside the output, %.2f GB needed for a tiled copy of its compressed strips: "
-            "reading it in place, which decodes whole image rows again for every window (much slower)",
+            "%s: %s free beside the output, %s needed for a tiled copy of its compressed strips: reading it "
+            "in place, which decodes whole image rows again for every window (much slower)",
             scene.path,
-            free / 1e9,
-            need / 1e9,
+            human_bytes(free),
+            human_bytes(need),
         )
         return scene
     folder = Path(folder)
@@ -578,14 +578,14 @@ def tiled_copy(scene: SceneInfo, folder: str | os.PathLike) -> SceneInfo:
             )
         os.replace(part, dest)
     except (RasterioIOError, rasterio.errors.RasterioError) as exc:
-        raise ReadError(f"{scene.path}: could not be copied to {dest}: {_gdal_cause(exc)}") from None
+        raise ReadError(
+            f"{scene.path}: could not be copied into tiled form at {dest}: {_gdal_cause(exc)}"
+        ) from None
     except OSError as exc:
         raise OutputError(f"{dest}: could not be written ({exc})") from None
     finally:
         remove_path(part)
     log.info("%s: copied into tiled form (%s) in %.1f s", scene.path, dest, time.perf_counter() - t0)
-    from dataclasses import replace
-
     return replace(scene, read_path=str(dest))
 
 

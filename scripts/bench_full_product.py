@@ -29,17 +29,15 @@ import os
 import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import tree_rss  # noqa: E402  (a sibling script)
+from bench_memory import run_peak  # noqa: E402  (a sibling script)
 
 DEFAULT_SAFE = (
     Path(__file__).resolve().parents[2]
@@ -115,17 +113,10 @@ def run_command(command: str, safe: Path, out: Path, extra: list[str], interval:
     line."""
     cmd = [sys.executable, "-m", "sar2opt_geo", command, str(safe), str(out), "--overwrite", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    proc, peak = psutil.Process(p.pid), 0
-    while p.poll() is None:
-        peak = max(peak, tree_rss(proc))
-        time.sleep(interval)
-    wall = time.perf_counter() - t0
+    peak, wall, code, err = run_peak(cmd, interval)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    err = p.stderr.read()
-    if p.returncode != 0:
-        raise SystemExit(f"{command} failed ({p.returncode}):\n{err}")
+    if code != 0:
+        raise SystemExit(f"{command} failed ({code})")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     summary = [line for line in err.splitlines() if line.startswith("wrote ")]
     return {"cmd": cmd, "wall": wall, "cpu": cpu, "peak": peak, "summary": summary[-1] if summary else err}

@@ -91,8 +91,8 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run_peak(cmd: list[str], interval: float) -> tuple[int, float, int]:
-    """``(peak tree RSS bytes, seconds, exit code)`` of a command."""
+def run_peak(cmd: list[str], interval: float) -> tuple[int, float, int, str]:
+    """``(peak tree RSS bytes, seconds, exit code, stderr)`` of a command."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     proc, peak = psutil.Process(p.pid), 0
@@ -102,7 +102,7 @@ def run_peak(cmd: list[str], interval: float) -> tuple[int, float, int]:
     err = p.stderr.read().decode()
     if p.returncode != 0:
         print(err, file=sys.stderr)
-    return peak, time.perf_counter() - t0, p.returncode
+    return peak, time.perf_counter() - t0, p.returncode, err
 
 
 IDLE = """
@@ -158,7 +158,7 @@ def main() -> None:
             "--overwrite",
             *shlex.split(args.extra_args),
         ]
-        peak, secs, code = run_peak(cmd, args.interval)
+        peak, secs, code, _ = run_peak(cmd, args.interval)
         row = {
             "size": size,
             "peak_mib": round(peak / 2**20),

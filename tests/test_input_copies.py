@@ -74,7 +74,7 @@ def test_without_room_to_unpack_the_product_is_read_in_place_with_a_warning(
     with caplog.at_level("WARNING"):
         product = open_product(products["deflated"], unpack_dir=tmp_path / "u")
     assert all(b.measurement.startswith("/vsizip/") for b in product.bands)
-    assert "GB needed to unpack its deflated measurement tiffs: reading them in place" in caplog.text
+    assert "MB needed to unpack its deflated measurement tiffs: reading them in place" in caplog.text
     assert not (tmp_path / "u").exists()
     want = open_product(products["stored"]).read_window(None, 0, 260, 0, 300)
     got = product.read_window(None, 0, 260, 0, 300)
@@ -461,3 +461,28 @@ def test_info_shows_the_files_block_shape_and_none_for_a_product(products, tmp_p
     strips = write_geotiff(tmp_path / "s.tif", v, compress="deflate", nodata=0.0).path
     assert describe_scene(strips, 256, 64, 960, False)["block_shape"] == "700 x 2"  # GDAL's ~8 KB strips
     assert describe_scene(str(products["safe"]), 256, 64, 960, False)["block_shape"] is None
+
+
+def test_a_copy_that_fails_is_a_one_line_error_leaving_nothing(
+    tiny_model_path, tmp_path, capsys, monkeypatch
+):
+    """GDAL failing mid-copy (a corrupt strip, a full disk): ``translate`` exits 1 with one line naming the
+    input and the cause, and leaves no output, no partial copy and no copy folder."""
+    from conftest import run_cli
+    from rasterio.errors import RasterioIOError
+
+    strips = write_geotiff(tmp_path / "s.tif", sigma0(9, 80, 2100), compress="deflate", nodata=0.0).path
+
+    def failing_copy(src, dst, **kw):
+        open(dst, "wb").write(b"partial")
+        raise RasterioIOError("TIFFReadEncodedStrip() failed.")
+
+    monkeypatch.setattr(io.rasterio.shutil, "copy", failing_copy)
+    args = ["translate", strips, tmp_path / "t.tif", "--model", tiny_model_path, "--backend", "torch"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 1
+    notice, error = err.splitlines()  # the notice that the copy started, then one error line
+    assert notice.startswith(f"INFO: {strips}: copying its compressed strips")
+    assert error.startswith(f"Error: {strips}: could not be copied into tiled form at ")
+    assert error.endswith("TIFFReadEncodedStrip() failed.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]

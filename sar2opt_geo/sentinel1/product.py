@@ -27,7 +27,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from sar2opt_geo.errors import InputError, UsageError
-from sar2opt_geo.io import GDAL_ENV, read_band, reflect_index, room_for
+from sar2opt_geo.io import GDAL_ENV, human_bytes, read_band, reflect_index, room_for
 from sar2opt_geo.sentinel1.annotation import (
     SAFE_NAME,
     ImageAnnotation,
@@ -269,17 +269,17 @@ def open_product(
     if unpack_dir is not None and not metadata_only:
         deflated = [bf.measurement for bf in files.bands if bf.measurement and c.is_deflated(bf.measurement)]
         need = c.member_bytes(deflated)
-        ok, free = room_for(unpack_dir, need)
+        ok, free = room_for(unpack_dir, need) if deflated else (False, 0)
         if deflated and ok:
             unpacked = dict(zip(deflated, c.unpack(deflated, unpack_dir), strict=True))
         elif deflated:
             log.warning(
-                "%s: %.2f GB free beside the output, %.2f GB needed to unpack its deflated measurement "
-                "tiffs: reading them in place, which decompresses whole image rows again for every window "
-                "(much slower; unzip the product on a disk with room and pass its SAFE folder)",
+                "%s: %s free beside the output, %s needed to unpack its deflated measurement tiffs: "
+                "reading them in place, which decompresses whole image rows again for every window (much "
+                "slower; unzip the product on a disk with room and pass its SAFE folder)",
                 c.root,
-                free / 1e9,
-                need / 1e9,
+                human_bytes(free),
+                human_bytes(need),
             )
     for bf in files.bands:
         if bf.annotation is None:
